@@ -1,0 +1,20 @@
+//! Schema migrations of scenario-hub, applied by `scenario-hub migrate` and on
+//! every `scenario-hub serve` start. Each migration has a real `down`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261126_000001_create_tables;
+mod m20261126_000002_seed_event_types;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261126_000001_create_tables::Migration),
+            Box::new(m20261126_000002_seed_event_types::Migration),
+        ]
+    }
+}

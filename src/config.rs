@@ -1,0 +1,118 @@
+//! Command line and environment configuration: one typed struct per
+//! subcommand, every field documented, read by clap from flags and environment.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// scenario-hub: the coordination service of multi-agent scenario simulations.
+#[derive(Debug, Parser)]
+#[command(name = "scenario-hub", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve GraphQL over HTTP.
+    Serve(ServeConfig),
+    /// Apply pending migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Print the GraphQL schema (SDL) to standard output.
+    Schema,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseConfig {
+    /// Database URL: `sqlite://PATH` (created when missing) or `postgres://...`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://scenario-hub.db")]
+    pub database_url: String,
+    /// Most connections the pool opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// Address to listen on.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000")]
+    pub bind: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Request and data limits.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// Limits on what one client may send or ask for (DESIGN.md's defaults).
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest event payload (serialized JSON), in bytes.
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Largest engine state (serialized JSON), in bytes.
+    #[arg(long, env = "MAX_STATE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_state_bytes: usize,
+    /// Most events in one `publishEvents` call or one `completeEvent` emit list.
+    #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Largest `first` of a connection.
+    #[arg(long, env = "MAX_PAGE_SIZE", default_value_t = 500)]
+    pub max_page_size: usize,
+    /// Deepest query nesting.
+    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 16)]
+    pub max_query_depth: usize,
+    /// Highest query complexity (every field, aliases included, counts).
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 2000)]
+    pub max_query_complexity: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_payload_bytes: 256 * 1024,
+            max_state_bytes: 1024 * 1024,
+            max_batch: 1000,
+            max_page_size: 500,
+            max_query_depth: 16,
+            max_query_complexity: 2000,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// A configuration for `database_url` with every other setting at its default.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        ServeConfig {
+            database: DatabaseConfig {
+                database_url: database_url.into(),
+                database_max_connections: 16,
+            },
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            log_format: LogFormat::Text,
+            limits: Limits::default(),
+        }
+    }
+}

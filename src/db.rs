@@ -1,0 +1,100 @@
+//! Opening the database: pool settings per backend, SQLite's WAL mode and
+//! busy timeout, the statement counter, and the start of write transactions.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+use crate::config::DatabaseConfig;
+
+/// Counters about the statements sent to the database.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    /// Statements executed since start, transactions' included; tests use it
+    /// to prove that nested fields are batched.
+    statements: AtomicU64,
+}
+
+impl DbStats {
+    /// Statements executed since the pool was opened.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+/// The pool and what we know about it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// The SeaORM connection pool.
+    pub conn: DatabaseConnection,
+    /// Statement counters, shared with the pool's metric callback.
+    pub stats: Arc<DbStats>,
+}
+
+impl Db {
+    /// Opens the pool for `config`; a SQLite file is created when missing.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Db, DbErr> {
+        let url = &config.database_url;
+        let mut options = ConnectOptions::new(url.clone());
+        options
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            // Validate the URL now: the mapping closure below cannot fail.
+            SqliteConnectOptions::from_str(url).map_err(|e| DbErr::Conn(
+                sea_orm::RuntimeErr::Internal(format!("invalid SQLite URL: {e}")),
+            ))?;
+            // WAL lets readers run beside the writer; the busy timeout makes a
+            // second writer wait for the lock instead of failing at once.
+            options.map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
+        }
+        let mut conn = Database::connect(options).await?;
+        let stats = Arc::new(DbStats::default());
+        let counter = stats.clone();
+        conn.set_metric_callback(move |_info| {
+            counter.statements.fetch_add(1, Ordering::Relaxed);
+        });
+        Ok(Db { conn, stats })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.conn, None).await
+    }
+
+    /// The backend behind the pool.
+    pub fn backend(&self) -> DatabaseBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock
+    /// at BEGIN (IMMEDIATE), so that two writers queue on the busy timeout
+    /// instead of one failing when it upgrades from reading to writing.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        self.conn.begin_with_options(options).await
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.conn.ping().await
+    }
+}

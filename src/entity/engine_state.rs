@@ -1,0 +1,22 @@
+//! `engine_states`: one row per engine instance, its JSON checkpoint and the
+//! optimistic-concurrency `version`.
+
+use sea_orm::entity::prelude::*;
+
+#[sea_orm::model]
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "engine_states")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub engine_id: Uuid,
+    pub run_id: Uuid,
+    pub engine_type: String,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub state: Json,
+    pub version: i64,
+    pub registered_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+    pub last_seen_at: DateTimeUtc,
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,176 @@
+//! The one error type of scenario-hub. Every failure a client can see is an
+//! [`AppError`] with one of DESIGN.md's codes; internal causes are logged here
+//! and never shown to the client.
+
+use sea_orm::{DbErr, SqlErr};
+
+/// A failure with a DESIGN.md error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The thing asked for does not exist.
+    #[error("{message}")]
+    NotFound {
+        /// The argument or input field that named the missing thing.
+        field: Option<String>,
+        /// What was not found.
+        message: String,
+    },
+    /// An argument or input field is invalid.
+    #[error("{message}")]
+    BadUserInput {
+        /// The offending argument or input field (camelCase, dotted for nesting).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A payload does not match its event type's JSON Schema.
+    #[error("{message}")]
+    PayloadSchemaViolation {
+        /// The input field holding the payload.
+        field: String,
+        /// A summary naming the first violations.
+        message: String,
+        /// Every violation, as "instance path: reason".
+        violations: Vec<String>,
+    },
+    /// An engine state save carried a stale `expectedVersion`.
+    #[error("engine state is at version {actual}, not the expected {expected}")]
+    VersionConflict {
+        /// The version the client expected.
+        expected: i64,
+        /// The version stored.
+        actual: i64,
+    },
+    /// A run status change that the run's lifecycle does not allow.
+    #[error("a run cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// Current status.
+        from: String,
+        /// Requested status.
+        to: String,
+    },
+    /// The run is in a terminal status and takes no more events.
+    #[error("run {run_id} is {status} and takes no more events")]
+    RunClosed {
+        /// The closed run.
+        run_id: uuid::Uuid,
+        /// Its terminal status.
+        status: String,
+    },
+    /// The change conflicts with stored data (a duplicate name, a template in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// No valid credentials were given.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The credentials do not allow this operation.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A configured limit was exceeded.
+    #[error("{message}")]
+    LimitExceeded {
+        /// The argument or input field over the limit, when there is one.
+        field: Option<String>,
+        /// Which limit, and its value.
+        message: String,
+    },
+    /// Anything the client cannot act on; the cause is logged, not returned.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The `extensions.code` of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::NotFound { .. } => "NOT_FOUND",
+            AppError::BadUserInput { .. } => "BAD_USER_INPUT",
+            AppError::PayloadSchemaViolation { .. } => "PAYLOAD_SCHEMA_VIOLATION",
+            AppError::VersionConflict { .. } => "VERSION_CONFLICT",
+            AppError::InvalidTransition { .. } => "INVALID_TRANSITION",
+            AppError::RunClosed { .. } => "RUN_CLOSED",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The input field this error is about, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::NotFound { field, .. } | AppError::LimitExceeded { field, .. } => {
+                field.as_deref()
+            }
+            AppError::BadUserInput { field, .. } | AppError::PayloadSchemaViolation { field, .. } => {
+                Some(field)
+            }
+            _ => None,
+        }
+    }
+
+    /// `BAD_USER_INPUT` about `field`.
+    pub fn bad_input(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::BadUserInput {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `NOT_FOUND` for the thing named by `field`.
+    pub fn not_found(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::NotFound {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// `LIMIT_EXCEEDED` about `field`.
+    pub fn limit(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AppError::LimitExceeded {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// `INTERNAL`, logging the cause so that the client never sees it.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        AppError::Internal(cause.to_string())
+    }
+}
+
+/// The one place where database errors become client errors: constraint
+/// violations are the client's doing (a duplicate name, a row still referred
+/// to); anything else is internal and logged.
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(detail)) => {
+                tracing::debug!(%detail, "unique constraint violation");
+                AppError::Conflict("a record with the same unique key already exists".into())
+            }
+            Some(SqlErr::ForeignKeyConstraintViolation(detail)) => {
+                tracing::debug!(%detail, "foreign key violation");
+                AppError::Conflict(
+                    "the change conflicts with records that refer to this one or that it refers to"
+                        .into(),
+                )
+            }
+            _ => AppError::internal(err),
+        }
+    }
+}
+
+impl From<sea_orm::TransactionError<AppError>> for AppError {
+    fn from(err: sea_orm::TransactionError<AppError>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(e) => e.into(),
+            sea_orm::TransactionError::Transaction(e) => e,
+        }
+    }
+}
+
+/// Shorthand for results of the service layer.
+pub type AppResult<T> = Result<T, AppError>;

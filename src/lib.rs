@@ -1,0 +1,14 @@
+//! scenario-hub: the coordination service of multi-agent scenario
+//! simulations.
+//!
+//! Layers, each in its own folder: [`entity`] (SeaORM models of the tables),
+//! [`service`] (every rule and transaction, no GraphQL types), [`graphql`]
+//! (the schema: thin resolvers over the services, DataLoaders for nested
+//! fields) and [`http`] (axum routes). [`server`] wires them together and
+//! runs them until a shutdown signal; `main.rs` only parses the command line.
+
+pub mod config;
+pub mod db;
+pub mod entity;
+pub mod error;
+pub mod service;

@@ -1,0 +1,181 @@
+//! Engine instances: registration (idempotent, returns stored state) and
+//! JSON state checkpoints with optimistic concurrency on `version`.
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::run::RunStatus;
+use super::{Ctx, json_size, now};
+use crate::entity::engine_state;
+use crate::error::{AppError, AppResult};
+
+/// An engine is online while its last sign of life is younger than this.
+pub const ONLINE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// Whether the engine was seen within [`ONLINE_WINDOW`].
+pub fn is_online(engine: &engine_state::Model) -> bool {
+    chrono::Utc::now() - engine.last_seen_at < ONLINE_WINDOW
+}
+
+/// An engine announcing itself.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Its id; generated when absent.
+    pub engine_id: Option<Uuid>,
+    /// The run it works on.
+    pub run_id: Uuid,
+    /// Its type (ActorEngine, NarratorEngine, ...).
+    pub engine_type: String,
+    /// Its initial state, used only when the engine is new.
+    pub state: Option<Value>,
+}
+
+/// Checks a state against the size limit.
+pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<()> {
+    if json_size(state) > ctx.limits.max_state_bytes {
+        return Err(AppError::limit(
+            field,
+            format!("state is larger than {} bytes", ctx.limits.max_state_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Registers an engine, or returns the stored one (with its state) when it
+/// exists already: the way a restarted engine loads its state.
+pub async fn register(ctx: &Ctx, input: Registration) -> AppResult<engine_state::Model> {
+    let engine_type = super::check_name("input.engineType", &input.engine_type)?;
+    if let Some(id) = input.engine_id
+        && let Some(existing) = get(ctx, id).await?
+    {
+        return existing_matches(existing, input.run_id, &engine_type);
+    }
+    let state = input.state.unwrap_or_else(|| json!({}));
+    check_state(ctx, "input.state", &state)?;
+    let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
+        AppError::not_found("input.runId", format!("scenario run {} not found", input.run_id))
+    })?;
+    if RunStatus::parse(&run.status)?.is_terminal() {
+        return Err(AppError::RunClosed {
+            run_id: run.id,
+            status: run.status,
+        });
+    }
+    let engine_id = input.engine_id.unwrap_or_else(Uuid::new_v4);
+    let at = now();
+    let model = engine_state::ActiveModel {
+        engine_id: Set(engine_id),
+        run_id: Set(input.run_id),
+        engine_type: Set(engine_type.clone()),
+        state: Set(state),
+        version: Set(1),
+        registered_at: Set(at),
+        updated_at: Set(at),
+        last_seen_at: Set(at),
+    };
+    // Two registrations of one new id may race: the loser reads the winner's row.
+    engine_state::Entity::insert(model)
+        .on_conflict(
+            OnConflict::column(engine_state::Column::EngineId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&ctx.db.conn)
+        .await?;
+    let stored = get(ctx, engine_id)
+        .await?
+        .ok_or_else(|| AppError::internal("registered engine not found"))?;
+    existing_matches(stored, input.run_id, &engine_type)
+}
+
+fn existing_matches(
+    existing: engine_state::Model,
+    run_id: Uuid,
+    engine_type: &str,
+) -> AppResult<engine_state::Model> {
+    if existing.run_id != run_id || existing.engine_type != engine_type {
+        return Err(AppError::Conflict(format!(
+            "engine {} is registered as a {} of run {}",
+            existing.engine_id, existing.engine_type, existing.run_id
+        )));
+    }
+    Ok(existing)
+}
+
+/// Saves `state`, with `expected_version` as a compare-and-set when given.
+pub async fn save_state(
+    ctx: &Ctx,
+    engine_id: Uuid,
+    state: Value,
+    expected_version: Option<i64>,
+) -> AppResult<engine_state::Model> {
+    check_state(ctx, "state", &state)?;
+    save_in(&ctx.db.conn, engine_id, state, expected_version).await
+}
+
+/// Saves state on `conn` (a transaction, inside `completeEvent`). The version
+/// check and the write are one UPDATE, so of two saves with the same
+/// expected version exactly one wins.
+pub(crate) async fn save_in<C: ConnectionTrait>(
+    conn: &C,
+    engine_id: Uuid,
+    state: Value,
+    expected_version: Option<i64>,
+) -> AppResult<engine_state::Model> {
+    use engine_state::Column as S;
+    let at = now();
+    let mut update = engine_state::Entity::update_many()
+        .col_expr(S::State, Expr::value(state))
+        .col_expr(S::Version, Expr::col(S::Version).add(1))
+        .col_expr(S::UpdatedAt, Expr::value(at))
+        .col_expr(S::LastSeenAt, Expr::value(at))
+        .filter(S::EngineId.eq(engine_id));
+    if let Some(version) = expected_version {
+        update = update.filter(S::Version.eq(version));
+    }
+    if let Some(saved) = update.exec_with_returning(conn).await?.into_iter().next() {
+        return Ok(saved);
+    }
+    conflict_or_missing(conn, engine_id, expected_version).await
+}
+
+/// Explains why an engine's version check failed.
+pub(crate) async fn conflict_or_missing<C: ConnectionTrait, T>(
+    conn: &C,
+    engine_id: Uuid,
+    expected_version: Option<i64>,
+) -> AppResult<T> {
+    match engine_state::Entity::find_by_id(engine_id).one(conn).await? {
+        None => Err(AppError::not_found("engineId", format!("engine {engine_id} not found"))),
+        Some(stored) => Err(AppError::VersionConflict {
+            expected: expected_version.unwrap_or_default(),
+            actual: stored.version,
+        }),
+    }
+}
+
+/// The engine `engine_id`, if registered.
+pub async fn get(ctx: &Ctx, engine_id: Uuid) -> AppResult<Option<engine_state::Model>> {
+    Ok(engine_state::Entity::find_by_id(engine_id).one(&ctx.db.conn).await?)
+}
+
+/// The engines of a run, optionally of one type, in registration order.
+pub async fn list(
+    ctx: &Ctx,
+    run_id: Uuid,
+    engine_type: Option<String>,
+) -> AppResult<Vec<engine_state::Model>> {
+    let mut query = engine_state::Entity::find()
+        .filter(engine_state::Column::RunId.eq(run_id))
+        .order_by_asc(engine_state::Column::RegisteredAt)
+        .order_by_asc(engine_state::Column::EngineId);
+    if let Some(engine_type) = engine_type {
+        query = query.filter(engine_state::Column::EngineType.eq(engine_type));
+    }
+    Ok(query.all(&ctx.db.conn).await?)
+}

@@ -1,0 +1,165 @@
+//! Event types: the typed kinds of events, with payload schema, default
+//! priority and `maxAttempts`. The three `system` types are the server's own.
+
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use serde_json::Value;
+
+use super::Ctx;
+use crate::entity::event_type;
+use crate::error::{AppError, AppResult};
+
+/// Published by the server when an engine's failure of an event is final.
+pub const ERROR_OCCURRED: &str = "error_occurred";
+/// Published by the server on every run status change.
+pub const RUN_STATUS_CHANGED: &str = "run_status_changed";
+/// Published by the server when a run relationship is set.
+pub const RELATIONSHIP_UPDATED: &str = "relationship_updated";
+/// The built-in event types, which clients may read but not change.
+pub const BUILT_IN: [&str; 3] = [ERROR_OCCURRED, RUN_STATUS_CHANGED, RELATIONSHIP_UPDATED];
+
+/// A new event type.
+#[derive(Debug, Clone)]
+pub struct NewEventType {
+    /// Unique name: a letter, then letters, digits, `_`, `.` or `-`.
+    pub name: String,
+    /// Free grouping (e.g. `actor`, `narration`, `analysis`).
+    pub category: String,
+    /// The engine type this event kind belongs to, if any.
+    pub engine_type: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// JSON Schema that payloads must match.
+    pub payload_schema: Option<Value>,
+    /// Priority of events that give none.
+    pub default_priority: Option<i32>,
+    /// How often an engine may fail one event (at least 1).
+    pub max_attempts: Option<i32>,
+}
+
+/// Changes to an event type. `Some(None)` clears a nullable field.
+#[derive(Debug, Clone, Default)]
+pub struct EventTypePatch {
+    /// New category.
+    pub category: Option<String>,
+    /// New engine type, or none.
+    pub engine_type: Option<Option<String>>,
+    /// New description.
+    pub description: Option<String>,
+    /// New payload schema, or none.
+    pub payload_schema: Option<Option<Value>>,
+    /// New default priority.
+    pub default_priority: Option<i32>,
+    /// New maximum of attempts.
+    pub max_attempts: Option<i32>,
+}
+
+fn check_type_name(name: &str) -> AppResult<()> {
+    let mut chars = name.chars();
+    let valid = name.len() <= 100
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid {
+        return Err(AppError::bad_input(
+            "input.name",
+            "name must start with a letter and hold only letters, digits, '_', '.' and '-' (at most 100)",
+        ));
+    }
+    Ok(())
+}
+
+fn check_max_attempts(field: &str, max_attempts: i32) -> AppResult<i32> {
+    if max_attempts < 1 {
+        return Err(AppError::bad_input(field, "maxAttempts must be at least 1"));
+    }
+    Ok(max_attempts)
+}
+
+fn check_schema(field: &str, schema: Option<Value>) -> AppResult<Option<Value>> {
+    if let Some(schema) = &schema {
+        super::schema_cache::compile(field, schema)?;
+    }
+    Ok(schema)
+}
+
+/// Creates an event type; `CONFLICT` when the name is taken.
+pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Model> {
+    check_type_name(&input.name)?;
+    let category = super::check_name("input.category", &input.category)?;
+    let payload_schema = check_schema("input.payloadSchema", input.payload_schema)?;
+    let max_attempts = check_max_attempts("input.maxAttempts", input.max_attempts.unwrap_or(1))?;
+    if get(ctx, &input.name).await?.is_some() {
+        return Err(AppError::Conflict(format!("event type {:?} already exists", input.name)));
+    }
+    let model = event_type::ActiveModel {
+        name: Set(input.name),
+        category: Set(category),
+        engine_type: Set(input.engine_type),
+        description: Set(input.description.unwrap_or_default()),
+        payload_schema: Set(payload_schema),
+        default_priority: Set(input.default_priority.unwrap_or(0)),
+        max_attempts: Set(max_attempts),
+    };
+    Ok(model.insert(&ctx.db.conn).await?)
+}
+
+/// Applies `patch` to the event type `name`; built-in types cannot change.
+pub async fn update(ctx: &Ctx, name: &str, patch: EventTypePatch) -> AppResult<event_type::Model> {
+    let current = get(ctx, name)
+        .await?
+        .ok_or_else(|| AppError::not_found("name", format!("event type {name:?} not found")))?;
+    if BUILT_IN.contains(&name) {
+        return Err(AppError::bad_input(
+            "name",
+            format!("{name} is a built-in event type and cannot be changed"),
+        ));
+    }
+    let mut model: event_type::ActiveModel = current.into();
+    if let Some(category) = patch.category {
+        model.category = Set(super::check_name("patch.category", &category)?);
+    }
+    if let Some(engine_type) = patch.engine_type {
+        model.engine_type = Set(engine_type);
+    }
+    if let Some(description) = patch.description {
+        model.description = Set(description);
+    }
+    if let Some(schema) = patch.payload_schema {
+        model.payload_schema = Set(check_schema("patch.payloadSchema", schema)?);
+    }
+    if let Some(priority) = patch.default_priority {
+        model.default_priority = Set(priority);
+    }
+    if let Some(max_attempts) = patch.max_attempts {
+        model.max_attempts = Set(check_max_attempts("patch.maxAttempts", max_attempts)?);
+    }
+    Ok(model.update(&ctx.db.conn).await?)
+}
+
+/// The event type `name`, if it exists.
+pub async fn get(ctx: &Ctx, name: &str) -> AppResult<Option<event_type::Model>> {
+    Ok(event_type::Entity::find_by_id(name.to_owned()).one(&ctx.db.conn).await?)
+}
+
+/// The event types among `names`.
+pub async fn get_many(ctx: &Ctx, names: &[String]) -> AppResult<Vec<event_type::Model>> {
+    Ok(event_type::Entity::find()
+        .filter(event_type::Column::Name.is_in(names.iter().cloned()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// Event types by name, optionally of one category or engine type.
+pub async fn list(
+    ctx: &Ctx,
+    category: Option<String>,
+    engine_type: Option<String>,
+) -> AppResult<Vec<event_type::Model>> {
+    let mut query = event_type::Entity::find().order_by_asc(event_type::Column::Name);
+    if let Some(category) = category {
+        query = query.filter(event_type::Column::Category.eq(category));
+    }
+    if let Some(engine_type) = engine_type {
+        query = query.filter(event_type::Column::EngineType.eq(engine_type));
+    }
+    Ok(query.all(&ctx.db.conn).await?)
+}

@@ -1,0 +1,74 @@
+//! The service layer: every business rule and every transaction of
+//! scenario-hub, as plain async functions over a [`Ctx`]. Nothing here knows
+//! about GraphQL or HTTP, so the GraphQL resolvers and the REST adapters share
+//! one implementation of each rule.
+
+pub mod agent_template;
+pub mod engine;
+pub mod event;
+pub mod event_type;
+pub mod page;
+pub mod processing;
+pub mod relationship;
+pub mod run;
+pub mod scenario_template;
+pub mod schema_cache;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::config::Limits;
+use crate::db::Db;
+
+/// What every service call needs: the database, the limits, and the caches
+/// that outlive a request.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The connection pool.
+    pub db: Db,
+    /// Limits on sizes and counts of what clients send.
+    pub limits: Arc<Limits>,
+    /// Compiled payload validators, keyed by event type.
+    pub schemas: Arc<schema_cache::SchemaCache>,
+}
+
+impl Ctx {
+    /// A context over `db` with `limits`.
+    pub fn new(db: Db, limits: Limits) -> Self {
+        Ctx {
+            db,
+            limits: Arc::new(limits),
+            schemas: Arc::new(schema_cache::SchemaCache::default()),
+        }
+    }
+}
+
+/// The current time at microsecond precision, which both backends store
+/// exactly, so that what a mutation returns equals what a later read returns.
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The serialized size of a JSON value in bytes.
+pub fn json_size(value: &serde_json::Value) -> usize {
+    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX)
+}
+
+/// Checks a required, human-given name: trimmed, not empty, at most 200 characters.
+pub fn check_name(field: &str, name: &str) -> crate::error::AppResult<String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(crate::error::AppError::bad_input(field, format!("{field} must not be empty")));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(crate::error::AppError::bad_input(
+            field,
+            format!("{field} must be at most 200 characters"),
+        ));
+    }
+    if trimmed.contains('\0') {
+        return Err(crate::error::AppError::bad_input(field, format!("{field} must not contain NUL")));
+    }
+    Ok(trimmed.to_owned())
+}

@@ -1,0 +1,254 @@
+//! Processing records and atomic completion. Recording again updates the
+//! row and counts the attempt; the failure that reaches the event type's
+//! `maxAttempts` is final and publishes `error_occurred` in the same
+//! transaction. `complete` records, emits and checkpoints all or nothing.
+
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::event::{NewEvent, insert_prepared, prepare};
+use super::event_type::ERROR_OCCURRED;
+use super::run::RunStatus;
+use super::{Ctx, now};
+use crate::entity::{engine_state, event_instance, event_processing, event_type, scenario_run};
+use crate::error::{AppError, AppResult};
+
+/// Longest error text kept on a processing record, in bytes.
+pub const MAX_ERROR_BYTES: usize = 64 * 1024;
+
+/// What an engine says it did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingStatus {
+    /// Handled.
+    Processed,
+    /// Failed; delivered again until `maxAttempts` is reached.
+    Failed,
+}
+
+impl ProcessingStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingStatus::Processed => "PROCESSED",
+            ProcessingStatus::Failed => "FAILED",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(stored: &str) -> AppResult<Self> {
+        match stored {
+            "PROCESSED" => Ok(ProcessingStatus::Processed),
+            "FAILED" => Ok(ProcessingStatus::Failed),
+            other => Err(AppError::internal(format!("unknown processing status {other:?}"))),
+        }
+    }
+}
+
+/// A processing record to write.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine that handled it.
+    pub engine_id: Uuid,
+    /// The outcome.
+    pub status: ProcessingStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// Records processing in its own transaction.
+pub async fn record(ctx: &Ctx, input: Record) -> AppResult<event_processing::Model> {
+    check_error(&input)?;
+    let txn = ctx.db.begin_write().await?;
+    let (processing, _) = record_in(ctx, &txn, &input).await?;
+    txn.commit().await?;
+    Ok(processing)
+}
+
+fn check_error(input: &Record) -> AppResult<()> {
+    if input.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
+        return Err(AppError::limit(
+            "input.error",
+            format!("error is longer than {MAX_ERROR_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads the event and the engine of a record and checks that they belong together.
+async fn load_pair<C: ConnectionTrait>(
+    conn: &C,
+    input: &Record,
+) -> AppResult<(event_instance::Model, engine_state::Model)> {
+    let event = event_instance::Entity::find_by_id(input.event_id)
+        .one(conn)
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found("input.eventId", format!("event {} not found", input.event_id))
+        })?;
+    let engine = engine_state::Entity::find_by_id(input.engine_id)
+        .one(conn)
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found(
+                "input.engineId",
+                format!("engine {} is not registered", input.engine_id),
+            )
+        })?;
+    if engine.run_id != event.run_id {
+        return Err(AppError::bad_input(
+            "input.engineId",
+            format!("engine {} belongs to another run than the event", engine.engine_id),
+        ));
+    }
+    Ok((event, engine))
+}
+
+/// Writes the record inside `txn`; returns it with the event it is about.
+async fn record_in(
+    ctx: &Ctx,
+    txn: &DatabaseTransaction,
+    input: &Record,
+) -> AppResult<(event_processing::Model, event_instance::Model)> {
+    use event_processing::Column as P;
+    let (event, _engine) = load_pair(txn, input).await?;
+    let row = event_processing::ActiveModel {
+        event_id: Set(input.event_id),
+        engine_id: Set(input.engine_id),
+        status: Set(input.status.as_str().to_owned()),
+        error: Set(input.error.clone()),
+        attempts: Set(1),
+        processed_at: Set(now()),
+    };
+    let processing = event_processing::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([P::EventId, P::EngineId])
+                .update_columns([P::Status, P::Error, P::ProcessedAt])
+                .value(P::Attempts, Expr::col((event_processing::Entity, P::Attempts)).add(1))
+                .to_owned(),
+        )
+        .exec_with_returning(txn)
+        .await?;
+
+    if input.status == ProcessingStatus::Failed {
+        let max_attempts = event_type::Entity::find_by_id(event.event_type.clone())
+            .one(txn)
+            .await?
+            .map_or(1, |t| t.max_attempts);
+        // Only the failure that reaches the limit is final; later ones are not news.
+        if processing.attempts == max_attempts {
+            publish_error(ctx, txn, &event, &processing).await?;
+        }
+    }
+    Ok((processing, event))
+}
+
+async fn publish_error(
+    ctx: &Ctx,
+    txn: &DatabaseTransaction,
+    event: &event_instance::Model,
+    processing: &event_processing::Model,
+) -> AppResult<()> {
+    // A closed run takes no events, not even this one: the record still stands.
+    let run = scenario_run::Entity::find_by_id(event.run_id).one(txn).await?;
+    if run.is_none_or(|r| RunStatus::parse(&r.status).is_ok_and(RunStatus::is_terminal)) {
+        return Ok(());
+    }
+    let error_event = NewEvent {
+        run_id: event.run_id,
+        event_type: ERROR_OCCURRED.into(),
+        payload: Some(json!({
+            "eventId": event.id,
+            "engineId": processing.engine_id,
+            "error": processing.error,
+            "attempts": processing.attempts,
+        })),
+        source_engine_id: Some(processing.engine_id),
+        parent_event_id: Some(event.id),
+        ..Default::default()
+    };
+    let prepared = prepare(ctx, txn, vec![error_event], "input", |_| "input".into()).await?;
+    insert_prepared(txn, prepared, false).await?;
+    Ok(())
+}
+
+/// A completion: record, emit and checkpoint at once.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The processing record.
+    pub record: Record,
+    /// Events to publish; their source defaults to the engine and their
+    /// parent to the completed event.
+    pub emit: Vec<NewEvent>,
+    /// The engine's new state, if it saves one.
+    pub state: Option<Value>,
+    /// The state version the engine last saw.
+    pub expected_version: Option<i64>,
+}
+
+/// What a completion wrote.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The processing record.
+    pub processing: event_processing::Model,
+    /// The emitted events, in input order.
+    pub emitted: Vec<event_instance::Model>,
+    /// The engine after the save.
+    pub engine: engine_state::Model,
+}
+
+/// Records processing, publishes the emitted events and saves the engine's
+/// state in ONE transaction: any failure leaves everything as it was.
+pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
+    check_error(&input.record)?;
+    if let Some(state) = &input.state {
+        super::engine::check_state(ctx, "input.state", state)?;
+    }
+    let record = input.record;
+    let emit: Vec<NewEvent> = input
+        .emit
+        .into_iter()
+        .map(|mut e| {
+            e.source_engine_id.get_or_insert(record.engine_id);
+            e.parent_event_id.get_or_insert(record.event_id);
+            e
+        })
+        .collect();
+    let prepared = prepare(ctx, &ctx.db.conn, emit, "input.emit", |i| {
+        format!("input.emit.{i}")
+    })
+    .await?;
+
+    let txn = ctx.db.begin_write().await?;
+    let (processing, _event) = record_in(ctx, &txn, &record).await?;
+    let emitted = insert_prepared(&txn, prepared, false).await?;
+    let engine = match input.state {
+        Some(state) => {
+            super::engine::save_in(&txn, record.engine_id, state, input.expected_version).await?
+        }
+        None => {
+            let engine = engine_state::Entity::find_by_id(record.engine_id)
+                .one(&txn)
+                .await?
+                .ok_or_else(|| AppError::internal("engine vanished inside its transaction"))?;
+            if input.expected_version.is_some_and(|v| v != engine.version) {
+                return super::engine::conflict_or_missing(
+                    &txn,
+                    record.engine_id,
+                    input.expected_version,
+                )
+                .await;
+            }
+            engine
+        }
+    };
+    txn.commit().await?;
+    Ok(Completed {
+        processing,
+        emitted,
+        engine,
+    })
+}

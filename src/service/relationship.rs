@@ -1,0 +1,170 @@
+//! Run relationships: the template's starting relationships overlaid with
+//! the changes made during the run. Setting one publishes
+//! `relationship_updated`, so ActorEngines learn of it on their subscription.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::event::{NewEvent, insert_prepared, prepare};
+use super::event_type::RELATIONSHIP_UPDATED;
+use super::run::RunStatus;
+use super::scenario_template::roles_of;
+use super::{Ctx, now};
+use crate::entity::{run_relationship, scenario_run};
+use crate::error::{AppError, AppResult};
+
+/// A relationship to set on a run.
+#[derive(Debug, Clone)]
+pub struct SetRelationship {
+    /// The run.
+    pub run_id: Uuid,
+    /// The role it goes from.
+    pub source_role: String,
+    /// The role it goes to.
+    pub target_role: String,
+    /// What kind of relationship.
+    pub kind: String,
+    /// How strong.
+    pub strength: f64,
+    /// Free JSON.
+    pub data: Option<Value>,
+}
+
+/// A relationship as a run sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relationship {
+    /// The role it goes from.
+    pub source_role: String,
+    /// The role it goes to.
+    pub target_role: String,
+    /// What kind of relationship.
+    pub kind: String,
+    /// How strong.
+    pub strength: f64,
+    /// Free JSON.
+    pub data: Value,
+    /// When the run changed it; `None` while it is the template's.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<run_relationship::Model> for Relationship {
+    fn from(m: run_relationship::Model) -> Self {
+        Relationship {
+            source_role: m.source_role,
+            target_role: m.target_role,
+            kind: m.kind,
+            strength: m.strength,
+            data: m.data,
+            updated_at: Some(m.updated_at),
+        }
+    }
+}
+
+/// Upserts a run relationship and publishes `relationship_updated`, atomically.
+pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
+    use run_relationship::Column as R;
+    let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
+        AppError::not_found("input.runId", format!("scenario run {} not found", input.run_id))
+    })?;
+    if RunStatus::parse(&run.status)?.is_terminal() {
+        return Err(AppError::RunClosed {
+            run_id: run.id,
+            status: run.status,
+        });
+    }
+    let template = super::scenario_template::get(ctx, run.template_id)
+        .await?
+        .ok_or_else(|| AppError::internal("run without template"))?;
+    let roles = roles_of(&template);
+    for (field, role) in [
+        ("input.sourceRole", &input.source_role),
+        ("input.targetRole", &input.target_role),
+    ] {
+        if !roles.iter().any(|r| &r.role == role) {
+            return Err(AppError::bad_input(
+                field,
+                format!("{role:?} is not a role of scenario template {:?}", template.name),
+            ));
+        }
+    }
+    let kind = super::check_name("input.kind", &input.kind)?;
+    if !input.strength.is_finite() {
+        return Err(AppError::bad_input("input.strength", "strength must be a finite number"));
+    }
+    let data = input.data.unwrap_or_else(|| json!({}));
+    let event = NewEvent {
+        run_id: run.id,
+        event_type: RELATIONSHIP_UPDATED.into(),
+        payload: Some(json!({
+            "sourceRole": input.source_role,
+            "targetRole": input.target_role,
+            "kind": kind,
+            "strength": input.strength,
+            "data": data,
+        })),
+        ..Default::default()
+    };
+    let prepared = prepare(ctx, &ctx.db.conn, vec![event], "input", |_| "input".into()).await?;
+
+    let txn = ctx.db.begin_write().await?;
+    // The event goes first: it takes the run lock and refuses a run closed meanwhile.
+    insert_prepared(&txn, prepared, false).await?;
+    let row = run_relationship::ActiveModel {
+        run_id: Set(run.id),
+        source_role: Set(input.source_role),
+        target_role: Set(input.target_role),
+        kind: Set(kind),
+        strength: Set(input.strength),
+        data: Set(data),
+        updated_at: Set(now()),
+    };
+    let saved = run_relationship::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([R::RunId, R::SourceRole, R::TargetRole])
+                .update_columns([R::Kind, R::Strength, R::Data, R::UpdatedAt])
+                .to_owned(),
+        )
+        .exec_with_returning(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(saved.into())
+}
+
+/// The run's relationships: the template's, overlaid with the run's changes,
+/// ordered by (source role, target role).
+pub async fn for_run(ctx: &Ctx, run: &scenario_run::Model) -> AppResult<Vec<Relationship>> {
+    let mut merged: BTreeMap<(String, String), Relationship> = BTreeMap::new();
+    if let Some(template) = super::scenario_template::get(ctx, run.template_id).await? {
+        for role in roles_of(&template) {
+            for rel in role.relationships {
+                merged.insert(
+                    (role.role.clone(), rel.target_role.clone()),
+                    Relationship {
+                        source_role: role.role.clone(),
+                        target_role: rel.target_role,
+                        kind: rel.kind,
+                        strength: rel.strength,
+                        data: rel.data,
+                        updated_at: None,
+                    },
+                );
+            }
+        }
+    }
+    let changes = run_relationship::Entity::find()
+        .filter(run_relationship::Column::RunId.eq(run.id))
+        .all(&ctx.db.conn)
+        .await?;
+    for change in changes {
+        merged.insert(
+            (change.source_role.clone(), change.target_role.clone()),
+            change.into(),
+        );
+    }
+    Ok(merged.into_values().collect())
+}

@@ -1,0 +1,187 @@
+//! Scenario runs and their lifecycle:
+//! PENDING -> RUNNING <-> PAUSED -> COMPLETED | FAILED | CANCELLED, with
+//! PENDING -> CANCELLED. Every change publishes `run_status_changed`.
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::event::{NewEvent, insert_prepared, prepare};
+use super::event_type::RUN_STATUS_CHANGED;
+use super::page::{Page, PageRequest, into_page};
+use super::{Ctx, check_name, now};
+use crate::entity::scenario_run;
+use crate::error::{AppError, AppResult};
+
+/// Where a run is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Created, not started.
+    Pending,
+    /// Under way.
+    Running,
+    /// Halted for now.
+    Paused,
+    /// Finished well (terminal).
+    Completed,
+    /// Finished badly (terminal).
+    Failed,
+    /// Stopped by someone (terminal).
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "PENDING",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Paused => "PAUSED",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn parse(stored: &str) -> AppResult<Self> {
+        Ok(match stored {
+            "PENDING" => RunStatus::Pending,
+            "RUNNING" => RunStatus::Running,
+            "PAUSED" => RunStatus::Paused,
+            "COMPLETED" => RunStatus::Completed,
+            "FAILED" => RunStatus::Failed,
+            "CANCELLED" => RunStatus::Cancelled,
+            other => return Err(AppError::internal(format!("unknown run status {other:?}"))),
+        })
+    }
+
+    /// Whether the run is over and takes no more events.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    /// Whether a run may go from `self` to `to`.
+    pub fn can_become(self, to: RunStatus) -> bool {
+        use RunStatus::*;
+        match (self, to) {
+            (Pending, Running) | (Pending, Cancelled) => true,
+            (Running, Paused) | (Paused, Running) => true,
+            (Running | Paused, t) => t.is_terminal(),
+            _ => false,
+        }
+    }
+}
+
+/// A new run of a scenario template.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// The template it runs.
+    pub template_id: Uuid,
+    /// A name for people.
+    pub name: String,
+    /// Free JSON parameters.
+    pub parameters: Option<Value>,
+}
+
+/// Creates a PENDING run.
+pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> {
+    let name = check_name("input.name", &input.name)?;
+    if super::scenario_template::get(ctx, input.template_id).await?.is_none() {
+        return Err(AppError::bad_input(
+            "input.templateId",
+            format!("scenario template {} does not exist", input.template_id),
+        ));
+    }
+    let model = scenario_run::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        template_id: Set(input.template_id),
+        name: Set(name),
+        status: Set(RunStatus::Pending.as_str().to_owned()),
+        parameters: Set(input.parameters.unwrap_or_else(|| json!({}))),
+        last_sequence: Set(0),
+        created_at: Set(now()),
+        started_at: Set(None),
+        ended_at: Set(None),
+    };
+    Ok(model.insert(&ctx.db.conn).await?)
+}
+
+/// Moves the run to `to` and publishes `run_status_changed`, in one transaction.
+pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<scenario_run::Model> {
+    let txn = ctx.db.begin_write().await?;
+    // Lock the run first: two concurrent changes must not both pass the check.
+    let run = super::event::bump_sequence(&txn, run_id, 0)
+        .await?
+        .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
+    let from = RunStatus::parse(&run.status)?;
+    if !from.can_become(to) {
+        return Err(AppError::InvalidTransition {
+            from: from.as_str().into(),
+            to: to.as_str().into(),
+        });
+    }
+    let event = NewEvent {
+        run_id,
+        event_type: RUN_STATUS_CHANGED.into(),
+        payload: Some(json!({"runId": run_id, "from": from.as_str(), "to": to.as_str()})),
+        ..Default::default()
+    };
+    let prepared = prepare(ctx, &txn, vec![event], "status", |_| "status".into()).await?;
+    insert_prepared(&txn, prepared, false).await?;
+
+    let at = now();
+    let mut update = scenario_run::Entity::update_many()
+        .col_expr(scenario_run::Column::Status, Expr::value(to.as_str()))
+        .filter(scenario_run::Column::Id.eq(run_id));
+    if to == RunStatus::Running && run.started_at.is_none() {
+        update = update.col_expr(scenario_run::Column::StartedAt, Expr::value(at));
+    }
+    if to.is_terminal() {
+        update = update.col_expr(scenario_run::Column::EndedAt, Expr::value(at));
+    }
+    let updated = update.exec_with_returning(&txn).await?;
+    txn.commit().await?;
+    updated
+        .into_iter()
+        .next()
+        .ok_or_else(|| AppError::internal("run vanished inside its own transaction"))
+}
+
+/// The run `id`, if it exists.
+pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<scenario_run::Model>> {
+    Ok(scenario_run::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+}
+
+/// The runs among `ids`.
+pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<scenario_run::Model>> {
+    Ok(scenario_run::Entity::find()
+        .filter(scenario_run::Column::Id.is_in(ids.iter().copied()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// Runs in creation order, optionally of one status or template.
+pub async fn list(
+    ctx: &Ctx,
+    status: Option<RunStatus>,
+    template_id: Option<Uuid>,
+    page: PageRequest<Uuid>,
+) -> AppResult<Page<Uuid, scenario_run::Model>> {
+    let mut query = scenario_run::Entity::find().order_by_asc(scenario_run::Column::Id);
+    if let Some(status) = status {
+        query = query.filter(scenario_run::Column::Status.eq(status.as_str()));
+    }
+    if let Some(template_id) = template_id {
+        query = query.filter(scenario_run::Column::TemplateId.eq(template_id));
+    }
+    if let Some(after) = page.after {
+        query = query.filter(scenario_run::Column::Id.gt(after));
+    }
+    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
+    Ok(into_page(rows.into_iter().map(|m| (m.id, m)).collect(), page.first))
+}

@@ -1,0 +1,409 @@
+//! Scenario templates and the typed shape of their JSON columns: the config
+//! read by NarratorEngine and AnalystEngine, the agent roles (with the
+//! relationships ActorEngines start from) and the event flow's world rules.
+
+use std::collections::HashSet;
+
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::page::{Page, PageRequest, into_page};
+use super::{Ctx, check_name, now};
+use crate::entity::{scenario_run, scenario_template};
+use crate::error::{AppError, AppResult};
+
+/// A scene the NarratorEngine can describe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SceneDescription {
+    /// Unique key of the scene.
+    pub key: String,
+    /// What the narrator says of it.
+    pub description: String,
+}
+
+/// A metric the AnalystEngine computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricDefinition {
+    /// Unique metric name.
+    pub name: String,
+    /// What it measures.
+    #[serde(default)]
+    pub description: String,
+    /// Its unit.
+    #[serde(default)]
+    pub unit: String,
+    /// How samples combine (sum, avg, ...).
+    #[serde(default)]
+    pub aggregation: String,
+}
+
+/// How a success criterion compares a metric with its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operator {
+    /// Greater than.
+    #[serde(rename = "GT")]
+    Gt,
+    /// Greater than or equal.
+    #[serde(rename = "GTE")]
+    Gte,
+    /// Less than.
+    #[serde(rename = "LT")]
+    Lt,
+    /// Less than or equal.
+    #[serde(rename = "LTE")]
+    Lte,
+    /// Equal.
+    #[serde(rename = "EQ")]
+    Eq,
+}
+
+/// A condition on a metric that makes a run successful.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessCriterion {
+    /// The metric's name, one of `metricsDefinitions`.
+    pub metric: String,
+    /// The comparison.
+    pub operator: Operator,
+    /// The value compared with.
+    pub threshold: f64,
+}
+
+/// `scenario_templates.config`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScenarioConfig {
+    /// Scenes for the NarratorEngine.
+    pub scene_descriptions: Vec<SceneDescription>,
+    /// Metrics for the AnalystEngine.
+    pub metrics_definitions: Vec<MetricDefinition>,
+    /// Success criteria for the AnalystEngine.
+    pub success_criteria: Vec<SuccessCriterion>,
+    /// Anything else, free JSON.
+    pub extra: Value,
+}
+
+/// A relationship a role starts a run with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRelationship {
+    /// The other role.
+    pub target_role: String,
+    /// What kind of relationship (ally, rival, ...).
+    pub kind: String,
+    /// How strong it is.
+    pub strength: f64,
+    /// Free JSON.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// A role of the scenario, played by an agent template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRole {
+    /// Unique role name.
+    pub role: String,
+    /// The agent template playing it.
+    pub agent_template_id: Uuid,
+    /// The role's starting relationships.
+    #[serde(default)]
+    pub relationships: Vec<RoleRelationship>,
+}
+
+/// A world rule of the NarratorEngine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorldRule {
+    /// Unique key of the rule.
+    pub key: String,
+    /// The rule in words.
+    pub description: String,
+    /// Free JSON.
+    #[serde(default)]
+    pub data: Value,
+}
+
+/// `scenario_templates.event_flow`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EventFlow {
+    /// World rules for the NarratorEngine.
+    pub world_rules: Vec<WorldRule>,
+    /// Anything else, free JSON.
+    pub extra: Value,
+}
+
+/// A new scenario template.
+#[derive(Debug, Clone)]
+pub struct NewScenarioTemplate {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Typed config.
+    pub config: Option<ScenarioConfig>,
+    /// The roles.
+    pub agent_roles: Option<Vec<AgentRole>>,
+    /// World rules and the rest.
+    pub event_flow: Option<EventFlow>,
+}
+
+/// Changes to a scenario template; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct ScenarioTemplatePatch {
+    /// New unique name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New config, replacing the old one whole.
+    pub config: Option<ScenarioConfig>,
+    /// New roles, replacing the old ones whole.
+    pub agent_roles: Option<Vec<AgentRole>>,
+    /// New event flow, replacing the old one whole.
+    pub event_flow: Option<EventFlow>,
+}
+
+/// The typed config of a stored template (defaults where the JSON lacks keys).
+pub fn config_of(model: &scenario_template::Model) -> ScenarioConfig {
+    serde_json::from_value(model.config.clone()).unwrap_or_default()
+}
+
+/// The typed agent roles of a stored template.
+pub fn roles_of(model: &scenario_template::Model) -> Vec<AgentRole> {
+    serde_json::from_value(model.agent_roles.clone()).unwrap_or_default()
+}
+
+/// The typed event flow of a stored template.
+pub fn event_flow_of(model: &scenario_template::Model) -> EventFlow {
+    serde_json::from_value(model.event_flow.clone()).unwrap_or_default()
+}
+
+fn require_text(field: String, value: &str) -> AppResult<()> {
+    if value.trim().is_empty() {
+        return Err(AppError::bad_input(field.clone(), format!("{field} must not be empty")));
+    }
+    Ok(())
+}
+
+fn require_unique<'a>(
+    field: &str,
+    values: impl Iterator<Item = &'a str>,
+) -> AppResult<()> {
+    let mut seen = HashSet::new();
+    for (i, value) in values.enumerate() {
+        let at = format!("{field}.{i}");
+        require_text(at.clone(), value)?;
+        if !seen.insert(value) {
+            return Err(AppError::bad_input(at, format!("{value:?} appears twice in {field}")));
+        }
+    }
+    Ok(())
+}
+
+fn check_config(prefix: &str, config: &mut ScenarioConfig) -> AppResult<()> {
+    require_unique(
+        &format!("{prefix}.sceneDescriptions"),
+        config.scene_descriptions.iter().map(|s| s.key.as_str()),
+    )?;
+    require_unique(
+        &format!("{prefix}.metricsDefinitions"),
+        config.metrics_definitions.iter().map(|m| m.name.as_str()),
+    )?;
+    let metrics: HashSet<&str> =
+        config.metrics_definitions.iter().map(|m| m.name.as_str()).collect();
+    for (i, criterion) in config.success_criteria.iter().enumerate() {
+        if !metrics.contains(criterion.metric.as_str()) {
+            return Err(AppError::bad_input(
+                format!("{prefix}.successCriteria.{i}.metric"),
+                format!("success criterion refers to undefined metric {:?}", criterion.metric),
+            ));
+        }
+        if !criterion.threshold.is_finite() {
+            return Err(AppError::bad_input(
+                format!("{prefix}.successCriteria.{i}.threshold"),
+                "threshold must be a finite number",
+            ));
+        }
+    }
+    if config.extra.is_null() {
+        config.extra = serde_json::json!({});
+    }
+    Ok(())
+}
+
+async fn check_roles(ctx: &Ctx, prefix: &str, roles: &[AgentRole]) -> AppResult<()> {
+    require_unique(&format!("{prefix}.agentRoles"), roles.iter().map(|r| r.role.as_str()))?;
+    let names: HashSet<&str> = roles.iter().map(|r| r.role.as_str()).collect();
+    for (i, role) in roles.iter().enumerate() {
+        for (j, rel) in role.relationships.iter().enumerate() {
+            let at = format!("{prefix}.agentRoles.{i}.relationships.{j}");
+            if !names.contains(rel.target_role.as_str()) {
+                return Err(AppError::bad_input(
+                    format!("{at}.targetRole"),
+                    format!("relationship targets undefined role {:?}", rel.target_role),
+                ));
+            }
+            require_text(format!("{at}.kind"), &rel.kind)?;
+            if !rel.strength.is_finite() {
+                return Err(AppError::bad_input(
+                    format!("{at}.strength"),
+                    "strength must be a finite number",
+                ));
+            }
+        }
+    }
+    let ids: Vec<Uuid> = roles.iter().map(|r| r.agent_template_id).collect();
+    let found: HashSet<Uuid> = super::agent_template::get_many(ctx, &ids)
+        .await?
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    if let Some((i, role)) = roles
+        .iter()
+        .enumerate()
+        .find(|(_, r)| !found.contains(&r.agent_template_id))
+    {
+        return Err(AppError::bad_input(
+            format!("{prefix}.agentRoles.{i}.agentTemplateId"),
+            format!("agent template {} does not exist", role.agent_template_id),
+        ));
+    }
+    Ok(())
+}
+
+fn check_event_flow(prefix: &str, flow: &mut EventFlow) -> AppResult<()> {
+    require_unique(
+        &format!("{prefix}.eventFlow.worldRules"),
+        flow.world_rules.iter().map(|r| r.key.as_str()),
+    )?;
+    if flow.extra.is_null() {
+        flow.extra = serde_json::json!({});
+    }
+    Ok(())
+}
+
+fn to_json<T: Serialize>(value: &T) -> AppResult<Value> {
+    serde_json::to_value(value).map_err(AppError::internal)
+}
+
+async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppResult<()> {
+    let mut query =
+        scenario_template::Entity::find().filter(scenario_template::Column::Name.eq(name));
+    if let Some(id) = except {
+        query = query.filter(scenario_template::Column::Id.ne(id));
+    }
+    if query.one(&ctx.db.conn).await?.is_some() {
+        return Err(AppError::Conflict(format!("a scenario template named {name:?} already exists")));
+    }
+    Ok(())
+}
+
+/// Creates a scenario template after validating its typed parts.
+pub async fn create(
+    ctx: &Ctx,
+    input: NewScenarioTemplate,
+) -> AppResult<scenario_template::Model> {
+    let name = check_name("input.name", &input.name)?;
+    let mut config = input.config.unwrap_or_default();
+    check_config("input.config", &mut config)?;
+    let roles = input.agent_roles.unwrap_or_default();
+    check_roles(ctx, "input", &roles).await?;
+    let mut flow = input.event_flow.unwrap_or_default();
+    check_event_flow("input", &mut flow)?;
+    ensure_name_free(ctx, &name, None).await?;
+    let at = now();
+    let model = scenario_template::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        name: Set(name),
+        description: Set(input.description.unwrap_or_default()),
+        config: Set(to_json(&config)?),
+        agent_roles: Set(to_json(&roles)?),
+        event_flow: Set(to_json(&flow)?),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    Ok(model.insert(&ctx.db.conn).await?)
+}
+
+/// Applies `patch` to the scenario template `id`.
+pub async fn update(
+    ctx: &Ctx,
+    id: Uuid,
+    patch: ScenarioTemplatePatch,
+) -> AppResult<scenario_template::Model> {
+    let current = get(ctx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("id", format!("scenario template {id} not found")))?;
+    let mut model: scenario_template::ActiveModel = current.into();
+    if let Some(name) = patch.name {
+        let name = check_name("patch.name", &name)?;
+        ensure_name_free(ctx, &name, Some(id)).await?;
+        model.name = Set(name);
+    }
+    if let Some(description) = patch.description {
+        model.description = Set(description);
+    }
+    if let Some(mut config) = patch.config {
+        check_config("patch.config", &mut config)?;
+        model.config = Set(to_json(&config)?);
+    }
+    if let Some(roles) = patch.agent_roles {
+        check_roles(ctx, "patch", &roles).await?;
+        model.agent_roles = Set(to_json(&roles)?);
+    }
+    if let Some(mut flow) = patch.event_flow {
+        check_event_flow("patch", &mut flow)?;
+        model.event_flow = Set(to_json(&flow)?);
+    }
+    model.updated_at = Set(now());
+    Ok(model.update(&ctx.db.conn).await?)
+}
+
+/// Deletes the scenario template `id`; `CONFLICT` while runs use it.
+pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<scenario_template::Model> {
+    let current = get(ctx, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("id", format!("scenario template {id} not found")))?;
+    let runs = scenario_run::Entity::find()
+        .filter(scenario_run::Column::TemplateId.eq(id))
+        .count(&ctx.db.conn)
+        .await?;
+    if runs > 0 {
+        return Err(AppError::Conflict(format!(
+            "scenario template {id} is used by {runs} scenario run(s)"
+        )));
+    }
+    // The foreign key still guards a run created meanwhile (CONFLICT too).
+    scenario_template::Entity::delete_by_id(id).exec(&ctx.db.conn).await?;
+    Ok(current)
+}
+
+/// The scenario template `id`, if it exists.
+pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<scenario_template::Model>> {
+    Ok(scenario_template::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+}
+
+/// The scenario templates among `ids`.
+pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<scenario_template::Model>> {
+    Ok(scenario_template::Entity::find()
+        .filter(scenario_template::Column::Id.is_in(ids.iter().copied()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// Scenario templates in creation order.
+pub async fn list(
+    ctx: &Ctx,
+    page: PageRequest<Uuid>,
+) -> AppResult<Page<Uuid, scenario_template::Model>> {
+    let mut query = scenario_template::Entity::find().order_by_asc(scenario_template::Column::Id);
+    if let Some(after) = page.after {
+        query = query.filter(scenario_template::Column::Id.gt(after));
+    }
+    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
+    Ok(into_page(rows.into_iter().map(|m| (m.id, m)).collect(), page.first))
+}
