@@ -12,3 +12,7 @@ pub mod db;
 pub mod entity;
 pub mod error;
 pub mod service;
+pub mod graphql;
+pub mod http;
+pub mod server;
+pub mod telemetry;

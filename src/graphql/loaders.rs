@@ -1,0 +1,123 @@
+//! DataLoaders of nested fields: one per request, each batching the keys
+//! asked for by one level of the query into one SQL statement.
+
+use std::collections::HashMap;
+
+use async_graphql::dataloader::Loader;
+use uuid::Uuid;
+
+use super::error::LoadError;
+use crate::entity::{
+    agent_template, event_instance, event_processing, event_type, scenario_run,
+    scenario_template,
+};
+use crate::service::{self, Ctx};
+
+/// Loads rows by key for one request, through the services.
+pub struct Loaders {
+    /// The service context of the request.
+    pub ctx: Ctx,
+}
+
+/// A run by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunId(pub Uuid);
+/// A scenario template by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ScenarioTemplateId(pub Uuid);
+/// An agent template by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AgentTemplateId(pub Uuid);
+/// An event by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId(pub Uuid);
+/// The processing records of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessingsOf(pub Uuid);
+/// An event type by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventTypeName(pub String);
+
+impl Loader<RunId> for Loaders {
+    type Value = scenario_run::Model;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[RunId]) -> Result<HashMap<RunId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::run::get_many(&self.ctx, &ids).await?;
+        Ok(rows.into_iter().map(|r| (RunId(r.id), r)).collect())
+    }
+}
+
+impl Loader<ScenarioTemplateId> for Loaders {
+    type Value = scenario_template::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ScenarioTemplateId],
+    ) -> Result<HashMap<ScenarioTemplateId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::scenario_template::get_many(&self.ctx, &ids).await?;
+        Ok(rows.into_iter().map(|r| (ScenarioTemplateId(r.id), r)).collect())
+    }
+}
+
+impl Loader<AgentTemplateId> for Loaders {
+    type Value = agent_template::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[AgentTemplateId],
+    ) -> Result<HashMap<AgentTemplateId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::agent_template::get_many(&self.ctx, &ids).await?;
+        Ok(rows.into_iter().map(|r| (AgentTemplateId(r.id), r)).collect())
+    }
+}
+
+impl Loader<EventId> for Loaders {
+    type Value = event_instance::Model;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[EventId]) -> Result<HashMap<EventId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::event::get_many(&self.ctx, &ids).await?;
+        Ok(rows.into_iter().map(|r| (EventId(r.id), r)).collect())
+    }
+}
+
+impl Loader<ProcessingsOf> for Loaders {
+    type Value = Vec<event_processing::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[ProcessingsOf],
+    ) -> Result<HashMap<ProcessingsOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::event::processings_of(&self.ctx, &ids).await?;
+        // Every key gets an entry, so that an event without records is not "missing".
+        let mut out: HashMap<ProcessingsOf, Self::Value> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in rows {
+            out.entry(ProcessingsOf(row.event_id)).or_default().push(row);
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<EventTypeName> for Loaders {
+    type Value = event_type::Model;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[EventTypeName],
+    ) -> Result<HashMap<EventTypeName, Self::Value>, Self::Error> {
+        let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = service::event_type::get_many(&self.ctx, &names).await?;
+        Ok(rows.into_iter().map(|r| (EventTypeName(r.name.clone()), r)).collect())
+    }
+}

@@ -1,0 +1,83 @@
+//! Engine instances and their state.
+
+use async_graphql::{Context, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::loader;
+use super::run::ScenarioRun;
+use crate::entity::engine_state;
+use crate::graphql::loaders::RunId;
+use crate::service::engine as svc;
+
+/// One running engine (an instance, never a type) and its checkpointed state.
+pub struct EngineInstance(pub engine_state::Model);
+
+#[Object]
+impl EngineInstance {
+    /// Its id.
+    async fn engine_id(&self) -> Uuid {
+        self.0.engine_id
+    }
+    /// The run it works on.
+    async fn run_id(&self) -> Uuid {
+        self.0.run_id
+    }
+    /// The run it works on.
+    async fn run(&self, ctx: &Context<'_>) -> Result<Option<ScenarioRun>> {
+        Ok(loader(ctx).load_one(RunId(self.0.run_id)).await?.map(ScenarioRun))
+    }
+    /// Its type (ActorEngine, NarratorEngine, AnalystEngine, ...).
+    async fn engine_type(&self) -> &str {
+        &self.0.engine_type
+    }
+    /// Its last saved state.
+    async fn state(&self) -> &Value {
+        &self.0.state
+    }
+    /// Grows by one on every save; give it back as `expectedVersion`.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    /// When it first registered.
+    async fn registered_at(&self) -> DateTime<Utc> {
+        self.0.registered_at
+    }
+    /// When its state last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Its last sign of life.
+    async fn last_seen_at(&self) -> DateTime<Utc> {
+        self.0.last_seen_at
+    }
+    /// Whether it was seen in the last 30 seconds.
+    async fn online(&self) -> bool {
+        svc::is_online(&self.0)
+    }
+}
+
+/// An engine announcing itself; an existing engine gets its stored state back.
+#[derive(InputObject)]
+pub struct RegisterEngineInput {
+    /// Its id; generated when absent. Give the same id after a restart.
+    pub engine_id: Option<Uuid>,
+    /// The run it works on.
+    pub run_id: Uuid,
+    /// Its type (ActorEngine, NarratorEngine, ...).
+    pub engine_type: String,
+    /// Initial state, used only when the engine is new.
+    pub state: Option<Value>,
+}
+
+impl From<RegisterEngineInput> for svc::Registration {
+    fn from(input: RegisterEngineInput) -> Self {
+        svc::Registration {
+            engine_id: input.engine_id,
+            run_id: input.run_id,
+            engine_type: input.engine_type,
+            state: input.state,
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Event types, events, processing records and the inputs that create them.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::engine::EngineInstance;
+use super::run::ScenarioRun;
+use super::{connection, loader, service_ctx};
+use crate::entity::{event_instance, event_processing, event_type};
+use crate::graphql::loaders::{EventId, EventTypeName, ProcessingsOf, RunId};
+use crate::service::event::{self as svc, EventCursor};
+use crate::service::page::{CursorKey, PageRequest, page_size};
+use crate::service::{event_type as types_svc, processing};
+
+/// A typed kind of event.
+pub struct EventType(pub event_type::Model);
+
+#[Object]
+impl EventType {
+    /// Unique name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Grouping; `system` for the server's own types.
+    async fn category(&self) -> &str {
+        &self.0.category
+    }
+    /// The engine type these events belong to, if any.
+    async fn engine_type(&self) -> Option<&str> {
+        self.0.engine_type.as_deref()
+    }
+    /// Free text.
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// JSON Schema that payloads must match; null accepts any payload.
+    async fn payload_schema(&self) -> Option<&Value> {
+        self.0.payload_schema.as_ref()
+    }
+    /// Priority of events that give none.
+    async fn default_priority(&self) -> i32 {
+        self.0.default_priority
+    }
+    /// How often an engine may fail one event before the failure is final.
+    async fn max_attempts(&self) -> i32 {
+        self.0.max_attempts
+    }
+}
+
+/// A new event type.
+#[derive(InputObject)]
+pub struct CreateEventTypeInput {
+    /// Unique name: a letter, then letters, digits, `_`, `.` or `-`.
+    pub name: String,
+    /// Grouping (actor, narration, analysis, ...).
+    pub category: String,
+    /// The engine type these events belong to.
+    pub engine_type: Option<String>,
+    /// Free text.
+    pub description: Option<String>,
+    /// JSON Schema that payloads must match.
+    pub payload_schema: Option<Value>,
+    /// Priority of events that give none (default 0).
+    pub default_priority: Option<i32>,
+    /// How often an engine may fail one event (default 1).
+    pub max_attempts: Option<i32>,
+}
+
+impl From<CreateEventTypeInput> for types_svc::NewEventType {
+    fn from(input: CreateEventTypeInput) -> Self {
+        types_svc::NewEventType {
+            name: input.name,
+            category: input.category,
+            engine_type: input.engine_type,
+            description: input.description,
+            payload_schema: input.payload_schema,
+            default_priority: input.default_priority,
+            max_attempts: input.max_attempts,
+        }
+    }
+}
+
+/// Changes to an event type; `null` clears `engineType` or `payloadSchema`.
+#[derive(InputObject)]
+pub struct EventTypePatch {
+    /// New grouping.
+    pub category: Option<String>,
+    /// New engine type; null clears it.
+    pub engine_type: MaybeUndefined<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New payload schema; null accepts any payload.
+    pub payload_schema: MaybeUndefined<Value>,
+    /// New default priority.
+    pub default_priority: Option<i32>,
+    /// New maximum of attempts.
+    pub max_attempts: Option<i32>,
+}
+
+fn maybe<T>(value: MaybeUndefined<T>) -> Option<Option<T>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v)),
+    }
+}
+
+impl From<EventTypePatch> for types_svc::EventTypePatch {
+    fn from(patch: EventTypePatch) -> Self {
+        types_svc::EventTypePatch {
+            category: patch.category,
+            engine_type: maybe(patch.engine_type),
+            description: patch.description,
+            payload_schema: maybe(patch.payload_schema),
+            default_priority: patch.default_priority,
+            max_attempts: patch.max_attempts,
+        }
+    }
+}
+
+/// An event of a run.
+pub struct Event(pub event_instance::Model);
+
+#[Object]
+impl Event {
+    /// Its id.
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    /// The run it belongs to.
+    async fn run_id(&self) -> Uuid {
+        self.0.run_id
+    }
+    /// The run it belongs to.
+    async fn run(&self, ctx: &Context<'_>) -> Result<Option<ScenarioRun>> {
+        Ok(loader(ctx).load_one(RunId(self.0.run_id)).await?.map(ScenarioRun))
+    }
+    /// Its place in the run: 1, 2, 3, ... without gaps, in commit order.
+    async fn sequence(&self) -> i64 {
+        self.0.sequence
+    }
+    /// The name of its event type.
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    /// Its event type.
+    async fn r#type(&self, ctx: &Context<'_>) -> Result<EventType> {
+        let found = loader(ctx)
+            .load_one(EventTypeName(self.0.event_type.clone()))
+            .await?;
+        found
+            .map(EventType)
+            .ok_or_else(|| crate::error::AppError::internal("event without event type").into())
+    }
+    /// Higher is more urgent.
+    async fn priority(&self) -> i32 {
+        self.0.priority
+    }
+    /// Its payload, valid against the event type's schema.
+    async fn payload(&self) -> &Value {
+        &self.0.payload
+    }
+    /// The engine that emitted it.
+    async fn source_engine_id(&self) -> Option<Uuid> {
+        self.0.source_engine_id
+    }
+    /// The id of the event it answers.
+    async fn parent_event_id(&self) -> Option<Uuid> {
+        self.0.parent_event_id
+    }
+    /// The event it answers.
+    async fn parent(&self, ctx: &Context<'_>) -> Result<Option<Event>> {
+        let Some(parent) = self.0.parent_event_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx).load_one(EventId(parent)).await?.map(Event))
+    }
+    /// Delivered only to this engine.
+    async fn target_engine_id(&self) -> Option<Uuid> {
+        self.0.target_engine_id
+    }
+    /// Delivered only to engines of this type.
+    async fn target_engine_type(&self) -> Option<&str> {
+        self.0.target_engine_type.as_deref()
+    }
+    /// The key that makes publishing it idempotent.
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
+    /// When it was committed.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// What each engine recorded for it.
+    async fn processed_by(&self, ctx: &Context<'_>) -> Result<Vec<Processing>> {
+        let found = loader(ctx).load_one(ProcessingsOf(self.0.id)).await?;
+        Ok(found.unwrap_or_default().into_iter().map(Processing).collect())
+    }
+}
+
+/// An event to publish.
+#[derive(InputObject, Clone)]
+pub struct EventInput {
+    /// The run it belongs to.
+    pub run_id: Uuid,
+    /// Its event type's name.
+    pub event_type: String,
+    /// Higher is more urgent; the type's `defaultPriority` when omitted.
+    pub priority: Option<i32>,
+    /// Payload, checked against the type's schema; `{}` when omitted.
+    pub payload: Option<Value>,
+    /// The engine that emits it.
+    pub source_engine_id: Option<Uuid>,
+    /// The event it answers (same run).
+    pub parent_event_id: Option<Uuid>,
+    /// Deliver only to this engine.
+    pub target_engine_id: Option<Uuid>,
+    /// Deliver only to engines of this type.
+    pub target_engine_type: Option<String>,
+    /// Publishing again with the same key in the same run returns the first event.
+    pub idempotency_key: Option<String>,
+}
+
+impl From<EventInput> for svc::NewEvent {
+    fn from(input: EventInput) -> Self {
+        svc::NewEvent {
+            run_id: input.run_id,
+            event_type: input.event_type,
+            priority: input.priority,
+            payload: input.payload,
+            source_engine_id: input.source_engine_id,
+            parent_event_id: input.parent_event_id,
+            target_engine_id: input.target_engine_id,
+            target_engine_type: input.target_engine_type,
+            idempotency_key: input.idempotency_key,
+        }
+    }
+}
+
+/// The order of an event list.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum EventOrder {
+    /// By sequence, ascending.
+    Sequence,
+    /// By priority descending, then sequence ascending.
+    Priority,
+}
+
+/// Which events of a run to list.
+#[derive(InputObject, Default)]
+pub struct EventFilter {
+    /// Only events of these types.
+    pub event_types: Option<Vec<String>>,
+    /// Only events of at least this priority.
+    pub min_priority: Option<i32>,
+    /// Only events with a greater sequence.
+    pub after_sequence: Option<i64>,
+    /// Only events routed to this engine and not yet recorded by it (a FAILED
+    /// record below the type's `maxAttempts` still counts as pending).
+    pub pending_for: Option<Uuid>,
+    /// Only events emitted by this engine.
+    pub source_engine_id: Option<Uuid>,
+}
+
+/// Lists the events of `run_id`: shared by `Query.events` and `ScenarioRun.events`.
+pub async fn list_events(
+    ctx: &Context<'_>,
+    run_id: Uuid,
+    filter: Option<EventFilter>,
+    order: EventOrder,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Event>> {
+    let service = service_ctx(ctx);
+    let filter = filter.unwrap_or_default();
+    let order = match order {
+        EventOrder::Sequence => svc::EventOrder::Sequence,
+        EventOrder::Priority => svc::EventOrder::Priority,
+    };
+    let page = PageRequest {
+        first: page_size(first, service.limits.max_page_size)?,
+        after: after.as_deref().map(EventCursor::decode).transpose()?,
+    };
+    let had_cursor = page.after.is_some();
+    let filter = svc::EventFilter {
+        event_types: filter.event_types,
+        min_priority: filter.min_priority,
+        after_sequence: filter.after_sequence,
+        pending_for: filter.pending_for,
+        source_engine_id: filter.source_engine_id,
+    };
+    let page = svc::list(service, run_id, filter, order, page).await?;
+    Ok(connection(page, had_cursor, Event))
+}
+
+/// What an engine did with an event.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessingStatus {
+    /// Handled.
+    Processed,
+    /// Failed; delivered again until the type's `maxAttempts` is reached.
+    Failed,
+}
+
+impl From<ProcessingStatus> for processing::ProcessingStatus {
+    fn from(status: ProcessingStatus) -> Self {
+        match status {
+            ProcessingStatus::Processed => processing::ProcessingStatus::Processed,
+            ProcessingStatus::Failed => processing::ProcessingStatus::Failed,
+        }
+    }
+}
+
+/// What one engine recorded for one event.
+pub struct Processing(pub event_processing::Model);
+
+#[Object]
+impl Processing {
+    /// The event.
+    async fn event_id(&self) -> Uuid {
+        self.0.event_id
+    }
+    /// The engine.
+    async fn engine_id(&self) -> Uuid {
+        self.0.engine_id
+    }
+    /// The latest outcome.
+    async fn status(&self) -> Result<ProcessingStatus> {
+        Ok(match processing::ProcessingStatus::parse(&self.0.status)? {
+            processing::ProcessingStatus::Processed => ProcessingStatus::Processed,
+            processing::ProcessingStatus::Failed => ProcessingStatus::Failed,
+        })
+    }
+    /// Why it failed.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    /// How many times the engine recorded this event.
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    /// When it was last recorded.
+    async fn processed_at(&self) -> DateTime<Utc> {
+        self.0.processed_at
+    }
+}
+
+/// A processing record.
+#[derive(InputObject)]
+pub struct RecordProcessingInput {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine (registered, in the event's run).
+    pub engine_id: Uuid,
+    /// The outcome.
+    pub status: ProcessingStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl From<RecordProcessingInput> for processing::Record {
+    fn from(input: RecordProcessingInput) -> Self {
+        processing::Record {
+            event_id: input.event_id,
+            engine_id: input.engine_id,
+            status: input.status.into(),
+            error: input.error,
+        }
+    }
+}
+
+/// Record, emit and checkpoint in one transaction.
+#[derive(InputObject)]
+pub struct CompleteEventInput {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine (registered, in the event's run).
+    pub engine_id: Uuid,
+    /// The outcome.
+    pub status: ProcessingStatus,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Events to publish; `sourceEngineId` defaults to the engine and
+    /// `parentEventId` to the completed event.
+    #[graphql(default)]
+    pub emit: Vec<EventInput>,
+    /// The engine's new state.
+    pub state: Option<Value>,
+    /// The state version the engine last saw; a stale one fails the whole call.
+    pub expected_version: Option<i64>,
+}
+
+impl From<CompleteEventInput> for processing::Completion {
+    fn from(input: CompleteEventInput) -> Self {
+        processing::Completion {
+            record: processing::Record {
+                event_id: input.event_id,
+                engine_id: input.engine_id,
+                status: input.status.into(),
+                error: input.error,
+            },
+            emit: input.emit.into_iter().map(Into::into).collect(),
+            state: input.state,
+            expected_version: input.expected_version,
+        }
+    }
+}
+
+/// What `completeEvent` wrote.
+#[derive(SimpleObject)]
+pub struct CompleteEventPayload {
+    /// The processing record.
+    pub processing: Processing,
+    /// The emitted events, in input order.
+    pub emitted: Vec<Event>,
+    /// The engine after the save.
+    pub engine: EngineInstance,
+}

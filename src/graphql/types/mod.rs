@@ -1,0 +1,40 @@
+//! GraphQL object, input and enum types. Output types wrap the service
+//! layer's models; nested fields resolve through the request's DataLoader.
+
+pub mod engine;
+pub mod event;
+pub mod run;
+pub mod template;
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, OutputType};
+
+use super::loaders::Loaders;
+use crate::service::Ctx;
+use crate::service::page::{CursorKey, Page};
+
+/// The service context of the schema.
+pub fn service_ctx<'a>(ctx: &Context<'a>) -> &'a Ctx {
+    ctx.data_unchecked::<Ctx>()
+}
+
+/// The DataLoader of the current request.
+pub fn loader<'a>(ctx: &Context<'a>) -> &'a DataLoader<Loaders> {
+    ctx.data_unchecked::<DataLoader<Loaders>>()
+}
+
+/// A Relay connection of a page, each row wrapped by `wrap`.
+pub fn connection<K: CursorKey, T, N: OutputType>(
+    page: Page<K, T>,
+    had_cursor: bool,
+    wrap: impl Fn(T) -> N,
+) -> Connection<String, N> {
+    let mut connection = Connection::new(had_cursor, page.has_next);
+    connection.edges = page
+        .rows
+        .into_iter()
+        .map(|(key, row)| Edge::new(key.encode(), wrap(row)))
+        .collect();
+    connection
+}

@@ -1,0 +1,205 @@
+//! Scenario runs, their status and their relationships.
+
+use async_graphql::connection::Connection;
+use async_graphql::{Context, Enum, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::engine::EngineInstance;
+use super::event::{Event, EventFilter, EventOrder};
+use super::template::ScenarioTemplate;
+use super::{loader, service_ctx};
+use crate::entity::scenario_run;
+use crate::graphql::loaders::ScenarioTemplateId;
+use crate::service::{self, relationship, run::RunStatus as Status};
+
+/// Where a run is in its lifecycle.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Created, not started.
+    Pending,
+    /// Under way.
+    Running,
+    /// Halted for now.
+    Paused,
+    /// Finished well (terminal).
+    Completed,
+    /// Finished badly (terminal).
+    Failed,
+    /// Stopped (terminal).
+    Cancelled,
+}
+
+impl From<RunStatus> for Status {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Pending => Status::Pending,
+            RunStatus::Running => Status::Running,
+            RunStatus::Paused => Status::Paused,
+            RunStatus::Completed => Status::Completed,
+            RunStatus::Failed => Status::Failed,
+            RunStatus::Cancelled => Status::Cancelled,
+        }
+    }
+}
+
+impl From<Status> for RunStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Pending => RunStatus::Pending,
+            Status::Running => RunStatus::Running,
+            Status::Paused => RunStatus::Paused,
+            Status::Completed => RunStatus::Completed,
+            Status::Failed => RunStatus::Failed,
+            Status::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+/// One execution of a scenario template.
+pub struct ScenarioRun(pub scenario_run::Model);
+
+#[Object]
+impl ScenarioRun {
+    /// Its id.
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    /// The id of the template it runs.
+    async fn template_id(&self) -> Uuid {
+        self.0.template_id
+    }
+    /// The template it runs.
+    async fn template(&self, ctx: &Context<'_>) -> Result<Option<ScenarioTemplate>> {
+        let found = loader(ctx)
+            .load_one(ScenarioTemplateId(self.0.template_id))
+            .await?;
+        Ok(found.map(ScenarioTemplate))
+    }
+    /// A name for people.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Where it is in its lifecycle.
+    async fn status(&self) -> Result<RunStatus> {
+        Ok(Status::parse(&self.0.status)?.into())
+    }
+    /// Free JSON parameters.
+    async fn parameters(&self) -> &Value {
+        &self.0.parameters
+    }
+    /// The sequence of its latest event (0 before the first).
+    async fn last_sequence(&self) -> i64 {
+        self.0.last_sequence
+    }
+    /// When it was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When it first went RUNNING.
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at
+    }
+    /// When it reached a terminal status.
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+    /// Its events, as `Query.events` gives them.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<EventFilter>,
+        #[graphql(default_with = "EventOrder::Sequence")] order_by: EventOrder,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Event>> {
+        super::event::list_events(ctx, self.0.id, filter, order_by, first, after).await
+    }
+    /// Its engine instances, optionally of one type.
+    async fn engines(
+        &self,
+        ctx: &Context<'_>,
+        engine_type: Option<String>,
+    ) -> Result<Vec<EngineInstance>> {
+        let engines = service::engine::list(service_ctx(ctx), self.0.id, engine_type).await?;
+        Ok(engines.into_iter().map(EngineInstance).collect())
+    }
+    /// The template's relationships overlaid with the changes made in this run.
+    async fn relationships(&self, ctx: &Context<'_>) -> Result<Vec<RunRelationship>> {
+        let rels = relationship::for_run(service_ctx(ctx), &self.0).await?;
+        Ok(rels.into_iter().map(RunRelationship).collect())
+    }
+}
+
+/// A relationship between two roles as the run sees it now.
+pub struct RunRelationship(pub relationship::Relationship);
+
+#[Object]
+impl RunRelationship {
+    /// The role it goes from.
+    async fn source_role(&self) -> &str {
+        &self.0.source_role
+    }
+    /// The role it goes to.
+    async fn target_role(&self) -> &str {
+        &self.0.target_role
+    }
+    /// What kind of relationship.
+    async fn kind(&self) -> &str {
+        &self.0.kind
+    }
+    /// How strong it is.
+    async fn strength(&self) -> f64 {
+        self.0.strength
+    }
+    /// Free JSON.
+    async fn data(&self) -> &Value {
+        &self.0.data
+    }
+    /// When the run changed it; null while it is the template's.
+    async fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.0.updated_at
+    }
+}
+
+/// A new run of a scenario template; it starts PENDING.
+#[derive(InputObject)]
+pub struct CreateScenarioRunInput {
+    /// The template to run.
+    pub template_id: Uuid,
+    /// A name for people.
+    pub name: String,
+    /// Free JSON parameters.
+    pub parameters: Option<Value>,
+}
+
+/// A relationship to set on a run.
+#[derive(InputObject)]
+pub struct SetRelationshipInput {
+    /// The run.
+    pub run_id: Uuid,
+    /// A role of the run's template.
+    pub source_role: String,
+    /// A role of the run's template.
+    pub target_role: String,
+    /// What kind of relationship.
+    pub kind: String,
+    /// How strong.
+    pub strength: f64,
+    /// Free JSON.
+    pub data: Option<Value>,
+}
+
+impl From<SetRelationshipInput> for relationship::SetRelationship {
+    fn from(input: SetRelationshipInput) -> Self {
+        relationship::SetRelationship {
+            run_id: input.run_id,
+            source_role: input.source_role,
+            target_role: input.target_role,
+            kind: input.kind,
+            strength: input.strength,
+            data: input.data,
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Agent templates, scenario templates and the typed parts of a scenario
+//! template (config, agent roles, event flow), as outputs and inputs.
+
+use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, Result, SimpleObject};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::loader;
+use crate::entity::{agent_template, scenario_template};
+use crate::graphql::loaders::AgentTemplateId;
+use crate::service::scenario_template as svc;
+
+/// An Agno agent's definition: role, instructions, model, tools.
+pub struct AgentTemplate(pub agent_template::Model);
+
+#[Object]
+impl AgentTemplate {
+    /// Its id.
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    /// Its unique name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Free text.
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// The agent's definition, a JSON object.
+    async fn config(&self) -> &Value {
+        &self.0.config
+    }
+    /// When it was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When it last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// A new agent template.
+#[derive(InputObject)]
+pub struct CreateAgentTemplateInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The agent's definition: a JSON object (role, instructions, model, tools).
+    pub config: Option<Value>,
+}
+
+/// Changes to an agent template; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct AgentTemplatePatch {
+    /// New unique name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New config object.
+    pub config: Option<Value>,
+}
+
+/// A scene the NarratorEngine can describe.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "SceneDescriptionInput")]
+pub struct SceneDescription {
+    /// Unique key of the scene.
+    pub key: String,
+    /// What the narrator says of it.
+    pub description: String,
+}
+
+/// A metric the AnalystEngine computes.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "MetricDefinitionInput")]
+pub struct MetricDefinition {
+    /// Unique metric name.
+    pub name: String,
+    /// What it measures.
+    #[graphql(default)]
+    pub description: String,
+    /// Its unit.
+    #[graphql(default)]
+    pub unit: String,
+    /// How samples combine (sum, avg, max, ...).
+    #[graphql(default)]
+    pub aggregation: String,
+}
+
+/// How a success criterion compares its metric with the threshold.
+#[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComparisonOperator {
+    /// Greater than.
+    #[serde(rename = "GT")]
+    Gt,
+    /// Greater than or equal.
+    #[serde(rename = "GTE")]
+    Gte,
+    /// Less than.
+    #[serde(rename = "LT")]
+    Lt,
+    /// Less than or equal.
+    #[serde(rename = "LTE")]
+    Lte,
+    /// Equal.
+    #[serde(rename = "EQ")]
+    Eq,
+}
+
+/// A condition on a metric that makes a run successful.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "SuccessCriterionInput")]
+pub struct SuccessCriterion {
+    /// A metric of `metricsDefinitions`.
+    pub metric: String,
+    /// The comparison.
+    pub operator: ComparisonOperator,
+    /// The value compared with.
+    pub threshold: f64,
+}
+
+/// A scenario template's typed config.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "ScenarioConfigInput")]
+#[serde(rename_all = "camelCase")]
+pub struct ScenarioConfig {
+    /// Scenes for the NarratorEngine.
+    #[graphql(default)]
+    pub scene_descriptions: Vec<SceneDescription>,
+    /// Metrics for the AnalystEngine.
+    #[graphql(default)]
+    pub metrics_definitions: Vec<MetricDefinition>,
+    /// Success criteria for the AnalystEngine.
+    #[graphql(default)]
+    pub success_criteria: Vec<SuccessCriterion>,
+    /// Anything else, free JSON.
+    #[graphql(default)]
+    pub extra: Value,
+}
+
+/// A relationship a role starts the run with.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "RoleRelationshipInput")]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRelationship {
+    /// The other role.
+    pub target_role: String,
+    /// What kind of relationship (ally, rival, ...).
+    pub kind: String,
+    /// How strong it is.
+    pub strength: f64,
+    /// Free JSON.
+    #[graphql(default)]
+    pub data: Value,
+}
+
+/// A role of the scenario and the agent template that plays it.
+#[derive(SimpleObject, Serialize, Deserialize)]
+#[graphql(complex)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRole {
+    /// Unique role name.
+    pub role: String,
+    /// The agent template playing it.
+    pub agent_template_id: Uuid,
+    /// The role's starting relationships (ActorEngine data).
+    pub relationships: Vec<RoleRelationship>,
+}
+
+#[ComplexObject]
+impl AgentRole {
+    /// The agent template playing this role.
+    async fn agent_template(&self, ctx: &Context<'_>) -> Result<Option<AgentTemplate>> {
+        let found = loader(ctx)
+            .load_one(AgentTemplateId(self.agent_template_id))
+            .await?;
+        Ok(found.map(AgentTemplate))
+    }
+}
+
+/// A role of the scenario.
+#[derive(InputObject, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRoleInput {
+    /// Unique role name.
+    pub role: String,
+    /// The agent template playing it.
+    pub agent_template_id: Uuid,
+    /// The role's starting relationships.
+    #[graphql(default)]
+    pub relationships: Vec<RoleRelationship>,
+}
+
+/// A world rule for the NarratorEngine.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "WorldRuleInput")]
+pub struct WorldRule {
+    /// Unique key of the rule.
+    pub key: String,
+    /// The rule in words.
+    pub description: String,
+    /// Free JSON.
+    #[graphql(default)]
+    pub data: Value,
+}
+
+/// How events flow in the scenario: world rules and the rest.
+#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[graphql(input_name = "EventFlowInput")]
+#[serde(rename_all = "camelCase")]
+pub struct EventFlow {
+    /// World rules for the NarratorEngine.
+    #[graphql(default)]
+    pub world_rules: Vec<WorldRule>,
+    /// Anything else, free JSON.
+    #[graphql(default)]
+    pub extra: Value,
+}
+
+/// Moves a value between the GraphQL types and the service types, which
+/// share one JSON shape.
+fn convert<A: Serialize, B: serde::de::DeserializeOwned>(value: A) -> B {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .expect("GraphQL and service types share one JSON shape")
+}
+
+/// A scenario: its typed config, its roles and its event flow.
+pub struct ScenarioTemplate(pub scenario_template::Model);
+
+#[Object]
+impl ScenarioTemplate {
+    /// Its id.
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    /// Its unique name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Free text.
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// Scenes, metrics and success criteria.
+    async fn config(&self) -> ScenarioConfig {
+        convert(svc::config_of(&self.0))
+    }
+    /// The roles and the agent templates that play them.
+    async fn agent_roles(&self) -> Vec<AgentRole> {
+        convert(svc::roles_of(&self.0))
+    }
+    /// World rules and the rest of the event flow.
+    async fn event_flow(&self) -> EventFlow {
+        convert(svc::event_flow_of(&self.0))
+    }
+    /// When it was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+    /// When it last changed.
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}
+
+/// A new scenario template.
+#[derive(InputObject)]
+pub struct CreateScenarioTemplateInput {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Scenes, metrics and success criteria.
+    pub config: Option<ScenarioConfig>,
+    /// The roles.
+    pub agent_roles: Option<Vec<AgentRoleInput>>,
+    /// World rules and the rest.
+    pub event_flow: Option<EventFlow>,
+}
+
+/// Changes to a scenario template; a given part replaces the old one whole.
+#[derive(InputObject)]
+pub struct ScenarioTemplatePatch {
+    /// New unique name.
+    pub name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New config.
+    pub config: Option<ScenarioConfig>,
+    /// New roles.
+    pub agent_roles: Option<Vec<AgentRoleInput>>,
+    /// New event flow.
+    pub event_flow: Option<EventFlow>,
+}
+
+impl From<CreateScenarioTemplateInput> for svc::NewScenarioTemplate {
+    fn from(input: CreateScenarioTemplateInput) -> Self {
+        svc::NewScenarioTemplate {
+            name: input.name,
+            description: input.description,
+            config: input.config.map(convert),
+            agent_roles: input.agent_roles.map(convert),
+            event_flow: input.event_flow.map(convert),
+        }
+    }
+}
+
+impl From<ScenarioTemplatePatch> for svc::ScenarioTemplatePatch {
+    fn from(patch: ScenarioTemplatePatch) -> Self {
+        svc::ScenarioTemplatePatch {
+            name: patch.name,
+            description: patch.description,
+            config: patch.config.map(convert),
+            agent_roles: patch.agent_roles.map(convert),
+            event_flow: patch.event_flow.map(convert),
+        }
+    }
+}

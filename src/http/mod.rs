@@ -1,0 +1,30 @@
+//! HTTP transport: the axum router and the state its handlers share. Each
+//! submodule owns its routes.
+
+mod graphql;
+mod health;
+
+use axum::Router;
+use tower_http::limit::RequestBodyLimitLayer;
+
+use crate::graphql::AppSchema;
+use crate::service::Ctx;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The GraphQL schema, built once.
+    pub schema: AppSchema,
+    /// The service context, for per-request loaders and health checks.
+    pub ctx: Ctx,
+}
+
+/// The whole HTTP surface of scenario-hub.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.ctx.limits.max_body_bytes;
+    Router::new()
+        .merge(graphql::routes())
+        .merge(health::routes())
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .with_state(state)
+}
