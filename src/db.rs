@@ -50,9 +50,11 @@ impl Db {
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
             // Validate the URL now: the mapping closure below cannot fail.
-            SqliteConnectOptions::from_str(url).map_err(|e| DbErr::Conn(
-                sea_orm::RuntimeErr::Internal(format!("invalid SQLite URL: {e}")),
-            ))?;
+            SqliteConnectOptions::from_str(url).map_err(|e| {
+                DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
+                    "invalid SQLite URL: {e}"
+                )))
+            })?;
             // WAL lets readers run beside the writer; the busy timeout makes a
             // second writer wait for the lock instead of failing at once.
             options.map_sqlx_sqlite_opts(|opts| {

@@ -103,9 +103,8 @@ impl AppError {
             AppError::NotFound { field, .. } | AppError::LimitExceeded { field, .. } => {
                 field.as_deref()
             }
-            AppError::BadUserInput { field, .. } | AppError::PayloadSchemaViolation { field, .. } => {
-                Some(field)
-            }
+            AppError::BadUserInput { field, .. }
+            | AppError::PayloadSchemaViolation { field, .. } => Some(field),
             _ => None,
         }
     }

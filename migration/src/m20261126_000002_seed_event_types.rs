@@ -75,8 +75,7 @@ impl MigrationTrait for Migration {
                 Query::delete()
                     .from_table(EventTypes::Table)
                     .and_where(
-                        Expr::col(EventTypes::Name)
-                            .is_in(BUILT_INS.iter().map(|(name, ..)| *name)),
+                        Expr::col(EventTypes::Name).is_in(BUILT_INS.iter().map(|(name, ..)| *name)),
                     )
                     .to_owned(),
             )

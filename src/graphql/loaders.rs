@@ -8,8 +8,7 @@ use uuid::Uuid;
 
 use super::error::LoadError;
 use crate::entity::{
-    agent_template, event_instance, event_processing, event_type, scenario_run,
-    scenario_template,
+    agent_template, event_instance, event_processing, event_type, scenario_run, scenario_template,
 };
 use crate::service::{self, Ctx};
 
@@ -59,7 +58,10 @@ impl Loader<ScenarioTemplateId> for Loaders {
     ) -> Result<HashMap<ScenarioTemplateId, Self::Value>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let rows = service::scenario_template::get_many(&self.ctx, &ids).await?;
-        Ok(rows.into_iter().map(|r| (ScenarioTemplateId(r.id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (ScenarioTemplateId(r.id), r))
+            .collect())
     }
 }
 
@@ -73,7 +75,10 @@ impl Loader<AgentTemplateId> for Loaders {
     ) -> Result<HashMap<AgentTemplateId, Self::Value>, Self::Error> {
         let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
         let rows = service::agent_template::get_many(&self.ctx, &ids).await?;
-        Ok(rows.into_iter().map(|r| (AgentTemplateId(r.id), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (AgentTemplateId(r.id), r))
+            .collect())
     }
 }
 
@@ -102,7 +107,9 @@ impl Loader<ProcessingsOf> for Loaders {
         let mut out: HashMap<ProcessingsOf, Self::Value> =
             keys.iter().map(|k| (*k, Vec::new())).collect();
         for row in rows {
-            out.entry(ProcessingsOf(row.event_id)).or_default().push(row);
+            out.entry(ProcessingsOf(row.event_id))
+                .or_default()
+                .push(row);
         }
         Ok(out)
     }
@@ -118,6 +125,9 @@ impl Loader<EventTypeName> for Loaders {
     ) -> Result<HashMap<EventTypeName, Self::Value>, Self::Error> {
         let names: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
         let rows = service::event_type::get_many(&self.ctx, &names).await?;
-        Ok(rows.into_iter().map(|r| (EventTypeName(r.name.clone()), r)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (EventTypeName(r.name.clone()), r))
+            .collect())
     }
 }

@@ -7,7 +7,7 @@ pub mod mutation;
 pub mod query;
 pub mod types;
 
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{EmptySubscription, Schema};
 
 use crate::config::Limits;
@@ -36,6 +36,10 @@ pub fn sdl() -> String {
 
 /// A fresh DataLoader for one request: batches nested fields, caches for
 /// that request only.
-pub fn request_loader(ctx: &Ctx) -> DataLoader<Loaders> {
-    DataLoader::new(Loaders { ctx: ctx.clone() }, tokio::spawn)
+pub fn request_loader(ctx: &Ctx) -> DataLoader<Loaders, HashMapCache> {
+    DataLoader::with_cache(
+        Loaders { ctx: ctx.clone() },
+        tokio::spawn,
+        HashMapCache::default(),
+    )
 }

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::types::engine::{EngineInstance, RegisterEngineInput};
 use super::types::event::{
-    CompleteEventInput, CompleteEventPayload, CreateEventTypeInput, Event, EventInput,
-    EventType, EventTypePatch, Processing, RecordProcessingInput,
+    CompleteEventInput, CompleteEventPayload, CreateEventTypeInput, Event, EventInput, EventType,
+    EventTypePatch, Processing, RecordProcessingInput,
 };
 use super::types::run::{
     CreateScenarioRunInput, RunRelationship, RunStatus, ScenarioRun, SetRelationshipInput,
@@ -18,9 +18,7 @@ use super::types::template::{
     AgentTemplate, AgentTemplatePatch, CreateAgentTemplateInput, CreateScenarioTemplateInput,
     ScenarioTemplate, ScenarioTemplatePatch,
 };
-use crate::service::{
-    self, agent_template::NewAgentTemplate, run::NewRun,
-};
+use crate::service::{self, agent_template::NewAgentTemplate, run::NewRun};
 
 /// The root of every mutation.
 pub struct MutationRoot;
@@ -135,7 +133,9 @@ impl MutationRoot {
             name: input.name,
             parameters: input.parameters,
         };
-        Ok(ScenarioRun(service::run::create(service_ctx(ctx), input).await?))
+        Ok(ScenarioRun(
+            service::run::create(service_ctx(ctx), input).await?,
+        ))
     }
 
     /// Moves a run to another status and publishes `run_status_changed`.
@@ -181,7 +181,9 @@ impl MutationRoot {
             "input".into()
         })
         .await?;
-        Ok(Event(events.into_iter().next().expect("one input, one event")))
+        Ok(Event(
+            events.into_iter().next().expect("one input, one event"),
+        ))
     }
 
     /// Publishes up to 1,000 events in one transaction, returned in input order.

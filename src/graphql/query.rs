@@ -83,14 +83,15 @@ impl QueryRoot {
         let service = service_ctx(ctx);
         let page = id_page(service, first, after)?;
         let had_cursor = page.after.is_some();
-        let rows =
-            service::run::list(service, status.map(Into::into), template_id, page).await?;
+        let rows = service::run::list(service, status.map(Into::into), template_id, page).await?;
         Ok(connection(rows, had_cursor, ScenarioRun))
     }
 
     /// One scenario run.
     async fn scenario_run(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<ScenarioRun>> {
-        Ok(service::run::get(service_ctx(ctx), id).await?.map(ScenarioRun))
+        Ok(service::run::get(service_ctx(ctx), id)
+            .await?
+            .map(ScenarioRun))
     }
 
     /// Event types by name, optionally of one category or engine type.

@@ -2,10 +2,10 @@
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
 use axum::extract::State;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use axum::Router;
 
 use super::AppState;
 use crate::graphql::request_loader;

@@ -1,9 +1,9 @@
 //! `GET /healthz` (the process answers) and `GET /readyz` (the database answers).
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
 
 use super::AppState;
 

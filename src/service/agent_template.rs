@@ -1,6 +1,8 @@
 //! Agent templates: an Agno agent's definition, referenced by scenario
 //! templates' agent roles.
 
+use sea_orm::ExprTrait;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -37,7 +39,10 @@ pub struct AgentTemplatePatch {
 
 fn check_config(config: Value) -> AppResult<Value> {
     if !config.is_object() {
-        return Err(AppError::bad_input("config", "config must be a JSON object"));
+        return Err(AppError::bad_input(
+            "config",
+            "config must be a JSON object",
+        ));
     }
     Ok(config)
 }
@@ -48,7 +53,9 @@ async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppRes
         query = query.filter(agent_template::Column::Id.ne(id));
     }
     if query.one(&ctx.db.conn).await?.is_some() {
-        return Err(AppError::Conflict(format!("an agent template named {name:?} already exists")));
+        return Err(AppError::Conflict(format!(
+            "an agent template named {name:?} already exists"
+        )));
     }
     Ok(())
 }
@@ -89,9 +96,8 @@ pub async fn update(
         model.description = Set(description);
     }
     if let Some(config) = patch.config {
-        model.config = Set(check_config(config).map_err(|_| {
-            AppError::bad_input("patch.config", "config must be a JSON object")
-        })?);
+        model.config = Set(check_config(config)
+            .map_err(|_| AppError::bad_input("patch.config", "config must be a JSON object"))?);
     }
     model.updated_at = Set(now());
     Ok(model.update(&ctx.db.conn).await?)
@@ -105,7 +111,11 @@ pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<agent_template::Model> {
         .ok_or_else(|| AppError::not_found("id", format!("agent template {id} not found")))?;
     // Roles are JSON, so no foreign key guards them: look for users here.
     let users = scenario_template::Entity::find()
-        .filter(scenario_template::Column::AgentRoles.like(format!("%{id}%")))
+        .filter(
+            Expr::col(scenario_template::Column::AgentRoles)
+                .cast_as("text")
+                .like(format!("%{id}%")),
+        )
         .all(&ctx.db.conn)
         .await?;
     let user = users.iter().find(|t| {
@@ -119,13 +129,17 @@ pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<agent_template::Model> {
             user.name
         )));
     }
-    agent_template::Entity::delete_by_id(id).exec(&ctx.db.conn).await?;
+    agent_template::Entity::delete_by_id(id)
+        .exec(&ctx.db.conn)
+        .await?;
     Ok(current)
 }
 
 /// The agent template `id`, if it exists.
 pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<agent_template::Model>> {
-    Ok(agent_template::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+    Ok(agent_template::Entity::find_by_id(id)
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The agent templates among `ids`.
@@ -146,5 +160,8 @@ pub async fn list(
         query = query.filter(agent_template::Column::Id.gt(after));
     }
     let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(rows.into_iter().map(|m| (m.id, m)).collect(), page.first))
+    Ok(into_page(
+        rows.into_iter().map(|m| (m.id, m)).collect(),
+        page.first,
+    ))
 }

@@ -3,8 +3,7 @@
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -58,7 +57,10 @@ pub async fn register(ctx: &Ctx, input: Registration) -> AppResult<engine_state:
     let state = input.state.unwrap_or_else(|| json!({}));
     check_state(ctx, "input.state", &state)?;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
-        AppError::not_found("input.runId", format!("scenario run {} not found", input.run_id))
+        AppError::not_found(
+            "input.runId",
+            format!("scenario run {} not found", input.run_id),
+        )
     })?;
     if RunStatus::parse(&run.status)?.is_terminal() {
         return Err(AppError::RunClosed {
@@ -150,8 +152,14 @@ pub(crate) async fn conflict_or_missing<C: ConnectionTrait, T>(
     engine_id: Uuid,
     expected_version: Option<i64>,
 ) -> AppResult<T> {
-    match engine_state::Entity::find_by_id(engine_id).one(conn).await? {
-        None => Err(AppError::not_found("engineId", format!("engine {engine_id} not found"))),
+    match engine_state::Entity::find_by_id(engine_id)
+        .one(conn)
+        .await?
+    {
+        None => Err(AppError::not_found(
+            "engineId",
+            format!("engine {engine_id} not found"),
+        )),
         Some(stored) => Err(AppError::VersionConflict {
             expected: expected_version.unwrap_or_default(),
             actual: stored.version,
@@ -161,7 +169,9 @@ pub(crate) async fn conflict_or_missing<C: ConnectionTrait, T>(
 
 /// The engine `engine_id`, if registered.
 pub async fn get(ctx: &Ctx, engine_id: Uuid) -> AppResult<Option<engine_state::Model>> {
-    Ok(engine_state::Entity::find_by_id(engine_id).one(&ctx.db.conn).await?)
+    Ok(engine_state::Entity::find_by_id(engine_id)
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The engines of a run, optionally of one type, in registration order.

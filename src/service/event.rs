@@ -109,11 +109,17 @@ pub async fn prepare<C: ConnectionTrait>(
                 format!("event type {:?} does not exist", input.event_type),
             ));
         };
-        let payload = input.payload.clone().unwrap_or_else(|| serde_json::json!({}));
+        let payload = input
+            .payload
+            .clone()
+            .unwrap_or_else(|| serde_json::json!({}));
         if json_size(&payload) > ctx.limits.max_payload_bytes {
             return Err(AppError::limit(
                 format!("{at}.payload"),
-                format!("payload is larger than {} bytes", ctx.limits.max_payload_bytes),
+                format!(
+                    "payload is larger than {} bytes",
+                    ctx.limits.max_payload_bytes
+                ),
             ));
         }
         if let Some(schema) = &etype.payload_schema {
@@ -189,10 +195,14 @@ pub(crate) async fn insert_prepared(
             .filter_map(|&i| prepared[i].input.idempotency_key.clone())
             .collect();
         // Without keys every input is new: take all its sequences in one UPDATE.
-        let delta = if keys.is_empty() { indexes.len() as i64 } else { 0 };
-        let run = bump_sequence(txn, run_id, delta)
-            .await?
-            .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
+        let delta = if keys.is_empty() {
+            indexes.len() as i64
+        } else {
+            0
+        };
+        let run = bump_sequence(txn, run_id, delta).await?.ok_or_else(|| {
+            AppError::not_found("runId", format!("scenario run {run_id} not found"))
+        })?;
         let status = RunStatus::parse(&run.status)?;
         if status.is_terminal() && !allow_closed {
             return Err(AppError::RunClosed {
@@ -256,7 +266,10 @@ pub(crate) async fn insert_prepared(
         .exec_without_returning(txn)
         .await?;
     }
-    Ok(out.into_iter().map(|e| e.expect("every input placed")).collect())
+    Ok(out
+        .into_iter()
+        .map(|e| e.expect("every input placed"))
+        .collect())
 }
 
 /// Publishes `inputs` in one transaction; `field(i)` names input `i` in errors.
@@ -278,7 +291,9 @@ pub async fn publish(
 
 /// The event `id`, if it exists.
 pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<event_instance::Model>> {
-    Ok(event_instance::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+    Ok(event_instance::Entity::find_by_id(id)
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The events among `ids`.
@@ -290,10 +305,7 @@ pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_instance::
 }
 
 /// The processing records of the events among `ids`.
-pub async fn processings_of(
-    ctx: &Ctx,
-    ids: &[Uuid],
-) -> AppResult<Vec<event_processing::Model>> {
+pub async fn processings_of(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_processing::Model>> {
     Ok(event_processing::Entity::find()
         .filter(event_processing::Column::EventId.is_in(ids.iter().copied()))
         .order_by_asc(event_processing::Column::ProcessedAt)
@@ -395,8 +407,12 @@ pub fn not_done_by(engine_id: Uuid) -> Condition {
         .and_where(
             Expr::col((event_processing::Entity, P::Status))
                 .eq(super::processing::ProcessingStatus::Processed.as_str())
-                .or(Expr::col((event_processing::Entity, P::Attempts))
-                    .gte(Expr::col((event_type::Entity, event_type::Column::MaxAttempts)))),
+                .or(
+                    Expr::col((event_processing::Entity, P::Attempts)).gte(Expr::col((
+                        event_type::Entity,
+                        event_type::Column::MaxAttempts,
+                    ))),
+                ),
         )
         .to_owned();
     Condition::all().add(Expr::exists(done).not())
@@ -412,7 +428,10 @@ pub async fn list(
 ) -> AppResult<Page<EventCursor, event_instance::Model>> {
     use event_instance::Column as E;
     if super::run::get(ctx, run_id).await?.is_none() {
-        return Err(AppError::not_found("runId", format!("scenario run {run_id} not found")));
+        return Err(AppError::not_found(
+            "runId",
+            format!("scenario run {run_id} not found"),
+        ));
     }
     let mut query = event_instance::Entity::find().filter(E::RunId.eq(run_id));
     if let Some(types) = filter.event_types {
@@ -437,7 +456,9 @@ pub async fn list(
                 format!("engine {engine_id} belongs to another run"),
             ));
         }
-        query = query.filter(routed_to(&engine)).filter(not_done_by(engine_id));
+        query = query
+            .filter(routed_to(&engine))
+            .filter(not_done_by(engine_id));
     }
     match (order, page.after) {
         (EventOrder::Sequence, Some(EventCursor::Sequence(s))) => {
@@ -445,14 +466,19 @@ pub async fn list(
         }
         (EventOrder::Priority, Some(EventCursor::Priority(p, s))) => {
             query = query.filter(
-                Condition::any()
-                    .add(E::Priority.lt(p))
-                    .add(Condition::all().add(E::Priority.eq(p)).add(E::Sequence.gt(s))),
+                Condition::any().add(E::Priority.lt(p)).add(
+                    Condition::all()
+                        .add(E::Priority.eq(p))
+                        .add(E::Sequence.gt(s)),
+                ),
             );
         }
         (_, None) => {}
         _ => {
-            return Err(AppError::bad_input("after", "after is a cursor of the other order"));
+            return Err(AppError::bad_input(
+                "after",
+                "after is a cursor of the other order",
+            ));
         }
     }
     query = match order {
@@ -461,7 +487,9 @@ pub async fn list(
     };
     let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
     Ok(into_page(
-        rows.into_iter().map(|e| (EventCursor::of(&e, order), e)).collect(),
+        rows.into_iter()
+            .map(|e| (EventCursor::of(&e, order), e))
+            .collect(),
         page.first,
     ))
 }

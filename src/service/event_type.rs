@@ -1,7 +1,9 @@
 //! Event types: the typed kinds of events, with payload schema, default
 //! priority and `maxAttempts`. The three `system` types are the server's own.
 
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+};
 use serde_json::Value;
 
 use super::Ctx;
@@ -88,7 +90,10 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
     let payload_schema = check_schema("input.payloadSchema", input.payload_schema)?;
     let max_attempts = check_max_attempts("input.maxAttempts", input.max_attempts.unwrap_or(1))?;
     if get(ctx, &input.name).await?.is_some() {
-        return Err(AppError::Conflict(format!("event type {:?} already exists", input.name)));
+        return Err(AppError::Conflict(format!(
+            "event type {:?} already exists",
+            input.name
+        )));
     }
     let model = event_type::ActiveModel {
         name: Set(input.name),
@@ -137,7 +142,9 @@ pub async fn update(ctx: &Ctx, name: &str, patch: EventTypePatch) -> AppResult<e
 
 /// The event type `name`, if it exists.
 pub async fn get(ctx: &Ctx, name: &str) -> AppResult<Option<event_type::Model>> {
-    Ok(event_type::Entity::find_by_id(name.to_owned()).one(&ctx.db.conn).await?)
+    Ok(event_type::Entity::find_by_id(name.to_owned())
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The event types among `names`.

@@ -52,14 +52,19 @@ pub fn now() -> DateTime<Utc> {
 
 /// The serialized size of a JSON value in bytes.
 pub fn json_size(value: &serde_json::Value) -> usize {
-    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX)
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
 }
 
 /// Checks a required, human-given name: trimmed, not empty, at most 200 characters.
 pub fn check_name(field: &str, name: &str) -> crate::error::AppResult<String> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
-        return Err(crate::error::AppError::bad_input(field, format!("{field} must not be empty")));
+        return Err(crate::error::AppError::bad_input(
+            field,
+            format!("{field} must not be empty"),
+        ));
     }
     if trimmed.chars().count() > 200 {
         return Err(crate::error::AppError::bad_input(
@@ -68,7 +73,10 @@ pub fn check_name(field: &str, name: &str) -> crate::error::AppResult<String> {
         ));
     }
     if trimmed.contains('\0') {
-        return Err(crate::error::AppError::bad_input(field, format!("{field} must not contain NUL")));
+        return Err(crate::error::AppError::bad_input(
+            field,
+            format!("{field} must not contain NUL"),
+        ));
     }
     Ok(trimmed.to_owned())
 }

@@ -59,7 +59,9 @@ pub trait CursorKey: Sized {
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .and_then(|text| Self::from_text(&text))
-            .ok_or_else(|| AppError::bad_input("after", "after is not a valid cursor for this list"))
+            .ok_or_else(|| {
+                AppError::bad_input("after", "after is not a valid cursor for this list")
+            })
     }
 }
 

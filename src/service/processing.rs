@@ -41,7 +41,9 @@ impl ProcessingStatus {
         match stored {
             "PROCESSED" => Ok(ProcessingStatus::Processed),
             "FAILED" => Ok(ProcessingStatus::Failed),
-            other => Err(AppError::internal(format!("unknown processing status {other:?}"))),
+            other => Err(AppError::internal(format!(
+                "unknown processing status {other:?}"
+            ))),
         }
     }
 }
@@ -69,7 +71,11 @@ pub async fn record(ctx: &Ctx, input: Record) -> AppResult<event_processing::Mod
 }
 
 fn check_error(input: &Record) -> AppResult<()> {
-    if input.error.as_ref().is_some_and(|e| e.len() > MAX_ERROR_BYTES) {
+    if input
+        .error
+        .as_ref()
+        .is_some_and(|e| e.len() > MAX_ERROR_BYTES)
+    {
         return Err(AppError::limit(
             "input.error",
             format!("error is longer than {MAX_ERROR_BYTES} bytes"),
@@ -87,7 +93,10 @@ async fn load_pair<C: ConnectionTrait>(
         .one(conn)
         .await?
         .ok_or_else(|| {
-            AppError::not_found("input.eventId", format!("event {} not found", input.event_id))
+            AppError::not_found(
+                "input.eventId",
+                format!("event {} not found", input.event_id),
+            )
         })?;
     let engine = engine_state::Entity::find_by_id(input.engine_id)
         .one(conn)
@@ -101,7 +110,10 @@ async fn load_pair<C: ConnectionTrait>(
     if engine.run_id != event.run_id {
         return Err(AppError::bad_input(
             "input.engineId",
-            format!("engine {} belongs to another run than the event", engine.engine_id),
+            format!(
+                "engine {} belongs to another run than the event",
+                engine.engine_id
+            ),
         ));
     }
     Ok((event, engine))
@@ -127,7 +139,10 @@ async fn record_in(
         .on_conflict(
             OnConflict::columns([P::EventId, P::EngineId])
                 .update_columns([P::Status, P::Error, P::ProcessedAt])
-                .value(P::Attempts, Expr::col((event_processing::Entity, P::Attempts)).add(1))
+                .value(
+                    P::Attempts,
+                    Expr::col((event_processing::Entity, P::Attempts)).add(1),
+                )
                 .to_owned(),
         )
         .exec_with_returning(txn)
@@ -153,7 +168,9 @@ async fn publish_error(
     processing: &event_processing::Model,
 ) -> AppResult<()> {
     // A closed run takes no events, not even this one: the record still stands.
-    let run = scenario_run::Entity::find_by_id(event.run_id).one(txn).await?;
+    let run = scenario_run::Entity::find_by_id(event.run_id)
+        .one(txn)
+        .await?;
     if run.is_none_or(|r| RunStatus::parse(&r.status).is_ok_and(RunStatus::is_terminal)) {
         return Ok(());
     }

@@ -69,7 +69,10 @@ impl From<run_relationship::Model> for Relationship {
 pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
     use run_relationship::Column as R;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
-        AppError::not_found("input.runId", format!("scenario run {} not found", input.run_id))
+        AppError::not_found(
+            "input.runId",
+            format!("scenario run {} not found", input.run_id),
+        )
     })?;
     if RunStatus::parse(&run.status)?.is_terminal() {
         return Err(AppError::RunClosed {
@@ -88,13 +91,19 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
         if !roles.iter().any(|r| &r.role == role) {
             return Err(AppError::bad_input(
                 field,
-                format!("{role:?} is not a role of scenario template {:?}", template.name),
+                format!(
+                    "{role:?} is not a role of scenario template {:?}",
+                    template.name
+                ),
             ));
         }
     }
     let kind = super::check_name("input.kind", &input.kind)?;
     if !input.strength.is_finite() {
-        return Err(AppError::bad_input("input.strength", "strength must be a finite number"));
+        return Err(AppError::bad_input(
+            "input.strength",
+            "strength must be a finite number",
+        ));
     }
     let data = input.data.unwrap_or_else(|| json!({}));
     let event = NewEvent {

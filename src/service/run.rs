@@ -62,7 +62,10 @@ impl RunStatus {
 
     /// Whether the run is over and takes no more events.
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        )
     }
 
     /// Whether a run may go from `self` to `to`.
@@ -91,7 +94,10 @@ pub struct NewRun {
 /// Creates a PENDING run.
 pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> {
     let name = check_name("input.name", &input.name)?;
-    if super::scenario_template::get(ctx, input.template_id).await?.is_none() {
+    if super::scenario_template::get(ctx, input.template_id)
+        .await?
+        .is_none()
+    {
         return Err(AppError::bad_input(
             "input.templateId",
             format!("scenario template {} does not exist", input.template_id),
@@ -154,7 +160,9 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
 
 /// The run `id`, if it exists.
 pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<scenario_run::Model>> {
-    Ok(scenario_run::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+    Ok(scenario_run::Entity::find_by_id(id)
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The runs among `ids`.
@@ -183,5 +191,8 @@ pub async fn list(
         query = query.filter(scenario_run::Column::Id.gt(after));
     }
     let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(rows.into_iter().map(|m| (m.id, m)).collect(), page.first))
+    Ok(into_page(
+        rows.into_iter().map(|m| (m.id, m)).collect(),
+        page.first,
+    ))
 }

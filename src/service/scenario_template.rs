@@ -184,21 +184,24 @@ pub fn event_flow_of(model: &scenario_template::Model) -> EventFlow {
 
 fn require_text(field: String, value: &str) -> AppResult<()> {
     if value.trim().is_empty() {
-        return Err(AppError::bad_input(field.clone(), format!("{field} must not be empty")));
+        return Err(AppError::bad_input(
+            field.clone(),
+            format!("{field} must not be empty"),
+        ));
     }
     Ok(())
 }
 
-fn require_unique<'a>(
-    field: &str,
-    values: impl Iterator<Item = &'a str>,
-) -> AppResult<()> {
+fn require_unique<'a>(field: &str, values: impl Iterator<Item = &'a str>) -> AppResult<()> {
     let mut seen = HashSet::new();
     for (i, value) in values.enumerate() {
         let at = format!("{field}.{i}");
         require_text(at.clone(), value)?;
         if !seen.insert(value) {
-            return Err(AppError::bad_input(at, format!("{value:?} appears twice in {field}")));
+            return Err(AppError::bad_input(
+                at,
+                format!("{value:?} appears twice in {field}"),
+            ));
         }
     }
     Ok(())
@@ -213,13 +216,19 @@ fn check_config(prefix: &str, config: &mut ScenarioConfig) -> AppResult<()> {
         &format!("{prefix}.metricsDefinitions"),
         config.metrics_definitions.iter().map(|m| m.name.as_str()),
     )?;
-    let metrics: HashSet<&str> =
-        config.metrics_definitions.iter().map(|m| m.name.as_str()).collect();
+    let metrics: HashSet<&str> = config
+        .metrics_definitions
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
     for (i, criterion) in config.success_criteria.iter().enumerate() {
         if !metrics.contains(criterion.metric.as_str()) {
             return Err(AppError::bad_input(
                 format!("{prefix}.successCriteria.{i}.metric"),
-                format!("success criterion refers to undefined metric {:?}", criterion.metric),
+                format!(
+                    "success criterion refers to undefined metric {:?}",
+                    criterion.metric
+                ),
             ));
         }
         if !criterion.threshold.is_finite() {
@@ -236,7 +245,10 @@ fn check_config(prefix: &str, config: &mut ScenarioConfig) -> AppResult<()> {
 }
 
 async fn check_roles(ctx: &Ctx, prefix: &str, roles: &[AgentRole]) -> AppResult<()> {
-    require_unique(&format!("{prefix}.agentRoles"), roles.iter().map(|r| r.role.as_str()))?;
+    require_unique(
+        &format!("{prefix}.agentRoles"),
+        roles.iter().map(|r| r.role.as_str()),
+    )?;
     let names: HashSet<&str> = roles.iter().map(|r| r.role.as_str()).collect();
     for (i, role) in roles.iter().enumerate() {
         for (j, rel) in role.relationships.iter().enumerate() {
@@ -297,16 +309,15 @@ async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppRes
         query = query.filter(scenario_template::Column::Id.ne(id));
     }
     if query.one(&ctx.db.conn).await?.is_some() {
-        return Err(AppError::Conflict(format!("a scenario template named {name:?} already exists")));
+        return Err(AppError::Conflict(format!(
+            "a scenario template named {name:?} already exists"
+        )));
     }
     Ok(())
 }
 
 /// Creates a scenario template after validating its typed parts.
-pub async fn create(
-    ctx: &Ctx,
-    input: NewScenarioTemplate,
-) -> AppResult<scenario_template::Model> {
+pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario_template::Model> {
     let name = check_name("input.name", &input.name)?;
     let mut config = input.config.unwrap_or_default();
     check_config("input.config", &mut config)?;
@@ -378,13 +389,17 @@ pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<scenario_template::Model> 
         )));
     }
     // The foreign key still guards a run created meanwhile (CONFLICT too).
-    scenario_template::Entity::delete_by_id(id).exec(&ctx.db.conn).await?;
+    scenario_template::Entity::delete_by_id(id)
+        .exec(&ctx.db.conn)
+        .await?;
     Ok(current)
 }
 
 /// The scenario template `id`, if it exists.
 pub async fn get(ctx: &Ctx, id: Uuid) -> AppResult<Option<scenario_template::Model>> {
-    Ok(scenario_template::Entity::find_by_id(id).one(&ctx.db.conn).await?)
+    Ok(scenario_template::Entity::find_by_id(id)
+        .one(&ctx.db.conn)
+        .await?)
 }
 
 /// The scenario templates among `ids`.
@@ -405,5 +420,8 @@ pub async fn list(
         query = query.filter(scenario_template::Column::Id.gt(after));
     }
     let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(rows.into_iter().map(|m| (m.id, m)).collect(), page.first))
+    Ok(into_page(
+        rows.into_iter().map(|m| (m.id, m)).collect(),
+        page.first,
+    ))
 }

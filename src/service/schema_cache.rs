@@ -42,7 +42,11 @@ impl SchemaCache {
             .iter_errors(payload)
             .map(|e| {
                 let path = e.instance_path().to_string();
-                let path = if path.is_empty() { "/".to_string() } else { path };
+                let path = if path.is_empty() {
+                    "/".to_string()
+                } else {
+                    path
+                };
                 format!("{path}: {e}")
             })
             .collect();
@@ -70,7 +74,9 @@ impl SchemaCache {
         // A stored schema was checked when it was written; failing here means
         // the row was edited behind our back.
         let validator = Arc::new(jsonschema::validator_for(schema).map_err(|e| {
-            AppError::internal(format!("stored schema of {event_type} does not compile: {e}"))
+            AppError::internal(format!(
+                "stored schema of {event_type} does not compile: {e}"
+            ))
         })?);
         compiled.insert(
             event_type.to_owned(),

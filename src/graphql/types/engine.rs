@@ -26,7 +26,10 @@ impl EngineInstance {
     }
     /// The run it works on.
     async fn run(&self, ctx: &Context<'_>) -> Result<Option<ScenarioRun>> {
-        Ok(loader(ctx).load_one(RunId(self.0.run_id)).await?.map(ScenarioRun))
+        Ok(loader(ctx)
+            .load_one(RunId(self.0.run_id))
+            .await?
+            .map(ScenarioRun))
     }
     /// Its type (ActorEngine, NarratorEngine, AnalystEngine, ...).
     async fn engine_type(&self) -> &str {

@@ -136,7 +136,10 @@ impl Event {
     }
     /// The run it belongs to.
     async fn run(&self, ctx: &Context<'_>) -> Result<Option<ScenarioRun>> {
-        Ok(loader(ctx).load_one(RunId(self.0.run_id)).await?.map(ScenarioRun))
+        Ok(loader(ctx)
+            .load_one(RunId(self.0.run_id))
+            .await?
+            .map(ScenarioRun))
     }
     /// Its place in the run: 1, 2, 3, ... without gaps, in commit order.
     async fn sequence(&self) -> i64 {
@@ -197,7 +200,11 @@ impl Event {
     /// What each engine recorded for it.
     async fn processed_by(&self, ctx: &Context<'_>) -> Result<Vec<Processing>> {
         let found = loader(ctx).load_one(ProcessingsOf(self.0.id)).await?;
-        Ok(found.unwrap_or_default().into_iter().map(Processing).collect())
+        Ok(found
+            .unwrap_or_default()
+            .into_iter()
+            .map(Processing)
+            .collect())
     }
 }
 
@@ -293,7 +300,45 @@ pub async fn list_events(
         source_engine_id: filter.source_engine_id,
     };
     let page = svc::list(service, run_id, filter, order, page).await?;
+    prefetch_relations(ctx, page.rows.iter().map(|(_, e)| e)).await?;
     Ok(connection(page, had_cursor, Event))
+}
+
+/// Loads the relations that the query selects on a list of events with one
+/// `load_many` per relation, before the events resolve one by one. Batching
+/// then does not depend on the DataLoader's delay catching every row: each
+/// row's field is served from the request's cache.
+async fn prefetch_relations<'a>(
+    ctx: &Context<'_>,
+    events: impl Iterator<Item = &'a event_instance::Model> + Clone,
+) -> Result<()> {
+    let look = ctx.look_ahead();
+    let selects = |field: &str| {
+        look.field("nodes").field(field).exists()
+            || look.field("edges").field("node").field(field).exists()
+    };
+    let loader = loader(ctx);
+    if selects("type") {
+        loader
+            .load_many(events.clone().map(|e| EventTypeName(e.event_type.clone())))
+            .await?;
+    }
+    if selects("processedBy") {
+        loader
+            .load_many(events.clone().map(|e| ProcessingsOf(e.id)))
+            .await?;
+    }
+    if selects("run") {
+        loader
+            .load_many(events.clone().map(|e| RunId(e.run_id)))
+            .await?;
+    }
+    if selects("parent") {
+        loader
+            .load_many(events.filter_map(|e| e.parent_event_id.map(EventId)))
+            .await?;
+    }
+    Ok(())
 }
 
 /// What an engine did with an event.

@@ -7,7 +7,7 @@ pub mod run;
 pub mod template;
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::dataloader::DataLoader;
+use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, OutputType};
 
 use super::loaders::Loaders;
@@ -20,8 +20,8 @@ pub fn service_ctx<'a>(ctx: &Context<'a>) -> &'a Ctx {
 }
 
 /// The DataLoader of the current request.
-pub fn loader<'a>(ctx: &Context<'a>) -> &'a DataLoader<Loaders> {
-    ctx.data_unchecked::<DataLoader<Loaders>>()
+pub fn loader<'a>(ctx: &Context<'a>) -> &'a DataLoader<Loaders, HashMapCache> {
+    ctx.data_unchecked::<DataLoader<Loaders, HashMapCache>>()
 }
 
 /// A Relay connection of a page, each row wrapped by `wrap`.

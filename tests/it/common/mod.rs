@@ -1,0 +1,397 @@
+//! The test harness: starts the real server on 127.0.0.1 port 0 over a
+//! fresh database of the backend under test, and talks to it over HTTP.
+//!
+//! Every behaviour test is written once as `async fn name(backend: Backend)`
+//! and instantiated for both backends by [`both_backends!`]. PostgreSQL tests
+//! read `TEST_DATABASE_URL`; without it they are reported as ignored, with
+//! the reason, by the test runner itself.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use scenario_hub::config::ServeConfig;
+use scenario_hub::server::App;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the `TEST_DATABASE_URL` server.
+    Postgres,
+}
+
+/// Writes `$name::sqlite` and `$name::postgres` tests that run `$name(backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[cfg_attr(not(pg_tests), ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped")]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
+/// A database made for one test and dropped after it.
+pub struct TestDb {
+    /// The URL the server connects to.
+    pub url: String,
+    /// Keeps the SQLite directory alive.
+    _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL admin URL and database name, to drop it afterwards.
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A fresh, empty database of `backend`.
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_DATABASE_URL")
+                    .expect("TEST_DATABASE_URL must be set for PostgreSQL tests");
+                let name = format!("sh_test_{}", uuid::Uuid::new_v4().simple());
+                let conn = Database::connect(&admin)
+                    .await
+                    .expect("connect TEST_DATABASE_URL");
+                conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                TestDb {
+                    url: with_database(&admin, &name),
+                    _dir: None,
+                    pg: Some((admin, name)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, which must not block on
+        // itself: drop the database from a runtime of its own.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(conn) = Database::connect(&admin).await {
+                    let _ = conn
+                        .execute_unprepared(&format!(
+                            "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                        ))
+                        .await;
+                    conn.close().await.ok();
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// `url` with its database name replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_end..]
+        .find('/')
+        .map_or(base.len(), |i| authority_end + i);
+    let mut out = format!("{}/{}", &base[..path_start], name);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// A running server and a client for it.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The backend under test.
+    pub backend: Backend,
+    /// The HTTP client.
+    pub http: reqwest::Client,
+    ctx: scenario_hub::service::Ctx,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    // Declared last: dropped after the server has stopped.
+    db: TestDb,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> TestServer {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Starts a server whose configuration `tweak` adjusts.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        let db = TestDb::new(backend).await;
+        let mut config = ServeConfig::for_database(db.url.clone());
+        tweak(&mut config);
+        let app = App::new(&config).await.expect("server starts");
+        let ctx = app.ctx().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            backend,
+            http: reqwest::Client::new(),
+            ctx,
+            shutdown: Some(tx),
+            task: Some(task),
+            db,
+        }
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// SQL statements the server has sent so far.
+    pub fn statements(&self) -> u64 {
+        self.ctx.db.stats.statements()
+    }
+
+    /// The raw GraphQL response to `query` with `variables`.
+    pub async fn gql_raw(&self, query: &str, variables: Value) -> Value {
+        self.http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response")
+    }
+
+    /// The `data` of a response that must have no errors.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let response = self.gql_raw(query, variables).await;
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response:#}\nquery: {query}"
+        );
+        response["data"].clone()
+    }
+
+    /// The first error of a response that must fail.
+    pub async fn gql_err(&self, query: &str, variables: Value) -> GqlError {
+        let response = self.gql_raw(query, variables).await;
+        let error = response["errors"]
+            .get(0)
+            .unwrap_or_else(|| panic!("expected an error, got {response:#}"))
+            .clone();
+        GqlError {
+            code: error["extensions"]["code"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            field: error["extensions"]["field"].as_str().map(str::to_owned),
+            message: error["message"].as_str().unwrap_or("").to_owned(),
+            raw: error,
+        }
+    }
+
+    /// Stops the server and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A GraphQL error, read.
+#[derive(Debug, Clone)]
+pub struct GqlError {
+    /// `extensions.code`.
+    pub code: String,
+    /// `extensions.field`.
+    pub field: Option<String>,
+    /// `message`.
+    pub message: String,
+    /// The whole error object.
+    pub raw: Value,
+}
+
+/// The ids of a ready-made scenario: two agent templates playing `hero` and
+/// `villain` (rivals), a template, and a RUNNING run.
+pub struct Scenario {
+    /// The agent template playing `hero`.
+    pub hero_agent: String,
+    /// The scenario template.
+    pub template: String,
+    /// The run, RUNNING.
+    pub run: String,
+}
+
+/// Creates a [`Scenario`] on `server`; `tag` keeps names unique within a test.
+pub async fn scenario(server: &TestServer, tag: &str) -> Scenario {
+    let agents = server
+        .gql(
+            "mutation($a: String!, $b: String!) {
+                hero: createAgentTemplate(input: {name: $a, config: {model: \"m\"}}) { id }
+                villain: createAgentTemplate(input: {name: $b}) { id }
+            }",
+            json!({ "a": format!("{tag}-hero"), "b": format!("{tag}-villain") }),
+        )
+        .await;
+    let hero = agents["hero"]["id"].as_str().unwrap().to_owned();
+    let villain = agents["villain"]["id"].as_str().unwrap().to_owned();
+    let template = server
+        .gql(
+            "mutation($input: CreateScenarioTemplateInput!) {
+                createScenarioTemplate(input: $input) { id }
+            }",
+            json!({ "input": {
+                "name": format!("{tag}-scenario"),
+                "agentRoles": [
+                    {"role": "hero", "agentTemplateId": hero,
+                     "relationships": [{"targetRole": "villain", "kind": "rival", "strength": 0.5}]},
+                    {"role": "villain", "agentTemplateId": villain}
+                ]
+            }}),
+        )
+        .await["createScenarioTemplate"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = create_run(server, &template, "RUNNING").await;
+    Scenario {
+        hero_agent: hero,
+        template,
+        run,
+    }
+}
+
+/// Creates a run of `template` and moves it to `status` (PENDING or RUNNING).
+pub async fn create_run(server: &TestServer, template: &str, status: &str) -> String {
+    let run = server
+        .gql(
+            "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"run\"}) { id } }",
+            json!({ "t": template }),
+        )
+        .await["createScenarioRun"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    if status == "RUNNING" {
+        server
+            .gql(
+                "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+                json!({ "r": run }),
+            )
+            .await;
+    }
+    run
+}
+
+/// Creates an event type `name` with `schema`, `default_priority` and `max_attempts`.
+pub async fn event_type(
+    server: &TestServer,
+    name: &str,
+    schema: Value,
+    default_priority: i32,
+    max_attempts: i32,
+) {
+    server
+        .gql(
+            "mutation($input: CreateEventTypeInput!) { createEventType(input: $input) { name } }",
+            json!({ "input": {
+                "name": name, "category": "test", "payloadSchema": schema,
+                "defaultPriority": default_priority, "maxAttempts": max_attempts
+            }}),
+        )
+        .await;
+}
+
+/// Publishes one event and returns it (id, sequence, priority).
+pub async fn publish(server: &TestServer, input: Value) -> Value {
+    server
+        .gql(
+            "mutation($input: EventInput!) { publishEvent(input: $input) { id sequence priority } }",
+            json!({ "input": input }),
+        )
+        .await["publishEvent"]
+        .clone()
+}
+
+/// Registers an engine of `engine_type` in `run` and returns its id.
+pub async fn register(server: &TestServer, run: &str, engine_type: &str) -> String {
+    server
+        .gql(
+            "mutation($r: UUID!, $t: String!) {
+                registerEngine(input: {runId: $r, engineType: $t}) { engineId }
+            }",
+            json!({ "r": run, "t": engine_type }),
+        )
+        .await["registerEngine"]["engineId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The run's `lastSequence`.
+pub async fn last_sequence(server: &TestServer, run: &str) -> i64 {
+    server
+        .gql(
+            "query($r: UUID!) { scenarioRun(id: $r) { lastSequence } }",
+            json!({ "r": run }),
+        )
+        .await["scenarioRun"]["lastSequence"]
+        .as_i64()
+        .unwrap()
+}

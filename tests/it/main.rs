@@ -1,0 +1,14 @@
+//! Integration tests: the real server on 127.0.0.1 port 0, over HTTP, on
+//! SQLite and PostgreSQL from the same test code.
+
+mod common;
+
+mod concurrency;
+mod engines;
+mod events;
+mod loaders;
+mod processing;
+mod relationships;
+mod runs;
+mod surface;
+mod templates;

@@ -1,0 +1,230 @@
+//! The server's surface: the SDL file, GraphiQL and its introspection, the
+//! health routes, query limits, and the binary's embedded default.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::{Backend, TestServer};
+
+both_backends!(
+    graphiql_health_and_introspection_work,
+    query_limits_answer_limit_exceeded
+);
+
+/// The introspection query GraphiQL and code generators send.
+pub const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}
+"#;
+
+#[test]
+fn schema_file_matches_the_server() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql at the repository root");
+    assert!(
+        committed == scenario_hub::graphql::sdl(),
+        "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
+    );
+}
+
+async fn graphiql_health_and_introspection_work(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let page = server
+        .http
+        .get(server.url("/graphiql"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("graphiql") && html.contains("/graphql"));
+
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let response = server.http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.text().await.unwrap(), body);
+    }
+
+    let schema = server.gql(INTROSPECTION, json!({})).await;
+    let types = schema["__schema"]["types"].as_array().unwrap();
+    for name in [
+        "Event",
+        "ScenarioRun",
+        "EngineInstance",
+        "EventInput",
+        "UUID",
+        "JSON",
+        "DateTime",
+    ] {
+        assert!(
+            types.iter().any(|t| t["name"] == name),
+            "{name} in introspection"
+        );
+    }
+
+    // GET works for queries too.
+    let response: serde_json::Value = server
+        .http
+        .get(server.url("/graphql"))
+        .query(&[(
+            "query",
+            "{ eventType(name: \"error_occurred\") { category maxAttempts } }",
+        )])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        response["data"]["eventType"],
+        json!({"category": "system", "maxAttempts": 1})
+    );
+}
+
+async fn query_limits_answer_limit_exceeded(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    // 17 levels of nesting: over the default depth of 16.
+    let deep = "{ scenarioRuns { nodes { template { agentRoles { agentTemplate { id } } } } } }";
+    server.gql(deep, json!({})).await;
+    let mut too_deep =
+        String::from("{ events(runId: \"00000000-0000-0000-0000-000000000000\") { nodes ");
+    for _ in 0..15 {
+        too_deep.push_str("{ parent ");
+    }
+    too_deep.push_str("{ id }");
+    for _ in 0..15 {
+        too_deep.push_str(" }");
+    }
+    too_deep.push_str(" } }");
+    let err = server.gql_err(&too_deep, json!({})).await;
+    assert_eq!(err.code, "LIMIT_EXCEEDED", "{}", err.message);
+
+    // Every alias counts: 1,100 of them, each a field with a subfield.
+    let aliases: String = (0..1100)
+        .map(|i| {
+            format!("a{i}: agentTemplate(id: \"00000000-0000-0000-0000-000000000000\") {{ id }} ")
+        })
+        .collect();
+    let err = server.gql_err(&format!("{{ {aliases} }}"), json!({})).await;
+    assert_eq!(err.code, "LIMIT_EXCEEDED", "{}", err.message);
+
+    let err = server.gql_err("{ nope }", json!({})).await;
+    assert_eq!(err.code, "BAD_USER_INPUT");
+    let err = server
+        .gql_err("{ events(runId: 5) { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(err.code, "BAD_USER_INPUT");
+}
+
+/// `scenario-hub serve` with no configuration uses `scenario-hub.db` in the
+/// working directory, in WAL mode, and answers GraphQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_defaults_to_an_embedded_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scenario-hub"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("DATABASE_URL")
+        .env("BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start scenario-hub");
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("address=").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("the server never said where it listens");
+    })
+    .await
+    .unwrap();
+
+    let response: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .json(&json!({"query": "{ eventTypes(category: \"system\") { name } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(response["data"]["eventTypes"].as_array().unwrap().len(), 3);
+
+    let db = dir.path().join("scenario-hub.db");
+    assert!(db.exists(), "scenario-hub.db in the working directory");
+    let conn = sea_orm::Database::connect(format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    let mode = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Sqlite,
+            "PRAGMA journal_mode",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mode.try_get_by_index::<String>(0).unwrap(), "wal");
+    conn.close().await.unwrap();
+
+    // SIGTERM stops it cleanly.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn migrate_applies_every_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("m.db").display());
+    for _ in 0..2 {
+        let output = Command::new(env!("CARGO_BIN_EXE_scenario-hub"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
+    }
+}
