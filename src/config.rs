@@ -116,3 +116,28 @@ impl ServeConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn serve_defaults_to_the_embedded_database_on_loopback() {
+        // clap reads the environment too: only check what no variable overrides.
+        let cli = Cli::try_parse_from(["scenario-hub", "serve"]).expect("parses");
+        let Command::Serve(config) = cli.command else {
+            panic!("serve parses as Serve");
+        };
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert_eq!(config.database.database_url, "sqlite://scenario-hub.db");
+        }
+        if std::env::var_os("BIND").is_none() {
+            assert_eq!(config.bind.to_string(), "127.0.0.1:8000");
+        }
+        assert_eq!(config.limits.max_page_size, 500);
+        assert_eq!(config.limits.max_query_depth, 16);
+        assert_eq!(config.limits.max_query_complexity, 2000);
+    }
+}

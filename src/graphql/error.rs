@@ -4,8 +4,13 @@
 
 use std::sync::Arc;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest};
-use async_graphql::{ErrorExtensions, Response, ServerError, Value};
+use std::sync::Mutex;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{ErrorExtensions, Response, ServerError, ServerResult, Value, Variables};
 
 use crate::error::AppError;
 
@@ -17,27 +22,25 @@ impl From<AppError> for async_graphql::Error {
 
 /// The GraphQL error of `err`: its message (never an internal cause) and codes.
 fn to_graphql(err: &AppError) -> async_graphql::Error {
-    {
-        async_graphql::Error::new(err.to_string()).extend_with(|_, ext| {
-            ext.set("code", err.code());
-            if let Some(field) = err.field() {
-                ext.set("field", field);
+    async_graphql::Error::new(err.to_string()).extend_with(|_, ext| {
+        ext.set("code", err.code());
+        if let Some(field) = err.field() {
+            ext.set("field", field);
+        }
+        match err {
+            AppError::VersionConflict { expected, actual } => {
+                ext.set("expectedVersion", *expected);
+                ext.set("actualVersion", *actual);
             }
-            match err {
-                AppError::VersionConflict { expected, actual } => {
-                    ext.set("expectedVersion", *expected);
-                    ext.set("actualVersion", *actual);
-                }
-                AppError::PayloadSchemaViolation { violations, .. } => {
-                    ext.set(
-                        "violations",
-                        Value::List(violations.iter().map(|v| Value::from(v.as_str())).collect()),
-                    );
-                }
-                _ => {}
+            AppError::PayloadSchemaViolation { violations, .. } => {
+                ext.set(
+                    "violations",
+                    Value::List(violations.iter().map(|v| Value::from(v.as_str())).collect()),
+                );
             }
-        })
-    }
+            _ => {}
+        }
+    })
 }
 
 /// A DataLoader failure; cloneable, as DataLoader requires.
@@ -56,29 +59,56 @@ impl From<LoadError> for async_graphql::Error {
     }
 }
 
-/// Gives every error async-graphql raises on its own an `extensions.code`.
+/// Gives every error async-graphql raises on its own an `extensions.code`,
+/// and `extensions.field` where the error points at an argument.
 pub struct ErrorCodes;
 
 impl ExtensionFactory for ErrorCodes {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
+        Arc::new(ErrorCodesOfRequest::default())
     }
 }
 
+/// The per-request half of [`ErrorCodes`].
+#[derive(Default)]
+struct ErrorCodesOfRequest {
+    /// The query text, to name the argument an error points at. A std Mutex:
+    /// nothing awaits while it is held.
+    query: Mutex<Option<String>>,
+}
+
 #[async_graphql::async_trait::async_trait]
-impl Extension for ErrorCodes {
+impl Extension for ErrorCodesOfRequest {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
+        let query = self.query.lock().expect("query lock poisoned").take();
         for error in &mut response.errors {
-            add_code(error);
+            add_code(error, query.as_deref());
         }
         response
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        *self.query.lock().expect("query lock poisoned") = Some(query.to_owned());
+        next.run(ctx, query, variables).await
     }
 }
 
 /// Codes an error that has none: query limits are `LIMIT_EXCEEDED`, anything
 /// else that async-graphql rejects on its own is the client's input.
-pub fn add_code(error: &mut ServerError) {
+pub fn add_code(error: &mut ServerError, query: Option<&str>) {
+    let field = argument_name(&error.message)
+        .map(str::to_owned)
+        .or_else(|| {
+            let pos = error.locations.first()?;
+            argument_at(query?, pos.line, pos.column)
+        });
     let extensions = error.extensions.get_or_insert_with(Default::default);
     if extensions.get("code").is_some() {
         return;
@@ -89,7 +119,7 @@ pub fn add_code(error: &mut ServerError) {
         return;
     }
     extensions.set("code", "BAD_USER_INPUT");
-    if let Some(field) = argument_name(message) {
+    if let Some(field) = field {
         extensions.set("field", field);
     }
 }
@@ -98,4 +128,35 @@ pub fn add_code(error: &mut ServerError) {
 fn argument_name(message: &str) -> Option<&str> {
     let rest = message.split("argument \"").nth(1)?;
     rest.split('"').next()
+}
+
+/// The argument whose value starts at `line`:`column` (1-based) of `query`,
+/// as in `events(runId: "nope")`: the name before the colon.
+fn argument_at(query: &str, line: usize, column: usize) -> Option<String> {
+    let text = query.lines().nth(line.checked_sub(1)?)?;
+    let before: String = text.chars().take(column.checked_sub(1)?).collect();
+    let before = before.trim_end().strip_suffix(':')?.trim_end();
+    let name: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argument_at;
+
+    #[test]
+    fn names_the_argument_at_a_position() {
+        let query = "query($r: UUID!) {\n  events(runId: $r, first: 5) { nodes { id } }\n}";
+        assert_eq!(argument_at(query, 2, 17).as_deref(), Some("runId"));
+        assert_eq!(argument_at(query, 2, 28).as_deref(), Some("first"));
+        assert_eq!(argument_at(query, 1, 1), None);
+        assert_eq!(argument_at(query, 9, 1), None);
+    }
 }

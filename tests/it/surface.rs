@@ -11,7 +11,8 @@ use crate::common::{Backend, TestServer};
 
 both_backends!(
     graphiql_health_and_introspection_work,
-    query_limits_answer_limit_exceeded
+    query_limits_answer_limit_exceeded,
+    malformed_requests_get_codes_and_change_nothing,
 );
 
 /// The introspection query GraphiQL and code generators send.
@@ -139,6 +140,80 @@ async fn query_limits_answer_limit_exceeded(backend: Backend) {
         .gql_err("{ events(runId: 5) { nodes { id } } }", json!({}))
         .await;
     assert_eq!(err.code, "BAD_USER_INPUT");
+}
+
+async fn malformed_requests_get_codes_and_change_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    // Not JSON at all.
+    let response = server
+        .http
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+    // An invalid UUID names its argument, inline or through a variable.
+    let err = server
+        .gql_err("{ events(runId: \"nope\") { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("runId"))
+    );
+    let err = server
+        .gql_err(
+            "query($r: UUID!) {\n  events(runId: $r) { nodes { id } } }",
+            json!({ "r": "nope" }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("runId"))
+    );
+    let err = server
+        .gql_err(
+            "{ agentTemplates(first: 99999999999) { nodes { id } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("first"))
+    );
+    let err = server
+        .gql_err(
+            "mutation($i: CreateAgentTemplateInput!) { createAgentTemplate(input: $i) { id } }",
+            json!({ "i": {"name": 5} }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("input.name"))
+    );
+
+    // A mutation over GET is refused and does nothing.
+    let response = server
+        .http
+        .get(server.url("/graphql"))
+        .query(&[(
+            "query",
+            "mutation { createAgentTemplate(input: {name: \"via-get\"}) { id } }",
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    let templates = server
+        .gql("{ agentTemplates { nodes { id } } }", json!({}))
+        .await;
+    assert_eq!(templates["agentTemplates"]["nodes"], json!([]));
 }
 
 /// `scenario-hub serve` with no configuration uses `scenario-hub.db` in the
