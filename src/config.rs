@@ -60,6 +60,38 @@ pub struct ServeConfig {
     /// Request and data limits.
     #[command(flatten)]
     pub limits: Limits,
+    /// Websocket and delivery timing.
+    #[command(flatten)]
+    pub realtime: Realtime,
+}
+
+/// Websocket protocol timing and event delivery tuning.
+#[derive(Debug, Clone, Args)]
+pub struct Realtime {
+    /// Milliseconds a websocket may take to send `connection_init` (then 4408).
+    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_init_timeout_ms: u64,
+    /// Milliseconds of silence after which the server pings a websocket.
+    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value_t = 10_000)]
+    pub ws_ping_interval_ms: u64,
+    /// Milliseconds a client has to answer a ping before it is dropped.
+    #[arg(long, env = "WS_PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    pub ws_pong_timeout_ms: u64,
+    /// Milliseconds between checks of every watched run's last sequence: the
+    /// most a lost doorbell can delay delivery.
+    #[arg(long, env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = 2_000)]
+    pub delivery_poll_interval_ms: u64,
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Realtime {
+            ws_init_timeout_ms: 10_000,
+            ws_ping_interval_ms: 10_000,
+            ws_pong_timeout_ms: 10_000,
+            delivery_poll_interval_ms: 2_000,
+        }
+    }
 }
 
 /// Limits on what one client may send or ask for (DESIGN.md's defaults).
@@ -86,6 +118,12 @@ pub struct Limits {
     /// Highest query complexity (every field, aliases included, counts).
     #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 2000)]
     pub max_query_complexity: usize,
+    /// Most open websocket connections per server.
+    #[arg(long, env = "MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    pub max_ws_connections: usize,
+    /// Most subscriptions on one websocket connection.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +136,8 @@ impl Default for Limits {
             max_page_size: 500,
             max_query_depth: 16,
             max_query_complexity: 2000,
+            max_ws_connections: 10_000,
+            max_subscriptions_per_connection: 100,
         }
     }
 }
@@ -113,6 +153,7 @@ impl ServeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             log_format: LogFormat::Text,
             limits: Limits::default(),
+            realtime: Realtime::default(),
         }
     }
 }

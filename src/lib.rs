@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod db;
+pub mod delivery;
 pub mod entity;
 pub mod error;
 pub mod graphql;

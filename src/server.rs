@@ -1,33 +1,60 @@
-//! Wiring and running: open the database, migrate, build the schema, serve
-//! until the shutdown future resolves. Tests and `main` start it the same way.
+//! Wiring and running: open the database, migrate, start delivery, build the
+//! schema, serve until the shutdown future resolves. Tests and `main` start
+//! it the same way.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::db::Db;
+use crate::delivery::{DeliveryConfig, Hub};
 use crate::graphql::build_schema;
-use crate::http::{AppState, router};
+use crate::http::{AppState, WsSettings, router};
 use crate::service::Ctx;
 
 /// Startup and serving failures.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A migrated database and a built schema, ready to serve.
+/// A migrated database, a running delivery hub and a built schema, ready to serve.
 pub struct App {
     state: AppState,
+    /// Cancelled on shutdown: stops delivery and closes every websocket (1001).
+    shutdown: CancellationToken,
 }
 
 impl App {
-    /// Opens the database of `config`, applies pending migrations and builds the schema.
+    /// Opens the database of `config`, applies pending migrations, starts
+    /// delivery and builds the schema.
     pub async fn new(config: &ServeConfig) -> Result<App, BoxError> {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
-        let ctx = Ctx::new(db, config.limits.clone());
-        let schema = build_schema(Some(ctx.clone()), &config.limits);
+        let shutdown = CancellationToken::new();
+        let delivery = DeliveryConfig {
+            poll_interval: Duration::from_millis(config.realtime.delivery_poll_interval_ms),
+            ..DeliveryConfig::default()
+        };
+        let hub = Hub::start(
+            db.clone(),
+            &config.database.database_url,
+            delivery,
+            shutdown.clone(),
+        );
+        let ctx = Ctx::new(db, config.limits.clone()).with_listener(hub.clone());
+        let schema = build_schema(Some((ctx.clone(), hub.clone())), &config.limits);
+        let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {
-            state: AppState { schema, ctx },
+            state: AppState {
+                schema,
+                ctx,
+                hub,
+                ws: Arc::new(ws),
+                shutdown: shutdown.clone(),
+            },
+            shutdown,
         })
     }
 
@@ -36,17 +63,23 @@ impl App {
         &self.state.ctx
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets in-flight
-    /// requests finish.
+    /// Serves on `listener` until `shutdown` resolves; then websockets are
+    /// closed with 1001 and in-flight requests finish.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let token = self.shutdown.clone();
         let app = router(self.state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                token.cancel();
+            })
+            .await;
+        self.shutdown.cancel();
+        result
     }
 }
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ErrorExtensions, Response, ServerError, ServerResult, Value, Variables};
+use futures::stream::{BoxStream, StreamExt};
 
 use crate::error::AppError;
 
@@ -73,8 +74,8 @@ impl ExtensionFactory for ErrorCodes {
 #[derive(Default)]
 struct ErrorCodesOfRequest {
     /// The query text, to name the argument an error points at. A std Mutex:
-    /// nothing awaits while it is held.
-    query: Mutex<Option<String>>,
+    /// nothing awaits while it is held. Shared with the subscription stream.
+    query: Arc<Mutex<Option<String>>>,
 }
 
 #[async_graphql::async_trait::async_trait]
@@ -86,6 +87,24 @@ impl Extension for ErrorCodesOfRequest {
             add_code(error, query.as_deref());
         }
         response
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        let query = self.query.clone();
+        next.run(ctx, stream)
+            .map(move |mut response| {
+                let query = query.lock().expect("query lock poisoned").clone();
+                for error in &mut response.errors {
+                    add_code(error, query.as_deref());
+                }
+                response
+            })
+            .boxed()
     }
 
     async fn parse_query(

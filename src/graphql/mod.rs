@@ -5,26 +5,36 @@ pub mod error;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod subscription;
 pub mod types;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use async_graphql::{EmptySubscription, Schema};
+use std::sync::Arc;
+
+use async_graphql::Schema;
 
 use crate::config::Limits;
+use crate::delivery::Hub;
 use crate::service::Ctx;
 use loaders::Loaders;
 
 /// The schema type served by scenario-hub.
-pub type AppSchema = Schema<query::QueryRoot, mutation::MutationRoot, EmptySubscription>;
+pub type AppSchema =
+    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
-/// Builds the schema over `ctx`, with the query limits of `limits`.
-pub fn build_schema(ctx: Option<Ctx>, limits: &Limits) -> AppSchema {
-    let mut builder = Schema::build(query::QueryRoot, mutation::MutationRoot, EmptySubscription)
-        .limit_depth(limits.max_query_depth)
-        .limit_complexity(limits.max_query_complexity)
-        .extension(error::ErrorCodes);
-    if let Some(ctx) = ctx {
-        builder = builder.data(ctx);
+/// Builds the schema over `services` (the service context and the delivery
+/// hub; none for printing the SDL), with the query limits of `limits`.
+pub fn build_schema(services: Option<(Ctx, Arc<Hub>)>, limits: &Limits) -> AppSchema {
+    let mut builder = Schema::build(
+        query::QueryRoot,
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    )
+    .limit_depth(limits.max_query_depth)
+    .limit_complexity(limits.max_query_complexity)
+    .extension(error::ErrorCodes);
+    if let Some((ctx, hub)) = services {
+        builder = builder.data(ctx).data(hub);
     }
     builder.finish()
 }
@@ -35,7 +45,8 @@ pub fn sdl() -> String {
 }
 
 /// A fresh DataLoader for one request: batches nested fields, caches for
-/// that request only.
+/// that request only. (Subscriptions turn the cache off: they outlive the
+/// data they would cache.)
 pub fn request_loader(ctx: &Ctx) -> DataLoader<Loaders, HashMapCache> {
     DataLoader::with_cache(
         Loaders { ctx: ctx.clone() },

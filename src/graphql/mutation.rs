@@ -181,7 +181,7 @@ impl MutationRoot {
             "input".into()
         })
         .await?;
-        Ok(Event(
+        Ok(Event::from(
             events.into_iter().next().expect("one input, one event"),
         ))
     }
@@ -197,7 +197,7 @@ impl MutationRoot {
             format!("inputs.{i}")
         })
         .await?;
-        Ok(events.into_iter().map(Event).collect())
+        Ok(events.into_iter().map(Event::from).collect())
     }
 
     /// Records that an engine processed or failed an event.
@@ -221,7 +221,7 @@ impl MutationRoot {
         let done = service::processing::complete(service_ctx(ctx), input.into()).await?;
         Ok(CompleteEventPayload {
             processing: Processing(done.processing),
-            emitted: done.emitted.into_iter().map(Event).collect(),
+            emitted: done.emitted.into_iter().map(Event::from).collect(),
             engine: EngineInstance(done.engine),
         })
     }

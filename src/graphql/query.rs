@@ -128,7 +128,9 @@ impl QueryRoot {
 
     /// One event.
     async fn event(&self, ctx: &Context<'_>, id: Uuid) -> Result<Option<Event>> {
-        Ok(service::event::get(service_ctx(ctx), id).await?.map(Event))
+        Ok(service::event::get(service_ctx(ctx), id)
+            .await?
+            .map(Event::from))
     }
 
     /// One engine instance.

@@ -7,8 +7,9 @@ use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -60,16 +61,30 @@ async fn execute_post(
     }
 }
 
+/// `GET /graphql`: the GraphQL websocket when the client asks for an
+/// upgrade, otherwise a query sent as URL parameters.
+async fn execute_get(State(state): State<AppState>, request: Request) -> Response {
+    let wants_websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if wants_websocket {
+        let (mut parts, _) = request.into_parts();
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(upgrade) => super::ws::upgrade(state, upgrade),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    match GraphQLRequest::<GraphQLRejection>::from_request(request, &state).await {
+        Ok(request) => execute_query(&state, request.into_inner()).await,
+        Err(err) => rejection(err),
+    }
+}
+
 /// Runs a query sent as URL parameters. Mutations are refused: a GET must
 /// not change anything (a link or an image could send it).
-async fn execute_get(
-    State(state): State<AppState>,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    let request = match request {
-        Ok(request) => request.into_inner(),
-        Err(err) => return rejection(err),
-    };
+async fn execute_query(state: &AppState, request: async_graphql::Request) -> Response {
     let has_mutation = async_graphql::parser::parse_query(&request.query).is_ok_and(|doc| {
         doc.operations
             .iter()
@@ -82,7 +97,7 @@ async fn execute_get(
             "mutations must be sent with POST".into(),
         );
     }
-    execute(&state, request).await
+    execute(state, request).await
 }
 
 /// GraphiQL, wired to the HTTP endpoint and to the websocket on the same path.

@@ -3,10 +3,18 @@
 
 mod graphql;
 mod health;
+mod ws;
+
+pub use ws::WsSettings;
 
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::Hub;
 use crate::graphql::AppSchema;
 use crate::service::Ctx;
 
@@ -17,6 +25,12 @@ pub struct AppState {
     pub schema: AppSchema,
     /// The service context, for per-request loaders and health checks.
     pub ctx: Ctx,
+    /// Event delivery.
+    pub hub: Arc<Hub>,
+    /// Websocket settings and the count of open connections.
+    pub ws: Arc<WsSettings>,
+    /// Cancelled on shutdown: websockets close with 1001.
+    pub shutdown: CancellationToken,
 }
 
 /// The whole HTTP surface of scenario-hub.

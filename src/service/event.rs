@@ -286,6 +286,7 @@ pub async fn publish(
     let txn = ctx.db.begin_write().await?;
     let events = insert_prepared(&txn, prepared, false).await?;
     txn.commit().await?;
+    ctx.announce(&events);
     Ok(events)
 }
 
@@ -322,6 +323,8 @@ pub struct EventFilter {
     pub min_priority: Option<i32>,
     /// Only events after this sequence.
     pub after_sequence: Option<i64>,
+    /// Only events up to this sequence.
+    pub until_sequence: Option<i64>,
     /// Only events routed to this engine and not yet recorded by it for good.
     pub pending_for: Option<Uuid>,
     /// Only events emitted by this engine.
@@ -442,6 +445,9 @@ pub async fn list(
     }
     if let Some(after) = filter.after_sequence {
         query = query.filter(E::Sequence.gt(after));
+    }
+    if let Some(until) = filter.until_sequence {
+        query = query.filter(E::Sequence.lte(until));
     }
     if let Some(source) = filter.source_engine_id {
         query = query.filter(E::SourceEngineId.eq(source));

@@ -17,9 +17,24 @@ pub mod schema_cache;
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
+use uuid::Uuid;
 
 use crate::config::Limits;
 use crate::db::Db;
+
+/// Told of every commit that adds events to a run, after the commit: the
+/// delivery layer's doorbell. Services know only this trait.
+pub trait CommitListener: Send + Sync {
+    /// Run `run_id` has committed events up to `last_sequence`.
+    fn committed(&self, run_id: Uuid, last_sequence: i64);
+}
+
+/// A listener for contexts without delivery (command line tools).
+struct NoListener;
+
+impl CommitListener for NoListener {
+    fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
+}
 
 /// What every service call needs: the database, the limits, and the caches
 /// that outlive a request.
@@ -31,15 +46,39 @@ pub struct Ctx {
     pub limits: Arc<Limits>,
     /// Compiled payload validators, keyed by event type.
     pub schemas: Arc<schema_cache::SchemaCache>,
+    /// Rung after each commit that adds events.
+    listener: Arc<dyn CommitListener>,
 }
 
 impl Ctx {
-    /// A context over `db` with `limits`.
+    /// A context over `db` with `limits`, telling nobody of commits.
     pub fn new(db: Db, limits: Limits) -> Self {
         Ctx {
             db,
             limits: Arc::new(limits),
             schemas: Arc::new(schema_cache::SchemaCache::default()),
+            listener: Arc::new(NoListener),
+        }
+    }
+
+    /// The same context, telling `listener` of commits.
+    pub fn with_listener(mut self, listener: Arc<dyn CommitListener>) -> Self {
+        self.listener = listener;
+        self
+    }
+
+    /// Tells the listener of the runs and highest sequences among `events`,
+    /// once they are committed.
+    pub fn announce(&self, events: &[crate::entity::event_instance::Model]) {
+        let mut heads: Vec<(Uuid, i64)> = Vec::new();
+        for event in events {
+            match heads.iter_mut().find(|(run, _)| *run == event.run_id) {
+                Some((_, last)) => *last = (*last).max(event.sequence),
+                None => heads.push((event.run_id, event.sequence)),
+            }
+        }
+        for (run_id, last_sequence) in heads {
+            self.listener.committed(run_id, last_sequence);
         }
     }
 }

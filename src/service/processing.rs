@@ -65,8 +65,9 @@ pub struct Record {
 pub async fn record(ctx: &Ctx, input: Record) -> AppResult<event_processing::Model> {
     check_error(&input)?;
     let txn = ctx.db.begin_write().await?;
-    let (processing, _) = record_in(ctx, &txn, &input).await?;
+    let (processing, published) = record_in(ctx, &txn, &input).await?;
     txn.commit().await?;
+    ctx.announce(&published);
     Ok(processing)
 }
 
@@ -119,12 +120,13 @@ async fn load_pair<C: ConnectionTrait>(
     Ok((event, engine))
 }
 
-/// Writes the record inside `txn`; returns it with the event it is about.
+/// Writes the record inside `txn`; returns it with the `error_occurred`
+/// event it published, if this failure was final.
 async fn record_in(
     ctx: &Ctx,
     txn: &DatabaseTransaction,
     input: &Record,
-) -> AppResult<(event_processing::Model, event_instance::Model)> {
+) -> AppResult<(event_processing::Model, Vec<event_instance::Model>)> {
     use event_processing::Column as P;
     let (event, _engine) = load_pair(txn, input).await?;
     let row = event_processing::ActiveModel {
@@ -155,10 +157,11 @@ async fn record_in(
             .map_or(1, |t| t.max_attempts);
         // Only the failure that reaches the limit is final; later ones are not news.
         if processing.attempts == max_attempts {
-            publish_error(ctx, txn, &event, &processing).await?;
+            let published = publish_error(ctx, txn, &event, &processing).await?;
+            return Ok((processing, published));
         }
     }
-    Ok((processing, event))
+    Ok((processing, Vec::new()))
 }
 
 async fn publish_error(
@@ -166,13 +169,13 @@ async fn publish_error(
     txn: &DatabaseTransaction,
     event: &event_instance::Model,
     processing: &event_processing::Model,
-) -> AppResult<()> {
+) -> AppResult<Vec<event_instance::Model>> {
     // A closed run takes no events, not even this one: the record still stands.
     let run = scenario_run::Entity::find_by_id(event.run_id)
         .one(txn)
         .await?;
     if run.is_none_or(|r| RunStatus::parse(&r.status).is_ok_and(RunStatus::is_terminal)) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let error_event = NewEvent {
         run_id: event.run_id,
@@ -188,8 +191,7 @@ async fn publish_error(
         ..Default::default()
     };
     let prepared = prepare(ctx, txn, vec![error_event], "input", |_| "input".into()).await?;
-    insert_prepared(txn, prepared, false).await?;
-    Ok(())
+    insert_prepared(txn, prepared, false).await
 }
 
 /// A completion: record, emit and checkpoint at once.
@@ -240,7 +242,7 @@ pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
     .await?;
 
     let txn = ctx.db.begin_write().await?;
-    let (processing, _event) = record_in(ctx, &txn, &record).await?;
+    let (processing, mut published) = record_in(ctx, &txn, &record).await?;
     let emitted = insert_prepared(&txn, prepared, false).await?;
     let engine = match input.state {
         Some(state) => {
@@ -263,6 +265,8 @@ pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
         }
     };
     txn.commit().await?;
+    published.extend(emitted.iter().cloned());
+    ctx.announce(&published);
     Ok(Completed {
         processing,
         emitted,

@@ -122,7 +122,7 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
 
     let txn = ctx.db.begin_write().await?;
     // The event goes first: it takes the run lock and refuses a run closed meanwhile.
-    insert_prepared(&txn, prepared, false).await?;
+    let published = insert_prepared(&txn, prepared, false).await?;
     let row = run_relationship::ActiveModel {
         run_id: Set(run.id),
         source_role: Set(input.source_role),
@@ -141,6 +141,7 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
         .exec_with_returning(&txn)
         .await?;
     txn.commit().await?;
+    ctx.announce(&published);
     Ok(saved.into())
 }
 

@@ -138,7 +138,7 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
         ..Default::default()
     };
     let prepared = prepare(ctx, &txn, vec![event], "status", |_| "status".into()).await?;
-    insert_prepared(&txn, prepared, false).await?;
+    let published = insert_prepared(&txn, prepared, false).await?;
 
     let at = now();
     let mut update = scenario_run::Entity::update_many()
@@ -152,6 +152,7 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
     }
     let updated = update.exec_with_returning(&txn).await?;
     txn.commit().await?;
+    ctx.announce(&published);
     updated
         .into_iter()
         .next()

@@ -1,5 +1,7 @@
 //! Event types, events, processing records and the inputs that create them.
 
+use std::sync::Arc;
+
 use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, Result, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -121,8 +123,14 @@ impl From<EventTypePatch> for types_svc::EventTypePatch {
     }
 }
 
-/// An event of a run.
-pub struct Event(pub event_instance::Model);
+/// An event of a run. Shared, not copied, among the subscribers it is sent to.
+pub struct Event(pub Arc<event_instance::Model>);
+
+impl From<event_instance::Model> for Event {
+    fn from(model: event_instance::Model) -> Self {
+        Event(Arc::new(model))
+    }
+}
 
 #[Object]
 impl Event {
@@ -179,7 +187,10 @@ impl Event {
         let Some(parent) = self.0.parent_event_id else {
             return Ok(None);
         };
-        Ok(loader(ctx).load_one(EventId(parent)).await?.map(Event))
+        Ok(loader(ctx)
+            .load_one(EventId(parent))
+            .await?
+            .map(Event::from))
     }
     /// Delivered only to this engine.
     async fn target_engine_id(&self) -> Option<Uuid> {
@@ -296,12 +307,13 @@ pub async fn list_events(
         event_types: filter.event_types,
         min_priority: filter.min_priority,
         after_sequence: filter.after_sequence,
+        until_sequence: None,
         pending_for: filter.pending_for,
         source_engine_id: filter.source_engine_id,
     };
     let page = svc::list(service, run_id, filter, order, page).await?;
     prefetch_relations(ctx, page.rows.iter().map(|(_, e)| e)).await?;
-    Ok(connection(page, had_cursor, Event))
+    Ok(connection(page, had_cursor, Event::from))
 }
 
 /// Loads the relations that the query selects on a list of events with one

@@ -1,0 +1,193 @@
+//! Event delivery: the per-run feeds that read new events once per run and
+//! fan them out in memory, the doorbells that wake them, and the
+//! subscription streams that put each engine's events in priority order.
+//!
+//! A doorbell carries no data, only "run R has committed up to sequence N".
+//! Whatever rings it (a local publisher, a PostgreSQL NOTIFY from another
+//! replica, the periodic check) may drop or lag: the feed always reads what
+//! is new from the database by sequence, and a subscriber that misses a
+//! batch reads the gap from the database too.
+
+mod feed;
+mod pg;
+pub mod subscription;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::entity::scenario_run;
+use crate::service::CommitListener;
+pub use feed::FeedBatch;
+
+/// How delivery is tuned.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// How often every watched run's `last_sequence` is checked, so that a
+    /// lost doorbell delays delivery by at most this long.
+    pub poll_interval: Duration,
+    /// Batches a run feed keeps for slow subscribers before they must read
+    /// the gap from the database.
+    pub feed_capacity: usize,
+    /// Events a subscription holds in memory before it stops taking live
+    /// batches and reads them later from the database.
+    pub queue_capacity: usize,
+    /// How often an engine's `lastSeenAt` is refreshed while it is subscribed.
+    pub presence_interval: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            poll_interval: Duration::from_secs(2),
+            feed_capacity: 256,
+            queue_capacity: 10_000,
+            presence_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The delivery hub of one server process.
+pub struct Hub {
+    /// The database, for feeds and checks.
+    db: Db,
+    /// Tuning.
+    pub config: DeliveryConfig,
+    /// The feeds of runs that have subscribers. A std Mutex: held only to
+    /// look up, insert or prune, never across an await.
+    feeds: Mutex<HashMap<Uuid, Arc<feed::RunFeed>>>,
+    /// Commits to announce to other replicas (PostgreSQL only).
+    notify: Option<mpsc::UnboundedSender<(Uuid, i64)>>,
+    /// Stops the background tasks.
+    shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// Starts the hub and its background tasks: the periodic check and, on
+    /// PostgreSQL, the NOTIFY sender and the LISTEN connection.
+    pub fn start(
+        db: Db,
+        database_url: &str,
+        config: DeliveryConfig,
+        shutdown: CancellationToken,
+    ) -> Arc<Hub> {
+        let is_postgres = database_url.starts_with("postgres");
+        let (notify, notify_rx) = if is_postgres {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let hub = Arc::new(Hub {
+            db,
+            config,
+            feeds: Mutex::new(HashMap::new()),
+            notify,
+            shutdown: shutdown.clone(),
+        });
+        tokio::spawn(periodic_check(hub.clone()));
+        if let Some(rx) = notify_rx {
+            tokio::spawn(pg::send_notifications(
+                database_url.to_owned(),
+                rx,
+                shutdown.clone(),
+            ));
+            tokio::spawn(pg::listen(
+                database_url.to_owned(),
+                Arc::downgrade(&hub),
+                shutdown,
+            ));
+        }
+        hub
+    }
+
+    /// The database of the hub.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A receiver of the run's new events; the feed starts when the first
+    /// subscriber of the run arrives.
+    pub fn subscribe(self: &Arc<Self>, run_id: Uuid) -> broadcast::Receiver<Arc<FeedBatch>> {
+        let mut feeds = self.feeds.lock().expect("feeds lock poisoned");
+        if let Some(feed) = feeds.get(&run_id) {
+            return feed.subscribe();
+        }
+        let (feed, rx) = feed::RunFeed::start(run_id, self.clone());
+        feeds.insert(run_id, feed);
+        rx
+    }
+
+    /// Rings the run's doorbell in this process: it has committed up to `sequence`.
+    pub fn ring(&self, run_id: Uuid, sequence: i64) {
+        let feed = self
+            .feeds
+            .lock()
+            .expect("feeds lock poisoned")
+            .get(&run_id)
+            .cloned();
+        if let Some(feed) = feed {
+            feed.ring(sequence);
+        }
+    }
+
+    /// Rings every watched run with its stored `last_sequence`: the periodic
+    /// check, and the catch-up after a lost LISTEN connection.
+    pub async fn check_all(&self) {
+        let runs: Vec<Uuid> = {
+            let mut feeds = self.feeds.lock().expect("feeds lock poisoned");
+            feeds.retain(|_, feed| feed.has_subscribers());
+            feeds.keys().copied().collect()
+        };
+        if runs.is_empty() {
+            return;
+        }
+        let heads = scenario_run::Entity::find()
+            .select_only()
+            .column(scenario_run::Column::Id)
+            .column(scenario_run::Column::LastSequence)
+            .filter(scenario_run::Column::Id.is_in(runs))
+            .into_tuple::<(Uuid, i64)>()
+            .all(&self.db.conn)
+            .await;
+        match heads {
+            Ok(heads) => {
+                for (run_id, sequence) in heads {
+                    self.ring(run_id, sequence);
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "periodic delivery check failed"),
+        }
+    }
+
+    /// Cancelled when the server shuts down.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+}
+
+impl CommitListener for Hub {
+    fn committed(&self, run_id: Uuid, last_sequence: i64) {
+        self.ring(run_id, last_sequence);
+        if let Some(notify) = &self.notify {
+            let _ = notify.send((run_id, last_sequence));
+        }
+    }
+}
+
+async fn periodic_check(hub: Arc<Hub>) {
+    let mut tick = tokio::time::interval(hub.config.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => hub.check_all().await,
+            () = hub.shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! The streams behind `subscription { events }` and `runUpdated`.
+//!
+//! An `events` stream first sends its backlog from the database (with an
+//! `engineId`: the events routed to it and not yet recorded by it, highest
+//! priority first; with `afterSequence`: everything after it, in sequence
+//! order), then live events from the run's feed through a priority queue:
+//! whenever the client reads slower than events arrive, the most urgent one
+//! goes next. A subscriber that falls behind the feed, or whose queue is
+//! full, reads the gap from the database by sequence: nothing is dropped.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use futures::Stream;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use uuid::Uuid;
+
+use super::{FeedBatch, Hub};
+use crate::entity::{engine_state, event_instance, scenario_run};
+use crate::error::{AppError, AppResult};
+use crate::service::event::{EventCursor, EventFilter, EventOrder};
+use crate::service::event_type::{RELATIONSHIP_UPDATED, RUN_STATUS_CHANGED};
+use crate::service::page::PageRequest;
+use crate::service::run::RunStatus;
+use crate::service::{self, Ctx};
+
+/// Events read from the database in one statement by a subscription.
+const PAGE: usize = 500;
+
+/// What an `events` subscription asks for.
+#[derive(Debug, Clone, Default)]
+pub struct EventsRequest {
+    /// The run.
+    pub run_id: Uuid,
+    /// The subscribing engine: its backlog first, then what is routed to it.
+    pub engine_id: Option<Uuid>,
+    /// Only these event types.
+    pub event_types: Option<Vec<String>>,
+    /// Only events of at least this priority.
+    pub min_priority: Option<i32>,
+    /// Everything after this sequence first (without `engine_id`).
+    pub after_sequence: Option<i64>,
+}
+
+/// A live event waiting in a subscription's queue: most urgent first, then
+/// oldest first.
+struct Queued(Arc<event_instance::Model>);
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .priority
+            .cmp(&other.0.priority)
+            .then(other.0.sequence.cmp(&self.0.sequence))
+    }
+}
+
+/// Where the backlog stands.
+enum Backlog {
+    /// Still to read: the next page starts after `after` (None: from the start).
+    Reading {
+        buffer: VecDeque<event_instance::Model>,
+        after: Option<EventCursor>,
+        more: bool,
+    },
+    /// All sent.
+    Done,
+}
+
+/// Aborts a background task when dropped: the presence refresher lives as
+/// long as the subscription.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct EventStream {
+    ctx: Ctx,
+    hub: Arc<Hub>,
+    request: EventsRequest,
+    types: Option<HashSet<String>>,
+    engine: Option<engine_state::Model>,
+    order: EventOrder,
+    /// The run's last sequence when the subscription started: the backlog
+    /// covers up to it, the live part everything after.
+    start: i64,
+    backlog: Backlog,
+    /// The highest sequence taken from the feed or read to fill a gap.
+    live_cursor: i64,
+    /// Whether events after `live_cursor` were skipped and must be read from the database.
+    behind: bool,
+    queue: BinaryHeap<Queued>,
+    feed: broadcast::Receiver<Arc<FeedBatch>>,
+    /// The sequence of the event that closed the run, once known.
+    closed_at: Option<i64>,
+    finished: bool,
+    _presence: Option<AbortOnDrop>,
+}
+
+/// Starts an `events` subscription; errors (unknown run or engine) come
+/// before the first event.
+pub async fn events(
+    ctx: &Ctx,
+    hub: &Arc<Hub>,
+    request: EventsRequest,
+) -> AppResult<impl Stream<Item = AppResult<Arc<event_instance::Model>>> + use<>> {
+    // Subscribe before reading the run: everything after the sequence read
+    // below then arrives on the feed (or shows as a gap to fill).
+    let feed = hub.subscribe(request.run_id);
+    let run = service::run::get(ctx, request.run_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found(
+                "runId",
+                format!("scenario run {} not found", request.run_id),
+            )
+        })?;
+    let engine = match request.engine_id {
+        None => None,
+        Some(engine_id) => {
+            let engine = service::engine::get(ctx, engine_id).await?.ok_or_else(|| {
+                AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
+            })?;
+            if engine.run_id != run.id {
+                return Err(AppError::bad_input(
+                    "engineId",
+                    format!("engine {engine_id} belongs to another run"),
+                ));
+            }
+            Some(engine)
+        }
+    };
+    let closed = RunStatus::parse(&run.status)?.is_terminal();
+    let (order, backlog) = match (&engine, request.after_sequence) {
+        (Some(_), _) => (EventOrder::Priority, reading()),
+        (None, Some(_)) => (EventOrder::Sequence, reading()),
+        (None, None) => (EventOrder::Sequence, Backlog::Done),
+    };
+    let presence = engine
+        .as_ref()
+        .map(|e| AbortOnDrop(tokio::spawn(keep_present(hub.clone(), e.engine_id))));
+    let state = EventStream {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
+        types: request.event_types.clone().map(|t| t.into_iter().collect()),
+        request,
+        engine,
+        order,
+        start: run.last_sequence,
+        backlog,
+        live_cursor: run.last_sequence,
+        behind: false,
+        queue: BinaryHeap::new(),
+        feed,
+        closed_at: closed.then_some(run.last_sequence),
+        finished: false,
+        _presence: presence,
+    };
+    Ok(futures::stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        if item.is_err() {
+            state.finished = true;
+        }
+        Some((item, state))
+    }))
+}
+
+fn reading() -> Backlog {
+    Backlog::Reading {
+        buffer: VecDeque::new(),
+        after: None,
+        more: true,
+    }
+}
+
+impl EventStream {
+    async fn next(&mut self) -> Option<AppResult<Arc<event_instance::Model>>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            match self.next_from_backlog().await {
+                Ok(Some(event)) => return Some(Ok(Arc::new(event))),
+                Ok(None) => {}
+                Err(err) => return Some(Err(err)),
+            }
+            if let Err(err) = self.take_ready().await {
+                return Some(Err(err));
+            }
+            if let Some(Queued(event)) = self.queue.pop() {
+                return Some(Ok(event));
+            }
+            if self
+                .closed_at
+                .is_some_and(|closed| self.live_cursor >= closed)
+                && !self.behind
+            {
+                self.finished = true;
+                return None;
+            }
+            let shutdown = self.hub.shutdown_token().clone();
+            tokio::select! {
+                received = self.feed.recv() => match received {
+                    Ok(batch) => self.take_batch(&batch),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// The next backlog event, reading a page when the buffer is empty.
+    async fn next_from_backlog(&mut self) -> AppResult<Option<event_instance::Model>> {
+        let Backlog::Reading {
+            buffer,
+            after,
+            more,
+        } = &mut self.backlog
+        else {
+            return Ok(None);
+        };
+        if buffer.is_empty() && *more {
+            let filter = EventFilter {
+                event_types: self.request.event_types.clone(),
+                min_priority: self.request.min_priority,
+                after_sequence: self
+                    .request
+                    .after_sequence
+                    .filter(|_| self.engine.is_none()),
+                until_sequence: Some(self.start),
+                pending_for: self.request.engine_id,
+                source_engine_id: None,
+            };
+            let page = service::event::list(
+                &self.ctx,
+                self.request.run_id,
+                filter,
+                self.order,
+                PageRequest {
+                    first: PAGE,
+                    after: *after,
+                },
+            )
+            .await?;
+            *more = page.has_next;
+            if let Some((cursor, _)) = page.rows.last() {
+                *after = Some(*cursor);
+            }
+            buffer.extend(page.rows.into_iter().map(|(_, event)| event));
+        }
+        match buffer.pop_front() {
+            Some(event) => Ok(Some(event)),
+            None => {
+                self.backlog = Backlog::Done;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves what the feed already has into the queue, and fills gaps from
+    /// the database, as far as the queue has room.
+    async fn take_ready(&mut self) -> AppResult<()> {
+        loop {
+            if self.queue.len() >= self.hub.config.queue_capacity {
+                return Ok(());
+            }
+            if self.behind {
+                self.read_gap().await?;
+                continue;
+            }
+            match self.feed.try_recv() {
+                Ok(batch) => self.take_batch(&batch),
+                Err(TryRecvError::Lagged(_)) => self.behind = true,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+
+    /// Reads the events after `live_cursor` from the database, one page.
+    async fn read_gap(&mut self) -> AppResult<()> {
+        let room = self
+            .hub
+            .config
+            .queue_capacity
+            .saturating_sub(self.queue.len())
+            .clamp(1, PAGE);
+        let events = event_instance::Entity::find()
+            .filter(event_instance::Column::RunId.eq(self.request.run_id))
+            .filter(event_instance::Column::Sequence.gt(self.live_cursor))
+            .order_by_asc(event_instance::Column::Sequence)
+            .limit(room as u64)
+            .all(&self.ctx.db.conn)
+            .await?;
+        if events.len() < room {
+            // Caught up: the feed's batches after this overlap, and are deduplicated.
+            self.behind = false;
+        }
+        for event in events {
+            self.take(Arc::new(event));
+        }
+        Ok(())
+    }
+
+    fn take_batch(&mut self, batch: &FeedBatch) {
+        if batch.after > self.live_cursor {
+            self.behind = true;
+            return;
+        }
+        for event in &batch.events {
+            if self.queue.len() >= self.hub.config.queue_capacity {
+                self.behind = true;
+                return;
+            }
+            self.take(event.clone());
+        }
+    }
+
+    /// Takes the next live event (in sequence order) into the queue if it is for us.
+    fn take(&mut self, event: Arc<event_instance::Model>) {
+        if event.sequence <= self.live_cursor {
+            return;
+        }
+        self.live_cursor = event.sequence;
+        if closes_run(&event) {
+            self.closed_at = Some(event.sequence);
+        }
+        if self.wants(&event) {
+            self.queue.push(Queued(event));
+        }
+    }
+
+    fn wants(&self, event: &event_instance::Model) -> bool {
+        if let Some(engine) = &self.engine {
+            let routed = match (event.target_engine_id, &event.target_engine_type) {
+                (Some(target), _) => target == engine.engine_id,
+                (None, Some(engine_type)) => *engine_type == engine.engine_type,
+                (None, None) => true,
+            };
+            if !routed {
+                return false;
+            }
+        }
+        self.types
+            .as_ref()
+            .is_none_or(|t| t.contains(&event.event_type))
+            && self
+                .request
+                .min_priority
+                .is_none_or(|p| event.priority >= p)
+    }
+}
+
+/// Whether `event` is the status change that puts its run into a terminal status.
+fn closes_run(event: &event_instance::Model) -> bool {
+    event.event_type == RUN_STATUS_CHANGED
+        && event.payload["to"]
+            .as_str()
+            .and_then(|to| RunStatus::parse(to).ok())
+            .is_some_and(RunStatus::is_terminal)
+}
+
+/// Refreshes the engine's `lastSeenAt` while it holds a subscription.
+async fn keep_present(hub: Arc<Hub>, engine_id: Uuid) {
+    let mut tick = tokio::time::interval(hub.config.presence_interval);
+    loop {
+        tick.tick().await;
+        let result = engine_state::Entity::update_many()
+            .col_expr(
+                engine_state::Column::LastSeenAt,
+                Expr::value(service::now()),
+            )
+            .filter(engine_state::Column::EngineId.eq(engine_id))
+            .exec(&hub.db().conn)
+            .await;
+        if let Err(err) = result {
+            tracing::warn!(%engine_id, error = %err, "presence refresh failed");
+        }
+    }
+}
+
+/// Starts a `runUpdated` subscription: the run after each status or
+/// relationship change, until a terminal status.
+pub async fn run_updates(
+    ctx: &Ctx,
+    hub: &Arc<Hub>,
+    run_id: Uuid,
+) -> AppResult<impl Stream<Item = AppResult<scenario_run::Model>> + use<>> {
+    let feed = hub.subscribe(run_id);
+    let run = service::run::get(ctx, run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
+    let done = RunStatus::parse(&run.status)?.is_terminal();
+    let state = (ctx.clone(), hub.clone(), feed, run.last_sequence, done);
+    Ok(futures::stream::unfold(
+        state,
+        move |(ctx, hub, mut feed, mut cursor, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let shutdown = hub.shutdown_token().clone();
+                let changed = tokio::select! {
+                    received = feed.recv() => match received {
+                        Ok(batch) => {
+                            let gap = batch.after > cursor;
+                            let relevant = batch.events.iter().any(|e| {
+                                e.sequence > cursor
+                                    && (e.event_type == RUN_STATUS_CHANGED || e.event_type == RELATIONSHIP_UPDATED)
+                            });
+                            cursor = cursor.max(batch.events.last().map_or(cursor, |e| e.sequence));
+                            relevant || gap
+                        }
+                        // Missed batches may hold a change: send the run as it is.
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    () = shutdown.cancelled() => return None,
+                };
+                if !changed {
+                    continue;
+                }
+                let run = match scenario_run::Entity::find_by_id(run_id)
+                    .one(&ctx.db.conn)
+                    .await
+                {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return None,
+                    Err(err) => return Some((Err(err.into()), (ctx, hub, feed, cursor, true))),
+                };
+                let done = RunStatus::parse(&run.status).is_ok_and(RunStatus::is_terminal);
+                cursor = cursor.max(run.last_sequence);
+                return Some((Ok(run), (ctx, hub, feed, cursor, done)));
+            }
+        },
+    ))
+}

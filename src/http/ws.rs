@@ -1,0 +1,393 @@
+//! The GraphQL websocket on `/graphql`: `graphql-transport-ws` to the letter
+//! (close codes 4400, 4401, 4408, 4409, 4429; ping and pong), and the legacy
+//! `graphql-ws` subprotocol for older clients.
+//!
+//! One task reads the socket and runs the protocol; each subscription runs
+//! in a task of its own and hands its messages to one writer task through a
+//! bounded channel. Tokio's channel serves waiting senders in order, so a
+//! busy subscription cannot starve the others, and a slow client slows its
+//! subscriptions down (their queues then hold the most urgent events first)
+//! instead of growing memory here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::config::{Limits, Realtime};
+use crate::graphql::request_loader;
+
+/// Websocket settings and the count of open connections.
+pub struct WsSettings {
+    init_timeout: Duration,
+    ping_interval: Duration,
+    pong_timeout: Duration,
+    max_connections: usize,
+    max_subscriptions: usize,
+    /// Open connections, against `max_connections`.
+    open: AtomicUsize,
+}
+
+impl WsSettings {
+    /// Settings from the configuration.
+    pub fn new(realtime: &Realtime, limits: &Limits) -> Self {
+        WsSettings {
+            init_timeout: Duration::from_millis(realtime.ws_init_timeout_ms),
+            ping_interval: Duration::from_millis(realtime.ws_ping_interval_ms),
+            pong_timeout: Duration::from_millis(realtime.ws_pong_timeout_ms),
+            max_connections: limits.max_ws_connections,
+            max_subscriptions: limits.max_subscriptions_per_connection,
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Holds one of the `max_connections` places while a connection is open.
+struct ConnectionSlot(Arc<WsSettings>);
+
+impl ConnectionSlot {
+    fn take(settings: &Arc<WsSettings>) -> Option<Self> {
+        let taken = settings.open.fetch_add(1, Ordering::SeqCst);
+        if taken >= settings.max_connections {
+            settings.open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ConnectionSlot(settings.clone()))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The two subprotocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// `graphql-transport-ws` (the graphql-ws library).
+    TransportWs,
+    /// `graphql-ws` (the legacy subscriptions-transport-ws).
+    Legacy,
+}
+
+impl Protocol {
+    fn next_type(self) -> &'static str {
+        match self {
+            Protocol::TransportWs => "next",
+            Protocol::Legacy => "data",
+        }
+    }
+}
+
+/// Upgrades `GET /graphql` to the GraphQL websocket.
+pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
+    let Some(slot) = ConnectionSlot::take(&state.ws) else {
+        let body = json!({"errors": [{"message": "too many websocket connections",
+                                       "extensions": {"code": "LIMIT_EXCEEDED"}}]});
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    };
+    let ws = ws.protocols(["graphql-transport-ws", "graphql-ws"]);
+    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some("graphql-ws") => Protocol::Legacy,
+        _ => Protocol::TransportWs,
+    };
+    ws.on_upgrade(move |socket| async move {
+        Connection::new(state, protocol).run(socket).await;
+        drop(slot);
+    })
+}
+
+/// What goes to the writer task.
+enum Outgoing {
+    Text(String),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// A message from the client, in either protocol.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {},
+    Subscribe {
+        id: String,
+        payload: OperationPayload,
+    },
+    Complete {
+        id: String,
+    },
+    /// Legacy `start`.
+    Start {
+        id: String,
+        payload: OperationPayload,
+    },
+    /// Legacy `stop`.
+    Stop {
+        id: String,
+    },
+    /// Legacy `connection_terminate`.
+    ConnectionTerminate {},
+}
+
+/// The operation of a `subscribe` (or legacy `start`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OperationPayload {
+    query: String,
+    #[serde(default)]
+    variables: Option<Value>,
+    #[serde(default)]
+    operation_name: Option<String>,
+}
+
+/// Why the reader stops.
+enum Stop {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The client went away.
+    Gone,
+}
+
+struct Connection {
+    state: AppState,
+    protocol: Protocol,
+    acknowledged: bool,
+    /// Running operations by id; the task is aborted when the client completes it.
+    operations: HashMap<String, tokio::task::JoinHandle<()>>,
+    out: mpsc::Sender<Outgoing>,
+    out_rx: Option<mpsc::Receiver<Outgoing>>,
+    /// Operations report here when they end on their own.
+    done_tx: mpsc::UnboundedSender<String>,
+    done_rx: mpsc::UnboundedReceiver<String>,
+}
+
+impl Connection {
+    fn new(state: AppState, protocol: Protocol) -> Self {
+        let (out, out_rx) = mpsc::channel(64);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Connection {
+            state,
+            protocol,
+            acknowledged: false,
+            operations: HashMap::new(),
+            out,
+            out_rx: Some(out_rx),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    async fn run(mut self, socket: WebSocket) {
+        let (mut sink, mut incoming) = socket.split();
+        let mut out_rx = self.out_rx.take().expect("run once");
+        let writer = tokio::spawn(async move {
+            while let Some(message) = out_rx.recv().await {
+                let frame = match message {
+                    Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
+                    Outgoing::Ping => Message::Ping(Default::default()),
+                    Outgoing::Close(code, reason) => {
+                        let frame = CloseFrame {
+                            code,
+                            reason: Utf8Bytes::from_static(reason),
+                        };
+                        let _ = sink.send(Message::Close(Some(frame))).await;
+                        break;
+                    }
+                };
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let settings = self.state.ws.clone();
+        let shutdown = self.state.shutdown.clone();
+        let init_deadline = Instant::now() + settings.init_timeout;
+        let mut last_heard = Instant::now();
+        let mut ping_sent: Option<Instant> = None;
+        let mut tick = tokio::time::interval(settings.ping_interval.min(settings.init_timeout) / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let stop = loop {
+            tokio::select! {
+                frame = incoming.next() => {
+                    last_heard = Instant::now();
+                    ping_sent = None;
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Err(stop) = self.on_text(text.as_str()).await {
+                                break stop;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => break Stop::Close(4400, "binary messages are not part of the protocol"),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Stop::Gone,
+                    }
+                }
+                Some(id) = self.done_rx.recv() => {
+                    self.operations.remove(&id);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if !self.acknowledged && now >= init_deadline {
+                        break Stop::Close(4408, "Connection initialisation timeout");
+                    }
+                    match ping_sent {
+                        Some(sent) if now - sent >= settings.pong_timeout => {
+                            break Stop::Close(1011, "no answer to ping");
+                        }
+                        None if now - last_heard >= settings.ping_interval => {
+                            ping_sent = Some(now);
+                            let ping = match self.protocol {
+                                Protocol::TransportWs => Outgoing::Text(json!({"type": "ping"}).to_string()),
+                                // The legacy protocol has no ping message: use a websocket ping.
+                                Protocol::Legacy => Outgoing::Ping,
+                            };
+                            let _ = self.out.send(ping).await;
+                        }
+                        _ => {}
+                    }
+                }
+                () = shutdown.cancelled() => break Stop::Close(1001, "server shutting down"),
+            }
+        };
+
+        for (_, operation) in self.operations.drain() {
+            operation.abort();
+        }
+        if let Stop::Close(code, reason) = stop {
+            let _ = self.out.send(Outgoing::Close(code, reason)).await;
+        }
+        drop(self.out);
+        let _ = writer.await;
+    }
+
+    async fn send(&self, message: Value) {
+        let _ = self.out.send(Outgoing::Text(message.to_string())).await;
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), Stop> {
+        let message: ClientMessage =
+            serde_json::from_str(text).map_err(|_| Stop::Close(4400, "invalid message"))?;
+        match message {
+            ClientMessage::ConnectionInit { .. } => {
+                if self.acknowledged {
+                    return Err(Stop::Close(4429, "Too many initialisation requests"));
+                }
+                self.acknowledged = true;
+                self.send(json!({"type": "connection_ack"})).await;
+                if self.protocol == Protocol::Legacy {
+                    self.send(json!({"type": "ka"})).await;
+                }
+            }
+            ClientMessage::Ping { payload } => {
+                let mut pong = json!({"type": "pong"});
+                if let Some(payload) = payload {
+                    pong["payload"] = payload;
+                }
+                self.send(pong).await;
+            }
+            ClientMessage::Pong {} => {}
+            ClientMessage::Subscribe { id, payload } | ClientMessage::Start { id, payload } => {
+                if !self.acknowledged {
+                    return Err(Stop::Close(4401, "Unauthorized"));
+                }
+                if self.operations.get(&id).is_some_and(|op| !op.is_finished()) {
+                    // graphql-transport-ws: "Subscriber for <id> already exists".
+                    return Err(Stop::Close(4409, "Subscriber for this id already exists"));
+                }
+                if self.operations.len() >= self.state.ws.max_subscriptions {
+                    let error = json!([{"message": format!(
+                        "at most {} subscriptions per connection", self.state.ws.max_subscriptions),
+                        "extensions": {"code": "LIMIT_EXCEEDED"}}]);
+                    self.send(json!({"id": id, "type": "error", "payload": error}))
+                        .await;
+                    return Ok(());
+                }
+                let task = tokio::spawn(operation(
+                    self.state.clone(),
+                    self.protocol,
+                    id.clone(),
+                    payload,
+                    self.out.clone(),
+                    self.done_tx.clone(),
+                ));
+                self.operations.insert(id, task);
+            }
+            ClientMessage::Complete { id } | ClientMessage::Stop { id } => {
+                if let Some(operation) = self.operations.remove(&id) {
+                    operation.abort();
+                }
+            }
+            ClientMessage::ConnectionTerminate {} => return Err(Stop::Close(1000, "terminated")),
+        }
+        Ok(())
+    }
+}
+
+/// Runs one operation: its responses as `next`, then `complete`; an operation
+/// that fails before its first result gets a single `error`.
+async fn operation(
+    state: AppState,
+    protocol: Protocol,
+    id: String,
+    payload: OperationPayload,
+    out: mpsc::Sender<Outgoing>,
+    done: mpsc::UnboundedSender<String>,
+) {
+    let loader = request_loader(&state.ctx);
+    loader.enable_all_cache(false);
+    let mut request = async_graphql::Request::new(payload.query).data(loader);
+    if let Some(variables) = payload.variables {
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    if let Some(name) = payload.operation_name {
+        request = request.operation_name(name);
+    }
+    let mut responses = state.schema.execute_stream(request);
+    let mut first = true;
+    while let Some(response) = responses.next().await {
+        let failed_at_start =
+            first && response.is_err() && response.data == async_graphql::Value::Null;
+        let message = if failed_at_start {
+            json!({"id": id, "type": "error", "payload": response.errors})
+        } else {
+            json!({"id": id, "type": protocol.next_type(), "payload": response})
+        };
+        if out.send(Outgoing::Text(message.to_string())).await.is_err() {
+            return;
+        }
+        if failed_at_start {
+            let _ = done.send(id);
+            return;
+        }
+        first = false;
+    }
+    let _ = out
+        .send(Outgoing::Text(
+            json!({"id": id, "type": "complete"}).to_string(),
+        ))
+        .await;
+    let _ = done.send(id);
+}
