@@ -81,6 +81,14 @@ pub struct Realtime {
     /// most a lost doorbell can delay delivery.
     #[arg(long, env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = 2_000)]
     pub delivery_poll_interval_ms: u64,
+    /// Batches of new events a run's feed keeps for slow subscribers; one
+    /// that falls further behind reads the gap from the database.
+    #[arg(long, env = "DELIVERY_FEED_CAPACITY", default_value_t = 256)]
+    pub delivery_feed_capacity: usize,
+    /// Events one subscription holds in memory; past that it reads later
+    /// events from the database when the client catches up.
+    #[arg(long, env = "SUBSCRIPTION_QUEUE_CAPACITY", default_value_t = 10_000)]
+    pub subscription_queue_capacity: usize,
 }
 
 impl Default for Realtime {
@@ -90,6 +98,8 @@ impl Default for Realtime {
             ws_ping_interval_ms: 10_000,
             ws_pong_timeout_ms: 10_000,
             delivery_poll_interval_ms: 2_000,
+            delivery_feed_capacity: 256,
+            subscription_queue_capacity: 10_000,
         }
     }
 }

@@ -35,6 +35,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let delivery = DeliveryConfig {
             poll_interval: Duration::from_millis(config.realtime.delivery_poll_interval_ms),
+            feed_capacity: config.realtime.delivery_feed_capacity.max(1),
+            queue_capacity: config.realtime.subscription_queue_capacity.max(1),
             ..DeliveryConfig::default()
         };
         let hub = Hub::start(

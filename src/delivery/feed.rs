@@ -3,13 +3,14 @@
 //! to every subscriber of the run in this process.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::Hub;
-use crate::entity::{event_instance, scenario_run};
+use crate::entity::event_instance;
 
 /// Events read in one statement.
 const PAGE: u64 = 1000;
@@ -30,27 +31,35 @@ pub struct RunFeed {
     bell: watch::Sender<i64>,
     /// New events, to every subscriber of the run.
     tx: broadcast::Sender<Arc<FeedBatch>>,
+    /// The last sequence read, stored before its batch is sent: a receiver
+    /// taken before reading it gets every event after it.
+    cursor: Arc<AtomicI64>,
 }
 
 impl RunFeed {
-    /// Starts the feed of `run_id` and returns it with a first receiver.
+    /// Starts the feed of `run_id` from sequence `start`, with a first receiver.
     pub fn start(
         run_id: Uuid,
+        start: i64,
         hub: Arc<Hub>,
     ) -> (Arc<RunFeed>, broadcast::Receiver<Arc<FeedBatch>>) {
-        let (bell, bell_rx) = watch::channel(0);
+        let (bell, bell_rx) = watch::channel(start);
         let (tx, rx) = broadcast::channel(hub.config.feed_capacity);
+        let cursor = Arc::new(AtomicI64::new(start));
         let feed = Arc::new(RunFeed {
             bell,
             tx: tx.clone(),
+            cursor: cursor.clone(),
         });
-        tokio::spawn(run(run_id, hub, bell_rx, tx));
+        tokio::spawn(run(run_id, hub, bell_rx, tx, cursor));
         (feed, rx)
     }
 
-    /// Another receiver of the run's new events.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedBatch>> {
-        self.tx.subscribe()
+    /// Another receiver of the run's new events, and the sequence after which
+    /// it receives every event.
+    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedBatch>>, i64) {
+        let rx = self.tx.subscribe();
+        (rx, self.cursor.load(Ordering::SeqCst))
     }
 
     /// Whether anyone still listens.
@@ -78,23 +87,18 @@ async fn run(
     hub: Arc<Hub>,
     mut bell: watch::Receiver<i64>,
     tx: broadcast::Sender<Arc<FeedBatch>>,
+    shared_cursor: Arc<AtomicI64>,
 ) {
     let db = hub.db().conn.clone();
     let shutdown = hub.shutdown_token().clone();
     drop(hub);
-    // Start from what is committed now; subscribers read anything older
-    // themselves (their backlog, or the gap a batch's `after` reveals).
-    let mut cursor = loop {
-        match scenario_run::Entity::find_by_id(run_id).one(&db).await {
-            Ok(run) => break run.map_or(0, |r| r.last_sequence),
-            Err(err) => {
-                tracing::warn!(%run_id, error = %err, "run feed cannot start, retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let mut cursor = shared_cursor.load(Ordering::SeqCst);
+    // The first pass reads what committed between the first subscriber's
+    // read of the run and the feed's start, whose doorbells nobody heard.
+    let mut first_pass = true;
     loop {
-        while *bell.borrow_and_update() > cursor {
+        while first_pass || *bell.borrow_and_update() > cursor {
+            first_pass = false;
             let page = event_instance::Entity::find()
                 .filter(event_instance::Column::RunId.eq(run_id))
                 .filter(event_instance::Column::Sequence.gt(cursor))
@@ -120,6 +124,7 @@ async fn run(
                 events: events.into_iter().map(Arc::new).collect(),
             };
             cursor = last;
+            shared_cursor.store(cursor, Ordering::SeqCst);
             // No receiver is fine: the hub prunes this feed on its next check.
             let _ = tx.send(Arc::new(batch));
         }

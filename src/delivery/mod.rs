@@ -112,16 +112,22 @@ impl Hub {
         &self.db
     }
 
-    /// A receiver of the run's new events; the feed starts when the first
-    /// subscriber of the run arrives.
-    pub fn subscribe(self: &Arc<Self>, run_id: Uuid) -> broadcast::Receiver<Arc<FeedBatch>> {
+    /// A receiver of the run's new events, for a subscriber that has read
+    /// the run up to `seen`, and the sequence after which the receiver gets
+    /// every event: if that is past `seen`, the subscriber reads the gap from
+    /// the database. The feed starts (from `seen`) with the run's first subscriber.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        run_id: Uuid,
+        seen: i64,
+    ) -> (broadcast::Receiver<Arc<FeedBatch>>, i64) {
         let mut feeds = self.feeds.lock().expect("feeds lock poisoned");
         if let Some(feed) = feeds.get(&run_id) {
             return feed.subscribe();
         }
-        let (feed, rx) = feed::RunFeed::start(run_id, self.clone());
+        let (feed, rx) = feed::RunFeed::start(run_id, seen, self.clone());
         feeds.insert(run_id, feed);
-        rx
+        (rx, seen)
     }
 
     /// Rings the run's doorbell in this process: it has committed up to `sequence`.

@@ -121,9 +121,6 @@ pub async fn events(
     hub: &Arc<Hub>,
     request: EventsRequest,
 ) -> AppResult<impl Stream<Item = AppResult<Arc<event_instance::Model>>> + use<>> {
-    // Subscribe before reading the run: everything after the sequence read
-    // below then arrives on the feed (or shows as a gap to fill).
-    let feed = hub.subscribe(request.run_id);
     let run = service::run::get(ctx, request.run_id)
         .await?
         .ok_or_else(|| {
@@ -156,6 +153,9 @@ pub async fn events(
     let presence = engine
         .as_ref()
         .map(|e| AbortOnDrop(tokio::spawn(keep_present(hub.clone(), e.engine_id))));
+    // Everything up to `run.last_sequence` is the backlog's; the feed brings
+    // what follows, and a feed already past it leaves a gap to read.
+    let (feed, feed_from) = hub.subscribe(run.id, run.last_sequence);
     let state = EventStream {
         ctx: ctx.clone(),
         hub: hub.clone(),
@@ -166,7 +166,7 @@ pub async fn events(
         start: run.last_sequence,
         backlog,
         live_cursor: run.last_sequence,
-        behind: false,
+        behind: feed_from > run.last_sequence,
         queue: BinaryHeap::new(),
         feed,
         closed_at: closed.then_some(run.last_sequence),
@@ -403,11 +403,13 @@ pub async fn run_updates(
     hub: &Arc<Hub>,
     run_id: Uuid,
 ) -> AppResult<impl Stream<Item = AppResult<scenario_run::Model>> + use<>> {
-    let feed = hub.subscribe(run_id);
     let run = service::run::get(ctx, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
     let done = RunStatus::parse(&run.status)?.is_terminal();
+    // A change between the read above and the feed's position is announced
+    // by the first batch's gap.
+    let (feed, _) = hub.subscribe(run_id, run.last_sequence);
     let state = (ctx.clone(), hub.clone(), feed, run.last_sequence, done);
     Ok(futures::stream::unfold(
         state,

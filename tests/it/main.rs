@@ -10,5 +10,6 @@ mod loaders;
 mod processing;
 mod relationships;
 mod runs;
+mod subscriptions;
 mod surface;
 mod templates;

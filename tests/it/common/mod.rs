@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::net::SocketAddr;
 
 use scenario_hub::config::ServeConfig;
@@ -157,6 +159,13 @@ impl TestServer {
 
     /// Starts a server whose configuration `tweak` adjusts.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
+        // RUST_LOG=debug shows the server's logs of a failing test.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let db = TestDb::new(backend).await;
         let mut config = ServeConfig::for_database(db.url.clone());
         tweak(&mut config);
@@ -173,7 +182,11 @@ impl TestServer {
         TestServer {
             addr,
             backend,
-            http: reqwest::Client::new(),
+            // A safety net against hangs, not a timing assertion.
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("HTTP client"),
             ctx,
             shutdown: Some(tx),
             task: Some(task),

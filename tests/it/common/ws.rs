@@ -1,0 +1,149 @@
+//! A GraphQL websocket client for tests: speaks `graphql-transport-ws` (or
+//! the legacy `graphql-ws`) over tokio-tungstenite to the real server.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for one message: a safety net against hangs, not a timing assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// What the server sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// A protocol message.
+    Message(Value),
+    /// The close frame's code (1005 when none was given).
+    Closed(u16),
+}
+
+/// One websocket connection to the server.
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Whether protocol pings are answered automatically.
+    pub answer_pings: bool,
+}
+
+impl WsClient {
+    /// Opens `/graphql` at `addr` with `protocol`.
+    pub async fn connect(addr: std::net::SocketAddr, protocol: &str) -> WsClient {
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        assert_eq!(
+            response.headers().get("sec-websocket-protocol").unwrap(),
+            protocol,
+            "the server picks the subprotocol asked for"
+        );
+        WsClient {
+            socket,
+            answer_pings: true,
+        }
+    }
+
+    /// Connects with `graphql-transport-ws` and completes the handshake.
+    pub async fn ready(addr: std::net::SocketAddr) -> WsClient {
+        let mut client = WsClient::connect(addr, "graphql-transport-ws").await;
+        client
+            .send(json!({"type": "connection_init", "payload": {}}))
+            .await;
+        assert_eq!(client.message().await["type"], "connection_ack");
+        client
+    }
+
+    /// Sends a protocol message.
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: String) {
+        self.socket
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next message or close; pings are answered unless told otherwise.
+    pub async fn receive(&mut self) -> Received {
+        // One deadline for the whole wait: answered pings do not extend it.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .expect("the server said something in time");
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(&text).expect("JSON message");
+                    if message["type"] == "ping" && self.answer_pings {
+                        self.send(json!({"type": "pong"})).await;
+                        continue;
+                    }
+                    return Received::Message(message);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map_or(1005, |f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(1006),
+            }
+        }
+    }
+
+    /// The next message, which must not be a close.
+    pub async fn message(&mut self) -> Value {
+        match self.receive().await {
+            Received::Message(message) => message,
+            Received::Closed(code) => panic!("closed with {code} while waiting for a message"),
+        }
+    }
+
+    /// The close code the server ends with, skipping messages before it.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            if let Received::Closed(code) = self.receive().await {
+                return code;
+            }
+        }
+    }
+
+    /// Starts operation `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({"id": id, "type": "subscribe", "payload": {"query": query, "variables": variables}}))
+            .await;
+    }
+
+    /// The payload `data` of the next `next` message of `id`.
+    pub async fn next_data(&mut self, id: &str) -> Value {
+        let message = self.message().await;
+        assert_eq!(message["id"], id, "{message}");
+        assert_eq!(message["type"], "next", "{message}");
+        assert!(message["payload"].get("errors").is_none(), "{message}");
+        message["payload"]["data"].clone()
+    }
+
+    /// The next `events` event of `id`.
+    pub async fn next_event(&mut self, id: &str) -> Value {
+        self.next_data(id).await["events"].clone()
+    }
+
+    /// Closes the connection without ceremony.
+    pub async fn drop_connection(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+/// The subscription every engine in these tests uses.
+pub const ENGINE_EVENTS: &str = "subscription($run: UUID!, $engine: UUID, $types: [String!], $after: Int) {
+    events(runId: $run, engineId: $engine, eventTypes: $types, afterSequence: $after) { id sequence priority eventType payload } }";
