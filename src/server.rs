@@ -60,6 +60,11 @@ impl App {
         })
     }
 
+    /// Cancelling it stops delivery and closes every websocket, as shutdown does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// The service context (tests read its statement counter).
     pub fn ctx(&self) -> &Ctx {
         &self.state.ctx

@@ -8,6 +8,7 @@ mod engines;
 mod events;
 mod loaders;
 mod processing;
+mod protocol;
 mod relationships;
 mod runs;
 mod subscriptions;

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -145,10 +146,11 @@ pub struct TestServer {
     /// The HTTP client.
     pub http: reqwest::Client,
     ctx: scenario_hub::service::Ctx,
+    stop: tokio_util::sync::CancellationToken,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    // Declared last: dropped after the server has stopped.
-    db: TestDb,
+    // Declared last: dropped after the server has stopped. A replica has none.
+    db: Option<TestDb>,
 }
 
 impl TestServer {
@@ -167,10 +169,22 @@ impl TestServer {
                 .try_init();
         }
         let db = TestDb::new(backend).await;
-        let mut config = ServeConfig::for_database(db.url.clone());
+        let mut server = Self::start_on(backend, &db.url, tweak).await;
+        server.db = Some(db);
+        server
+    }
+
+    /// Starts a server on the existing database at `url`.
+    pub async fn start_on(
+        backend: Backend,
+        url: &str,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> TestServer {
+        let mut config = ServeConfig::for_database(url.to_owned());
         tweak(&mut config);
         let app = App::new(&config).await.expect("server starts");
         let ctx = app.ctx().clone();
+        let stop = app.shutdown_token();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
@@ -188,10 +202,20 @@ impl TestServer {
                 .build()
                 .expect("HTTP client"),
             ctx,
+            stop,
             shutdown: Some(tx),
             task: Some(task),
-            db,
+            db: None,
         }
+    }
+
+    /// The URL of the server's database.
+    pub fn database_url(&self) -> &str {
+        &self
+            .db
+            .as_ref()
+            .expect("a server that owns its database")
+            .url
     }
 
     /// `http://addr` + `path`.
@@ -258,6 +282,7 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.stop.cancel();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -1,0 +1,115 @@
+//! The server as a separate process (the built binary), for tests that kill
+//! it or run several replicas on one database.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+/// A `scenario-hub serve` process.
+pub struct ProcessServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl ProcessServer {
+    /// Starts `scenario-hub serve` on `database_url`, port 0, with `env` added.
+    pub async fn spawn(database_url: &str, env: &[(&str, &str)]) -> ProcessServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_scenario-hub"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "info")
+            .env("LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start scenario-hub");
+        let stdout = child.stdout.take().unwrap();
+        let addr = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let addr = loop {
+                let line = lines
+                    .next()
+                    .expect("the server prints where it listens")
+                    .unwrap();
+                if let Some(rest) = line.split("address=").nth(1) {
+                    break rest.split_whitespace().next().unwrap().parse().unwrap();
+                }
+            };
+            // Keep draining, so that the server never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            addr
+        })
+        .await
+        .unwrap();
+        ProcessServer { addr, child }
+    }
+
+    /// Kills the process at once (SIGKILL): no shutdown, no cleanup.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let mut child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        tokio::task::spawn_blocking(move || child.wait().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for ProcessServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GraphQL client for a server at `addr`.
+pub struct Client {
+    addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// The `data` of a request that must succeed.
+    pub async fn gql(&self, query: &str, variables: serde_json::Value) -> serde_json::Value {
+        let response: serde_json::Value = self
+            .http
+            .post(format!("http://{}/graphql", self.addr))
+            .json(&serde_json::json!({ "query": query, "variables": variables }))
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON response");
+        assert!(
+            response.get("errors").is_none(),
+            "unexpected errors: {response:#}"
+        );
+        response["data"].clone()
+    }
+}
