@@ -4,6 +4,7 @@
 mod common;
 
 mod concurrency;
+mod crash;
 mod engines;
 mod events;
 mod loaders;

@@ -1,0 +1,221 @@
+//! Faults: a server killed with SIGKILL and restarted on the same database,
+//! and two replicas on one PostgreSQL database, one of which loses its
+//! LISTEN connection.
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use crate::both_backends;
+use crate::common::process::{Client, ProcessServer};
+use crate::common::ws::{ENGINE_EVENTS, WsClient};
+use crate::common::{Backend, TestDb};
+
+both_backends!(an_engine_resumes_after_the_server_is_killed);
+
+/// A run with an engine and `n` events of type `job`, made through `client`.
+async fn prepared_run(client: &Client, n: usize) -> (String, String, Vec<String>) {
+    let template = client
+        .gql(
+            "mutation { createScenarioTemplate(input: {name: \"crash\"}) { id } }",
+            json!({}),
+        )
+        .await["createScenarioTemplate"]["id"]
+        .clone();
+    let run = client
+        .gql(
+            "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }",
+            json!({ "t": template }),
+        )
+        .await["createScenarioRun"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+            json!({ "r": run }),
+        )
+        .await;
+    client
+        .gql(
+            "mutation { createEventType(input: {name: \"job\", category: \"test\"}) { name } }",
+            json!({}),
+        )
+        .await;
+    let engine = client
+        .gql(
+            "mutation($r: UUID!) { registerEngine(input: {runId: $r, engineType: \"ActorEngine\"}) { engineId } }",
+            json!({ "r": run }),
+        )
+        .await["registerEngine"]["engineId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inputs: Vec<_> = (0..n)
+        .map(|i| json!({"runId": run, "eventType": "job", "payload": {"i": i}}))
+        .collect();
+    let events = client
+        .gql(
+            "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }",
+            json!({ "i": inputs }),
+        )
+        .await["publishEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    (run, engine, events)
+}
+
+async fn an_engine_resumes_after_the_server_is_killed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = ProcessServer::spawn(&db.url, &[]).await;
+    let client = Client::new(server.addr);
+    let (run, engine, events) = prepared_run(&client, 40).await;
+
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": run, "engine": engine, "types": ["job"]}),
+    )
+    .await;
+    let mut recorded = HashSet::new();
+    for _ in 0..20 {
+        let event = ws.next_event("e").await;
+        client
+            .gql(
+                "mutation($ev: UUID!, $e: UUID!) { completeEvent(input: {eventId: $ev, engineId: $e, status: PROCESSED, state: {done: true}}) { engine { version } } }",
+                json!({ "ev": event["id"], "e": engine }),
+            )
+            .await;
+        recorded.insert(event["id"].as_str().unwrap().to_owned());
+    }
+    server.kill();
+
+    let server = ProcessServer::spawn(&db.url, &[]).await;
+    let client = Client::new(server.addr);
+    let state = client
+        .gql(
+            "query($e: UUID!) { engine(engineId: $e) { version } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(
+        state["engine"]["version"], 21,
+        "every completed state survived"
+    );
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": run, "engine": engine, "types": ["job"]}),
+    )
+    .await;
+    let mut rest = HashSet::new();
+    for _ in 0..20 {
+        rest.insert(ws.next_event("e").await["id"].as_str().unwrap().to_owned());
+    }
+    assert!(recorded.is_disjoint(&rest));
+    assert_eq!(
+        recorded.union(&rest).cloned().collect::<HashSet<_>>(),
+        events.into_iter().collect()
+    );
+    let sentinel = client
+        .gql(
+            "mutation($r: UUID!) { publishEvent(input: {runId: $r, eventType: \"job\", priority: -1}) { id } }",
+            json!({ "r": run }),
+        )
+        .await["publishEvent"]["id"]
+        .clone();
+    assert_eq!(
+        ws.next_event("e").await["id"],
+        sentinel,
+        "and nothing twice"
+    );
+}
+
+/// Two replicas on one PostgreSQL database: what is published through one
+/// reaches a subscriber of the other, exactly once and in order, also after
+/// the subscriber's replica loses its LISTEN connection. The periodic check
+/// is slowed down so that only the doorbell can deliver in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn replicas_deliver_each_others_events_and_survive_a_lost_listen() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
+    let a = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let b = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let via_b = Client::new(b.addr);
+    let (run, _engine, _) = prepared_run(&via_b, 0).await;
+    let start = via_b
+        .gql(
+            "query($r: UUID!) { scenarioRun(id: $r) { lastSequence } }",
+            json!({ "r": run }),
+        )
+        .await["scenarioRun"]["lastSequence"]
+        .as_i64()
+        .unwrap();
+
+    let mut ws = WsClient::ready(a.addr).await;
+    ws.subscribe(
+        "d",
+        ENGINE_EVENTS,
+        json!({"run": run, "types": ["job"], "after": start}),
+    )
+    .await;
+    let publish = |n: usize| {
+        let via_b = &via_b;
+        let run = run.clone();
+        async move {
+            for i in 0..n {
+                via_b
+                    .gql(
+                        "mutation($r: UUID!, $i: Int) { publishEvent(input: {runId: $r, eventType: \"job\", payload: {i: $i}}) { sequence } }",
+                        json!({ "r": run, "i": i }),
+                    )
+                    .await;
+            }
+        }
+    };
+    publish(30).await;
+    let mut expected = start;
+    for _ in 0..30 {
+        expected += 1;
+        assert_eq!(
+            ws.next_event("d").await["sequence"],
+            expected,
+            "in sequence order, once"
+        );
+    }
+
+    // Cut every LISTEN connection of the database; the replicas reconnect.
+    let admin = sea_orm::Database::connect(db.url.as_str()).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    let killed = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(killed.len(), 2, "both replicas were listening");
+    admin.close().await.unwrap();
+
+    publish(30).await;
+    for _ in 0..30 {
+        expected += 1;
+        assert_eq!(
+            ws.next_event("d").await["sequence"],
+            expected,
+            "nothing lost across the reconnect"
+        );
+    }
+    drop((a, b));
+}
