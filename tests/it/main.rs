@@ -7,6 +7,7 @@ mod concurrency;
 mod crash;
 mod engines;
 mod events;
+mod example_engine;
 mod loaders;
 mod processing;
 mod protocol;
