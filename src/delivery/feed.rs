@@ -25,6 +25,25 @@ pub struct FeedBatch {
     pub events: Vec<Arc<event_instance::Model>>,
 }
 
+/// An engine failed an event with attempts left.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The engine that gets the event again.
+    pub engine_id: Uuid,
+    /// The event.
+    pub event_id: Uuid,
+}
+
+/// What a subscriber of a run receives.
+pub struct FeedReceiver {
+    /// New events.
+    pub batches: broadcast::Receiver<Arc<FeedBatch>>,
+    /// Events to deliver again to one engine.
+    pub retries: broadcast::Receiver<Retry>,
+    /// `batches` brings every event after this sequence.
+    pub from: i64,
+}
+
 /// The doorbell and the broadcast of one run.
 pub struct RunFeed {
     /// The highest committed sequence anyone told us of.
@@ -34,32 +53,45 @@ pub struct RunFeed {
     /// The last sequence read, stored before its batch is sent: a receiver
     /// taken before reading it gets every event after it.
     cursor: Arc<AtomicI64>,
+    /// Failed events to deliver again.
+    retries: broadcast::Sender<Retry>,
 }
 
 impl RunFeed {
     /// Starts the feed of `run_id` from sequence `start`, with a first receiver.
-    pub fn start(
-        run_id: Uuid,
-        start: i64,
-        hub: Arc<Hub>,
-    ) -> (Arc<RunFeed>, broadcast::Receiver<Arc<FeedBatch>>) {
+    pub fn start(run_id: Uuid, start: i64, hub: Arc<Hub>) -> (Arc<RunFeed>, FeedReceiver) {
         let (bell, bell_rx) = watch::channel(start);
-        let (tx, rx) = broadcast::channel(hub.config.feed_capacity);
+        let (tx, _) = broadcast::channel(hub.config.feed_capacity);
+        let (retries, _) = broadcast::channel(hub.config.feed_capacity);
         let cursor = Arc::new(AtomicI64::new(start));
         let feed = Arc::new(RunFeed {
             bell,
             tx: tx.clone(),
             cursor: cursor.clone(),
+            retries,
         });
+        let receiver = feed.subscribe();
         tokio::spawn(run(run_id, hub, bell_rx, tx, cursor));
-        (feed, rx)
+        (feed, receiver)
     }
 
-    /// Another receiver of the run's new events, and the sequence after which
-    /// it receives every event.
-    pub fn subscribe(&self) -> (broadcast::Receiver<Arc<FeedBatch>>, i64) {
-        let rx = self.tx.subscribe();
-        (rx, self.cursor.load(Ordering::SeqCst))
+    /// Another receiver of the run's new events and retries.
+    pub fn subscribe(&self) -> FeedReceiver {
+        let batches = self.tx.subscribe();
+        let retries = self.retries.subscribe();
+        FeedReceiver {
+            batches,
+            retries,
+            from: self.cursor.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Delivers `event_id` again to the subscriptions of `engine_id`.
+    pub fn retry(&self, engine_id: Uuid, event_id: Uuid) {
+        let _ = self.retries.send(Retry {
+            engine_id,
+            event_id,
+        });
     }
 
     /// Whether anyone still listens.

@@ -17,14 +17,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::Db;
 use crate::entity::scenario_run;
 use crate::service::CommitListener;
-pub use feed::FeedBatch;
+pub use feed::{FeedBatch, FeedReceiver, Retry};
 
 /// How delivery is tuned.
 #[derive(Debug, Clone)]
@@ -62,10 +62,13 @@ pub struct Hub {
     /// The feeds of runs that have subscribers. A std Mutex: held only to
     /// look up, insert or prune, never across an await.
     feeds: Mutex<HashMap<Uuid, Arc<feed::RunFeed>>>,
-    /// Commits to announce to other replicas (PostgreSQL only).
-    notify: Option<mpsc::UnboundedSender<(Uuid, i64)>>,
+    /// Doorbells to send to other replicas (PostgreSQL only).
+    notify: Option<mpsc::UnboundedSender<Doorbell>>,
     /// Stops the background tasks.
     shutdown: CancellationToken,
+    /// Tags this process's NOTIFYs, so that its listener skips them: what
+    /// happened here was already rung here.
+    replica_id: Uuid,
 }
 
 impl Hub {
@@ -90,11 +93,13 @@ impl Hub {
             feeds: Mutex::new(HashMap::new()),
             notify,
             shutdown: shutdown.clone(),
+            replica_id: Uuid::new_v4(),
         });
         tokio::spawn(periodic_check(hub.clone()));
         if let Some(rx) = notify_rx {
             tokio::spawn(pg::send_notifications(
                 database_url.to_owned(),
+                hub.replica_id,
                 rx,
                 shutdown.clone(),
             ));
@@ -116,18 +121,14 @@ impl Hub {
     /// the run up to `seen`, and the sequence after which the receiver gets
     /// every event: if that is past `seen`, the subscriber reads the gap from
     /// the database. The feed starts (from `seen`) with the run's first subscriber.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        run_id: Uuid,
-        seen: i64,
-    ) -> (broadcast::Receiver<Arc<FeedBatch>>, i64) {
+    pub fn subscribe(self: &Arc<Self>, run_id: Uuid, seen: i64) -> FeedReceiver {
         let mut feeds = self.feeds.lock().expect("feeds lock poisoned");
         if let Some(feed) = feeds.get(&run_id) {
             return feed.subscribe();
         }
-        let (feed, rx) = feed::RunFeed::start(run_id, seen, self.clone());
+        let (feed, receiver) = feed::RunFeed::start(run_id, seen, self.clone());
         feeds.insert(run_id, feed);
-        (rx, seen)
+        receiver
     }
 
     /// Rings the run's doorbell in this process: it has committed up to `sequence`.
@@ -172,18 +173,80 @@ impl Hub {
         }
     }
 
+    /// The tag of this process's NOTIFYs.
+    pub fn replica_id(&self) -> Uuid {
+        self.replica_id
+    }
+
     /// Cancelled when the server shuts down.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
     }
 }
 
-impl CommitListener for Hub {
-    fn committed(&self, run_id: Uuid, last_sequence: i64) {
-        self.ring(run_id, last_sequence);
-        if let Some(notify) = &self.notify {
-            let _ = notify.send((run_id, last_sequence));
+/// What one replica tells the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Doorbell {
+    /// The run has committed events up to this sequence.
+    Committed {
+        /// The run.
+        run_id: Uuid,
+        /// Its highest committed sequence.
+        sequence: i64,
+    },
+    /// The engine failed the event with attempts left: deliver it again.
+    Retry {
+        /// The run.
+        run_id: Uuid,
+        /// The event.
+        event_id: Uuid,
+        /// The engine that failed it.
+        engine_id: Uuid,
+    },
+}
+
+impl Hub {
+    /// Acts on a doorbell in this process.
+    pub fn ring_local(&self, doorbell: Doorbell) {
+        match doorbell {
+            Doorbell::Committed { run_id, sequence } => self.ring(run_id, sequence),
+            Doorbell::Retry {
+                run_id,
+                event_id,
+                engine_id,
+            } => {
+                let feed = self
+                    .feeds
+                    .lock()
+                    .expect("feeds lock poisoned")
+                    .get(&run_id)
+                    .cloned();
+                if let Some(feed) = feed {
+                    feed.retry(engine_id, event_id);
+                }
+            }
         }
+    }
+
+    fn ring_everywhere(&self, doorbell: Doorbell) {
+        self.ring_local(doorbell);
+        if let Some(notify) = &self.notify {
+            let _ = notify.send(doorbell);
+        }
+    }
+}
+
+impl CommitListener for Hub {
+    fn committed(&self, run_id: Uuid, sequence: i64) {
+        self.ring_everywhere(Doorbell::Committed { run_id, sequence });
+    }
+
+    fn failed(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
+        self.ring_everywhere(Doorbell::Retry {
+            run_id,
+            event_id,
+            engine_id,
+        });
     }
 }
 

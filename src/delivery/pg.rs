@@ -14,29 +14,50 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::Hub;
+use super::{Doorbell, Hub};
 
 /// The channel every replica listens on.
 pub const CHANNEL: &str = "scenario_hub_events";
 
 /// Sends one NOTIFY per run for each burst of commits, carrying the
-/// highest sequence of the burst as `run_id:sequence`.
+/// highest sequence of the burst as `replica/run_id:sequence`; retries go as
+/// `replica/retry:run_id:event_id:engine_id`.
 pub async fn send_notifications(
     url: String,
-    mut commits: mpsc::UnboundedReceiver<(Uuid, i64)>,
+    replica: Uuid,
+    mut doorbells: mpsc::UnboundedReceiver<Doorbell>,
     shutdown: CancellationToken,
 ) {
     let mut conn: Option<PgConnection> = None;
     loop {
         let first = tokio::select! {
-            first = commits.recv() => match first { Some(first) => first, None => return },
+            first = doorbells.recv() => match first { Some(first) => first, None => return },
             () = shutdown.cancelled() => return,
         };
-        let mut burst: HashMap<Uuid, i64> = HashMap::from([first]);
-        while let Ok((run, sequence)) = commits.try_recv() {
-            let entry = burst.entry(run).or_insert(sequence);
-            *entry = (*entry).max(sequence);
+        let mut heads: HashMap<Uuid, i64> = HashMap::new();
+        let mut payloads = Vec::new();
+        let mut next = Some(first);
+        while let Some(doorbell) = next {
+            match doorbell {
+                Doorbell::Committed { run_id, sequence } => {
+                    let head = heads.entry(run_id).or_insert(sequence);
+                    *head = (*head).max(sequence);
+                }
+                Doorbell::Retry {
+                    run_id,
+                    event_id,
+                    engine_id,
+                } => {
+                    payloads.push(format!("{replica}/retry:{run_id}:{event_id}:{engine_id}"));
+                }
+            }
+            next = doorbells.try_recv().ok();
         }
+        payloads.extend(
+            heads
+                .iter()
+                .map(|(run, sequence)| format!("{replica}/{run}:{sequence}")),
+        );
         // A failed NOTIFY only delays the other replicas until their periodic check.
         for attempt in 0..2 {
             if conn.is_none() {
@@ -49,7 +70,7 @@ pub async fn send_notifications(
                 }
             }
             let c = conn.as_mut().expect("connected above");
-            match notify(c, &burst).await {
+            match notify(c, &payloads).await {
                 Ok(()) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, attempt, "NOTIFY failed, reconnecting");
@@ -60,11 +81,11 @@ pub async fn send_notifications(
     }
 }
 
-async fn notify(conn: &mut PgConnection, burst: &HashMap<Uuid, i64>) -> Result<(), sqlx::Error> {
-    for (run, sequence) in burst {
+async fn notify(conn: &mut PgConnection, payloads: &[String]) -> Result<(), sqlx::Error> {
+    for payload in payloads {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
-            .bind(format!("{run}:{sequence}"))
+            .bind(payload)
             .execute(&mut *conn)
             .await?;
     }
@@ -105,8 +126,12 @@ pub async fn listen(url: String, hub: Weak<Hub>, shutdown: CancellationToken) {
             match received {
                 Ok(Some(notification)) => {
                     let Some(hub) = hub.upgrade() else { return };
-                    if let Some((run, sequence)) = parse(notification.payload()) {
-                        hub.ring(run, sequence);
+                    match parse(notification.payload()) {
+                        Some((from, _)) if from == hub.replica_id() => {}
+                        Some((_, doorbell)) => hub.ring_local(doorbell),
+                        None => {
+                            tracing::warn!(payload = notification.payload(), "unreadable doorbell")
+                        }
                     }
                 }
                 Ok(None) => {
@@ -128,7 +153,62 @@ async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
-fn parse(payload: &str) -> Option<(Uuid, i64)> {
+/// Reads a doorbell and the replica that sent it.
+fn parse(payload: &str) -> Option<(Uuid, Doorbell)> {
+    let (replica, payload) = payload.split_once('/')?;
+    let replica = replica.parse().ok()?;
+    if let Some(retry) = payload.strip_prefix("retry:") {
+        let mut parts = retry.split(':');
+        let doorbell = Doorbell::Retry {
+            run_id: parts.next()?.parse().ok()?,
+            event_id: parts.next()?.parse().ok()?,
+            engine_id: parts.next()?.parse().ok()?,
+        };
+        return Some((replica, doorbell));
+    }
     let (run, sequence) = payload.split_once(':')?;
-    Some((run.parse().ok()?, sequence.parse().ok()?))
+    let doorbell = Doorbell::Committed {
+        run_id: run.parse().ok()?,
+        sequence: sequence.parse().ok()?,
+    };
+    Some((replica, doorbell))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Doorbell, parse};
+    use uuid::Uuid;
+
+    #[test]
+    fn doorbells_read_back() {
+        let (replica, run, event, engine) = (
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+            Uuid::new_v4(),
+        );
+        assert_eq!(
+            parse(&format!("{replica}/{run}:42")),
+            Some((
+                replica,
+                Doorbell::Committed {
+                    run_id: run,
+                    sequence: 42
+                }
+            ))
+        );
+        assert_eq!(
+            parse(&format!("{replica}/retry:{run}:{event}:{engine}")),
+            Some((
+                replica,
+                Doorbell::Retry {
+                    run_id: run,
+                    event_id: event,
+                    engine_id: engine
+                }
+            ))
+        );
+        assert_eq!(parse("garbage"), None);
+        assert_eq!(parse(&format!("{replica}/{run}:x")), None);
+    }
 }

@@ -18,7 +18,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use super::{FeedBatch, Hub};
+use super::{FeedBatch, Hub, Retry};
 use crate::entity::{engine_state, event_instance, scenario_run};
 use crate::error::{AppError, AppResult};
 use crate::service::event::{EventCursor, EventFilter, EventOrder};
@@ -108,6 +108,8 @@ struct EventStream {
     behind: bool,
     queue: BinaryHeap<Queued>,
     feed: broadcast::Receiver<Arc<FeedBatch>>,
+    /// Events an engine failed with attempts left, to deliver again.
+    retries: broadcast::Receiver<Retry>,
     /// The sequence of the event that closed the run, once known.
     closed_at: Option<i64>,
     finished: bool,
@@ -155,7 +157,7 @@ pub async fn events(
         .map(|e| AbortOnDrop(tokio::spawn(keep_present(hub.clone(), e.engine_id))));
     // Everything up to `run.last_sequence` is the backlog's; the feed brings
     // what follows, and a feed already past it leaves a gap to read.
-    let (feed, feed_from) = hub.subscribe(run.id, run.last_sequence);
+    let receiver = hub.subscribe(run.id, run.last_sequence);
     let state = EventStream {
         ctx: ctx.clone(),
         hub: hub.clone(),
@@ -166,9 +168,10 @@ pub async fn events(
         start: run.last_sequence,
         backlog,
         live_cursor: run.last_sequence,
-        behind: feed_from > run.last_sequence,
+        behind: receiver.from > run.last_sequence,
         queue: BinaryHeap::new(),
-        feed,
+        feed: receiver.batches,
+        retries: receiver.retries,
         closed_at: closed.then_some(run.last_sequence),
         finished: false,
         _presence: presence,
@@ -222,6 +225,13 @@ impl EventStream {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
+                retry = self.retries.recv(), if self.engine.is_some() => {
+                    if let Ok(retry) = retry
+                        && let Err(err) = self.take_retry(retry).await
+                    {
+                        return Some(Err(err));
+                    }
+                }
                 () = shutdown.cancelled() => return None,
             }
         }
@@ -275,9 +285,34 @@ impl EventStream {
         }
     }
 
+    /// Queues an event that our engine failed with attempts left.
+    async fn take_retry(&mut self, retry: Retry) -> AppResult<()> {
+        let Some(engine) = &self.engine else {
+            return Ok(());
+        };
+        if retry.engine_id != engine.engine_id {
+            return Ok(());
+        }
+        // A retry may be stale (a later record, or news from two paths).
+        if let Some(event) = service::event::get(&self.ctx, retry.event_id).await?
+            && self.wants(&event)
+            && service::event::is_pending_for(&self.ctx, &event, retry.engine_id).await?
+        {
+            self.queue.push(Queued(Arc::new(event)));
+        }
+        Ok(())
+    }
+
     /// Moves what the feed already has into the queue, and fills gaps from
     /// the database, as far as the queue has room.
     async fn take_ready(&mut self) -> AppResult<()> {
+        while self.engine.is_some() {
+            match self.retries.try_recv() {
+                Ok(retry) => self.take_retry(retry).await?,
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
         loop {
             if self.queue.len() >= self.hub.config.queue_capacity {
                 return Ok(());
@@ -409,7 +444,7 @@ pub async fn run_updates(
     let done = RunStatus::parse(&run.status)?.is_terminal();
     // A change between the read above and the feed's position is announced
     // by the first batch's gap.
-    let (feed, _) = hub.subscribe(run_id, run.last_sequence);
+    let feed = hub.subscribe(run_id, run.last_sequence).batches;
     let state = (ctx.clone(), hub.clone(), feed, run.last_sequence, done);
     Ok(futures::stream::unfold(
         state,

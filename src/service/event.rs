@@ -314,6 +314,29 @@ pub async fn processings_of(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_proc
         .await?)
 }
 
+/// Whether `event` is still pending for `engine_id`: no record, or a FAILED
+/// record with attempts left.
+pub async fn is_pending_for(
+    ctx: &Ctx,
+    event: &event_instance::Model,
+    engine_id: Uuid,
+) -> AppResult<bool> {
+    let Some(record) = event_processing::Entity::find_by_id((event.id, engine_id))
+        .one(&ctx.db.conn)
+        .await?
+    else {
+        return Ok(true);
+    };
+    if record.status == super::processing::ProcessingStatus::Processed.as_str() {
+        return Ok(false);
+    }
+    let max_attempts = event_type::Entity::find_by_id(event.event_type.clone())
+        .one(&ctx.db.conn)
+        .await?
+        .map_or(1, |t| t.max_attempts);
+    Ok(record.attempts < max_attempts)
+}
+
 /// Which events of a run to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

@@ -27,6 +27,10 @@ use crate::db::Db;
 pub trait CommitListener: Send + Sync {
     /// Run `run_id` has committed events up to `last_sequence`.
     fn committed(&self, run_id: Uuid, last_sequence: i64);
+
+    /// Engine `engine_id` failed event `event_id` of run `run_id` with
+    /// attempts left: the event is pending for it again.
+    fn failed(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid);
 }
 
 /// A listener for contexts without delivery (command line tools).
@@ -34,6 +38,7 @@ struct NoListener;
 
 impl CommitListener for NoListener {
     fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
+    fn failed(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid) {}
 }
 
 /// What every service call needs: the database, the limits, and the caches
@@ -65,6 +70,11 @@ impl Ctx {
     pub fn with_listener(mut self, listener: Arc<dyn CommitListener>) -> Self {
         self.listener = listener;
         self
+    }
+
+    /// Tells the listener, after the commit, that an engine may get `event_id` again.
+    pub fn announce_retry(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
+        self.listener.failed(run_id, event_id, engine_id);
     }
 
     /// Tells the listener of the runs and highest sequences among `events`,

@@ -65,10 +65,10 @@ pub struct Record {
 pub async fn record(ctx: &Ctx, input: Record) -> AppResult<event_processing::Model> {
     check_error(&input)?;
     let txn = ctx.db.begin_write().await?;
-    let (processing, published) = record_in(ctx, &txn, &input).await?;
+    let recorded = record_in(ctx, &txn, &input).await?;
     txn.commit().await?;
-    ctx.announce(&published);
-    Ok(processing)
+    recorded.announce(ctx, &[]);
+    Ok(recorded.processing)
 }
 
 fn check_error(input: &Record) -> AppResult<()> {
@@ -120,13 +120,31 @@ async fn load_pair<C: ConnectionTrait>(
     Ok((event, engine))
 }
 
-/// Writes the record inside `txn`; returns it with the `error_occurred`
-/// event it published, if this failure was final.
-async fn record_in(
-    ctx: &Ctx,
-    txn: &DatabaseTransaction,
-    input: &Record,
-) -> AppResult<(event_processing::Model, Vec<event_instance::Model>)> {
+/// What writing a record did, besides the record.
+struct Recorded {
+    processing: event_processing::Model,
+    /// The `error_occurred` event, when this failure was final.
+    published: Vec<event_instance::Model>,
+    /// The run, when this failure leaves the event pending for the engine:
+    /// its live subscription gets the event again.
+    retry_in: Option<uuid::Uuid>,
+}
+
+impl Recorded {
+    /// Tells delivery, after the commit, what this record changed.
+    fn announce(&self, ctx: &Ctx, more: &[event_instance::Model]) {
+        let mut published = self.published.clone();
+        published.extend(more.iter().cloned());
+        ctx.announce(&published);
+        if let Some(run_id) = self.retry_in {
+            ctx.announce_retry(run_id, self.processing.event_id, self.processing.engine_id);
+        }
+    }
+}
+
+/// Writes the record inside `txn`, publishing `error_occurred` when this
+/// failure is final.
+async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     use event_processing::Column as P;
     let (event, _engine) = load_pair(txn, input).await?;
     let row = event_processing::ActiveModel {
@@ -158,10 +176,25 @@ async fn record_in(
         // Only the failure that reaches the limit is final; later ones are not news.
         if processing.attempts == max_attempts {
             let published = publish_error(ctx, txn, &event, &processing).await?;
-            return Ok((processing, published));
+            return Ok(Recorded {
+                processing,
+                published,
+                retry_in: None,
+            });
+        }
+        if processing.attempts < max_attempts {
+            return Ok(Recorded {
+                processing,
+                published: Vec::new(),
+                retry_in: Some(event.run_id),
+            });
         }
     }
-    Ok((processing, Vec::new()))
+    Ok(Recorded {
+        processing,
+        published: Vec::new(),
+        retry_in: None,
+    })
 }
 
 async fn publish_error(
@@ -242,7 +275,7 @@ pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
     .await?;
 
     let txn = ctx.db.begin_write().await?;
-    let (processing, mut published) = record_in(ctx, &txn, &record).await?;
+    let recorded = record_in(ctx, &txn, &record).await?;
     let emitted = insert_prepared(&txn, prepared, false).await?;
     let engine = match input.state {
         Some(state) => {
@@ -265,10 +298,9 @@ pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
         }
     };
     txn.commit().await?;
-    published.extend(emitted.iter().cloned());
-    ctx.announce(&published);
+    recorded.announce(ctx, &emitted);
     Ok(Completed {
-        processing,
+        processing: recorded.processing,
         emitted,
         engine,
     })

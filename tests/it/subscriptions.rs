@@ -15,6 +15,7 @@ both_backends!(
     an_engine_resumes_where_it_stopped,
     a_reader_that_pauses_loses_nothing,
     streams_complete_when_the_run_closes,
+    failed_events_come_back_until_max_attempts,
 );
 
 /// A deterministic spread of priorities.
@@ -376,4 +377,42 @@ async fn streams_complete_when_the_run_closes(backend: Backend) {
         ["run_status_changed", "run_status_changed", "tick"],
         "by priority: 1000, 1000, 0"
     );
+}
+
+async fn failed_events_come_back_until_max_attempts(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "retry").await;
+    event_type(&server, "job", json!(null), 0, 2).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": s.run, "engine": engine, "types": ["job"]}),
+    )
+    .await;
+    let job = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
+    assert_eq!(ws.next_event("e").await["id"], job["id"]);
+
+    const FAIL: &str = "mutation($ev: UUID!, $e: UUID!) { recordProcessing(input: {eventId: $ev, engineId: $e, status: FAILED, error: \"try again\"}) { attempts } }";
+    server
+        .gql(FAIL, json!({ "ev": job["id"], "e": engine }))
+        .await;
+    // One attempt left: the live subscription gets the event again.
+    assert_eq!(ws.next_event("e").await["id"], job["id"]);
+    server
+        .gql(FAIL, json!({ "ev": job["id"], "e": engine }))
+        .await;
+    // That failure was final: nothing comes back, the next job does.
+    let next = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
+    assert_eq!(ws.next_event("e").await["id"], next["id"]);
+
+    // While subscribed, the engine is online.
+    let presence = server
+        .gql(
+            "query($e: UUID!) { engine(engineId: $e) { online lastSeenAt } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(presence["engine"]["online"], true);
 }
