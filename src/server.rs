@@ -13,7 +13,7 @@ use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::delivery::{DeliveryConfig, Hub};
 use crate::graphql::build_schema;
-use crate::http::{AppState, WsSettings, router};
+use crate::http::{AppState, RenderCache, WsSettings, router};
 use crate::service::Ctx;
 
 /// Startup and serving failures.
@@ -55,6 +55,7 @@ impl App {
                 hub,
                 ws: Arc::new(ws),
                 shutdown: shutdown.clone(),
+                renders: Arc::new(RenderCache::default()),
             },
             shutdown,
         })
@@ -63,6 +64,11 @@ impl App {
     /// Cancelling it stops delivery and closes every websocket, as shutdown does.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// The websocket render cache (tests read its counts).
+    pub fn renders(&self) -> Arc<RenderCache> {
+        self.state.renders.clone()
     }
 
     /// The service context (tests read its statement counter).

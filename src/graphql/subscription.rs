@@ -1,6 +1,6 @@
 //! The subscriptions of DESIGN.md: thin wrappers over `delivery::subscription`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
@@ -11,9 +11,27 @@ use super::types::run::ScenarioRun;
 use super::types::service_ctx;
 use crate::delivery::Hub;
 use crate::delivery::subscription::{self, EventsRequest};
+use crate::entity::event_instance;
 
 /// The root of every subscription.
 pub struct SubscriptionRoot;
+
+/// The event behind the response an `events` subscription produced last:
+/// set by the stream when it yields, read by the transport right after, so
+/// that it can serialize each event once for every subscriber.
+#[derive(Clone, Default)]
+pub struct LastEvent(Arc<Mutex<Option<Arc<event_instance::Model>>>>);
+
+impl LastEvent {
+    /// The event of the latest response, if it was an `events` item.
+    pub fn take(&self) -> Option<Arc<event_instance::Model>> {
+        self.0.lock().expect("last event poisoned").take()
+    }
+
+    fn set(&self, event: &Arc<event_instance::Model>) {
+        *self.0.lock().expect("last event poisoned") = Some(event.clone());
+    }
+}
 
 fn hub<'a>(ctx: &Context<'a>) -> &'a Arc<Hub> {
     ctx.data_unchecked::<Arc<Hub>>()
@@ -45,7 +63,13 @@ impl SubscriptionRoot {
             after_sequence,
         };
         let stream = subscription::events(service_ctx(ctx), hub(ctx), request).await?;
-        Ok(stream.map(|item| item.map(Event).map_err(Into::into)))
+        let last = ctx.data_opt::<LastEvent>().cloned();
+        Ok(stream.map(move |item| {
+            if let (Ok(event), Some(last)) = (&item, &last) {
+                last.set(event);
+            }
+            item.map(Event).map_err(Into::into)
+        }))
     }
 
     /// The run after each status or relationship change, until it closes.

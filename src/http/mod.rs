@@ -3,8 +3,10 @@
 
 mod graphql;
 mod health;
+mod render;
 mod ws;
 
+pub use render::RenderCache;
 pub use ws::WsSettings;
 
 use axum::Router;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub ws: Arc<WsSettings>,
     /// Cancelled on shutdown: websockets close with 1001.
     pub shutdown: CancellationToken,
+    /// Serialized events shared by the websocket subscriptions.
+    pub renders: Arc<RenderCache>,
 }
 
 /// The whole HTTP surface of scenario-hub.

@@ -23,9 +23,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::AppState;
+use super::{AppState, render};
 use crate::config::{Limits, Realtime};
 use crate::graphql::request_loader;
+use crate::graphql::subscription::LastEvent;
 
 /// Websocket settings and the count of open connections.
 pub struct WsSettings {
@@ -358,7 +359,11 @@ async fn operation(
 ) {
     let loader = request_loader(&state.ctx);
     loader.enable_all_cache(false);
-    let mut request = async_graphql::Request::new(payload.query).data(loader);
+    let shape = render::shape_of(&payload.query, payload.operation_name.as_deref());
+    let last_event = LastEvent::default();
+    let mut request = async_graphql::Request::new(payload.query)
+        .data(loader)
+        .data(last_event.clone());
     if let Some(variables) = payload.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
@@ -370,12 +375,24 @@ async fn operation(
     while let Some(response) = responses.next().await {
         let failed_at_start =
             first && response.is_err() && response.data == async_graphql::Value::Null;
-        let message = if failed_at_start {
-            json!({"id": id, "type": "error", "payload": response.errors})
-        } else {
-            json!({"id": id, "type": protocol.next_type(), "payload": response})
+        let event = last_event.take();
+        let message = match (&shape, event) {
+            (Some(shape), Some(event)) if response.errors.is_empty() => {
+                let payload = state.renders.payload(event.id, shape, || {
+                    serde_json::to_string(&response).expect("responses serialize")
+                });
+                let id = serde_json::to_string(&id).expect("strings serialize");
+                format!(
+                    r#"{{"id":{id},"type":"{}","payload":{payload}}}"#,
+                    protocol.next_type()
+                )
+            }
+            _ if failed_at_start => {
+                json!({"id": id, "type": "error", "payload": response.errors}).to_string()
+            }
+            _ => json!({"id": id, "type": protocol.next_type(), "payload": response}).to_string(),
         };
-        if out.send(Outgoing::Text(message.to_string())).await.is_err() {
+        if out.send(Outgoing::Text(message)).await.is_err() {
             return;
         }
         if failed_at_start {

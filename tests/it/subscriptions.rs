@@ -166,6 +166,9 @@ async fn every_subscriber_gets_every_event_once(backend: Backend) {
     for reader in readers {
         assert_eq!(reader.await.unwrap(), expected);
     }
+    // The 20 subscriptions send the same query: each event was serialized once.
+    let (serialized, reused) = server.render_counts();
+    assert_eq!((serialized, reused), (501, 501 * 19));
 }
 
 async fn an_engine_resumes_where_it_stopped(backend: Backend) {

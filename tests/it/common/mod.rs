@@ -147,6 +147,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     ctx: scenario_hub::service::Ctx,
     stop: tokio_util::sync::CancellationToken,
+    renders: std::sync::Arc<scenario_hub::http::RenderCache>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     // Declared last: dropped after the server has stopped. A replica has none.
@@ -185,6 +186,7 @@ impl TestServer {
         let app = App::new(&config).await.expect("server starts");
         let ctx = app.ctx().clone();
         let stop = app.shutdown_token();
+        let renders = app.renders();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
@@ -203,6 +205,7 @@ impl TestServer {
                 .expect("HTTP client"),
             ctx,
             stop,
+            renders,
             shutdown: Some(tx),
             task: Some(task),
             db: None,
@@ -221,6 +224,11 @@ impl TestServer {
     /// `http://addr` + `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// (event payloads serialized, payloads reused) by websocket subscriptions.
+    pub fn render_counts(&self) -> (u64, u64) {
+        self.renders.counts()
     }
 
     /// SQL statements the server has sent so far.
