@@ -3,14 +3,11 @@
 
 use sea_orm::ExprTrait;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::page::{Page, PageRequest, into_page};
+use super::page::{self, Page, PageRequest};
 use super::{Ctx, check_name, now};
 use crate::entity::{agent_template, scenario_template};
 use crate::error::{AppError, AppResult};
@@ -155,13 +152,9 @@ pub async fn list(
     ctx: &Ctx,
     page: PageRequest<Uuid>,
 ) -> AppResult<Page<Uuid, agent_template::Model>> {
-    let mut query = agent_template::Entity::find().order_by_asc(agent_template::Column::Id);
-    if let Some(after) = page.after {
-        query = query.filter(agent_template::Column::Id.gt(after));
-    }
-    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(
-        rows.into_iter().map(|m| (m.id, m)).collect(),
-        page.first,
-    ))
+    let query = agent_template::Entity::find();
+    page::by_id(&ctx.db.conn, query, agent_template::Column::Id, page, |m| {
+        m.id
+    })
+    .await
 }

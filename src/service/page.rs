@@ -4,6 +4,11 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
+use uuid::Uuid;
+
 use crate::error::{AppError, AppResult};
 
 /// The page size used when a client gives no `first`.
@@ -72,6 +77,29 @@ impl CursorKey for uuid::Uuid {
     fn from_text(text: &str) -> Option<Self> {
         text.strip_prefix("id:")?.parse().ok()
     }
+}
+
+/// A page of `query`'s rows in id order (creation order: ids are UUIDv7).
+pub async fn by_id<E>(
+    conn: &impl ConnectionTrait,
+    query: Select<E>,
+    id: E::Column,
+    page: PageRequest<Uuid>,
+    id_of: impl Fn(&E::Model) -> Uuid,
+) -> AppResult<Page<Uuid, E::Model>>
+where
+    E: EntityTrait,
+    E::Model: Sync,
+{
+    let mut query = query.order_by_asc(id);
+    if let Some(after) = page.after {
+        query = query.filter(id.gt(after));
+    }
+    let rows = query.limit(page.first as u64 + 1).all(conn).await?;
+    Ok(into_page(
+        rows.into_iter().map(|m| (id_of(&m), m)).collect(),
+        page.first,
+    ))
 }
 
 /// Turns `first + 1` fetched rows into a page.

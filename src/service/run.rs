@@ -3,16 +3,13 @@
 //! PENDING -> CANCELLED. Every change publishes `run_status_changed`.
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::event::{NewEvent, insert_prepared, prepare};
 use super::event_type::RUN_STATUS_CHANGED;
-use super::page::{Page, PageRequest, into_page};
+use super::page::{self, Page, PageRequest};
 use super::{Ctx, check_name, now};
 use crate::entity::scenario_run;
 use crate::error::{AppError, AppResult};
@@ -181,19 +178,15 @@ pub async fn list(
     template_id: Option<Uuid>,
     page: PageRequest<Uuid>,
 ) -> AppResult<Page<Uuid, scenario_run::Model>> {
-    let mut query = scenario_run::Entity::find().order_by_asc(scenario_run::Column::Id);
+    let mut query = scenario_run::Entity::find();
     if let Some(status) = status {
         query = query.filter(scenario_run::Column::Status.eq(status.as_str()));
     }
     if let Some(template_id) = template_id {
         query = query.filter(scenario_run::Column::TemplateId.eq(template_id));
     }
-    if let Some(after) = page.after {
-        query = query.filter(scenario_run::Column::Id.gt(after));
-    }
-    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(
-        rows.into_iter().map(|m| (m.id, m)).collect(),
-        page.first,
-    ))
+    page::by_id(&ctx.db.conn, query, scenario_run::Column::Id, page, |m| {
+        m.id
+    })
+    .await
 }

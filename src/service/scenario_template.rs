@@ -6,13 +6,12 @@ use std::collections::HashSet;
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::page::{Page, PageRequest, into_page};
+use super::page::{self, Page, PageRequest};
 use super::{Ctx, check_name, now};
 use crate::entity::{scenario_run, scenario_template};
 use crate::error::{AppError, AppResult};
@@ -415,13 +414,13 @@ pub async fn list(
     ctx: &Ctx,
     page: PageRequest<Uuid>,
 ) -> AppResult<Page<Uuid, scenario_template::Model>> {
-    let mut query = scenario_template::Entity::find().order_by_asc(scenario_template::Column::Id);
-    if let Some(after) = page.after {
-        query = query.filter(scenario_template::Column::Id.gt(after));
-    }
-    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
-    Ok(into_page(
-        rows.into_iter().map(|m| (m.id, m)).collect(),
-        page.first,
-    ))
+    let query = scenario_template::Entity::find();
+    page::by_id(
+        &ctx.db.conn,
+        query,
+        scenario_template::Column::Id,
+        page,
+        |m| m.id,
+    )
+    .await
 }

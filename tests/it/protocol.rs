@@ -13,6 +13,7 @@ both_backends!(
     the_legacy_subprotocol_works,
     bad_subscriptions_get_an_error_message,
     a_busy_subscription_does_not_starve_another,
+    shutdown_closes_websockets_with_1001,
 );
 
 async fn close_codes_follow_graphql_transport_ws(backend: Backend) {
@@ -231,4 +232,16 @@ async fn a_busy_subscription_does_not_starve_another(backend: Backend) {
         busy_before_quiet < 1000,
         "the quiet subscription waited behind {busy_before_quiet} of 2000 busy messages"
     );
+}
+
+async fn shutdown_closes_websockets_with_1001(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "bye").await;
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe("live", ENGINE_EVENTS, json!({"run": s.run}))
+        .await;
+    ws.send(json!({"type": "ping"})).await;
+    assert_eq!(ws.message().await["type"], "pong");
+    server.stop().await;
+    assert_eq!(ws.close_code().await, 1001);
 }

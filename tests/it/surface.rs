@@ -233,9 +233,12 @@ async fn serve_defaults_to_an_embedded_sqlite_file() {
         .expect("start scenario-hub");
     let stdout = child.stdout.take().unwrap();
     let addr = tokio::task::spawn_blocking(move || {
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref() {
             let line = line.unwrap();
             if let Some(rest) = line.split("address=").nth(1) {
+                // Keep reading: the server logs until it stops.
+                std::thread::spawn(move || lines.for_each(drop));
                 return rest.split_whitespace().next().unwrap().to_owned();
             }
         }
