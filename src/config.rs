@@ -23,6 +23,51 @@ pub enum Command {
     Migrate(DatabaseConfig),
     /// Print the GraphQL schema (SDL) to standard output.
     Schema,
+    /// Create, list and revoke API keys.
+    Keys(KeysCommand),
+}
+
+/// `scenario-hub keys ...`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysCommand {
+    /// The database holding the keys.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// What to do with keys.
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// The key actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysAction {
+    /// Create a key and print its token once (alone on the last line).
+    Create {
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        role: KeyRole,
+        /// A unique name for people.
+        #[arg(long)]
+        name: String,
+    },
+    /// List keys: id, name, role, created, revoked.
+    List,
+    /// Revoke a key at once, its open websockets included.
+    Revoke {
+        /// The key's name or id.
+        name_or_id: String,
+    },
+}
+
+/// The roles of API keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeyRole {
+    /// Everything.
+    Admin,
+    /// Read, publish, record, register engines, save their state.
+    Engine,
+    /// Read and subscribe.
+    Viewer,
 }
 
 /// Where the data lives.
@@ -57,6 +102,10 @@ pub struct ServeConfig {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve a non-loopback address although no API key exists (anyone who
+    /// reaches it may do anything).
+    #[arg(long, env = "INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// Request and data limits.
     #[command(flatten)]
     pub limits: Limits,
@@ -162,6 +211,7 @@ impl ServeConfig {
             },
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             log_format: LogFormat::Text,
+            insecure_no_auth: false,
             limits: Limits::default(),
             realtime: Realtime::default(),
         }

@@ -1,8 +1,10 @@
 //! The `scenario-hub` command: parses the command line and calls the library.
 
 use clap::Parser;
-use scenario_hub::config::{Cli, Command, LogFormat};
+use scenario_hub::config::{Cli, Command, KeyRole, KeysAction, KeysCommand, Limits, LogFormat};
 use scenario_hub::db::Db;
+use scenario_hub::service::Ctx;
+use scenario_hub::service::auth::{self, Role};
 use scenario_hub::{graphql, server, telemetry};
 
 #[tokio::main]
@@ -21,6 +23,10 @@ async fn main() -> std::process::ExitCode {
             print!("{}", graphql::sdl());
             Ok(())
         }
+        Command::Keys(command) => {
+            telemetry::init(LogFormat::Text);
+            keys(command).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -29,6 +35,46 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn keys(command: KeysCommand) -> Result<(), server::BoxError> {
+    let db = Db::connect(&command.database).await?;
+    db.migrate().await?;
+    let ctx = Ctx::new(db, Limits::default());
+    match command.action {
+        KeysAction::Create { role, name } => {
+            let role = match role {
+                KeyRole::Admin => Role::Admin,
+                KeyRole::Engine => Role::Engine,
+                KeyRole::Viewer => Role::Viewer,
+            };
+            let (key, token) = auth::create(&ctx, &name, role).await?;
+            println!("created {} key {:?} ({})", role.as_str(), key.name, key.id);
+            println!("the token is shown once; send it as Authorization: Bearer <token>");
+            println!("{token}");
+        }
+        KeysAction::List => {
+            println!(
+                "{:<36}  {:<20}  {:<6}  {:<25}  revoked",
+                "id", "name", "role", "created"
+            );
+            for key in auth::list(&ctx).await? {
+                let revoked = key.revoked_at.map_or("-".to_owned(), |at| at.to_rfc3339());
+                println!(
+                    "{:<36}  {:<20}  {:<6}  {:<25}  {revoked}",
+                    key.id,
+                    key.name,
+                    key.role,
+                    key.created_at.to_rfc3339()
+                );
+            }
+        }
+        KeysAction::Revoke { name_or_id } => {
+            let key = auth::revoke(&ctx, &name_or_id).await?;
+            println!("revoked key {:?} ({})", key.name, key.id);
+        }
+    }
+    Ok(())
 }
 
 async fn migrate(config: scenario_hub::config::DatabaseConfig) -> Result<(), server::BoxError> {

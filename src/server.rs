@@ -99,6 +99,19 @@ impl App {
 /// Runs `serve` as the command line asked: bind, serve, stop on SIGINT or SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<(), BoxError> {
     let app = App::new(&config).await?;
+    // Without keys the server is open: only this machine may reach it.
+    if !config.bind.ip().is_loopback()
+        && !config.insecure_no_auth
+        && !app.ctx().keys.any(app.ctx()).await?
+    {
+        return Err(format!(
+            "refusing to listen on {} without API keys: anyone who reaches it could do anything. \
+             Create a key first (scenario-hub keys create --role admin --name NAME), \
+             bind a loopback address, or pass --insecure-no-auth",
+            config.bind
+        )
+        .into());
+    }
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(
         address = %listener.local_addr()?,

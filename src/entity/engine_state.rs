@@ -17,6 +17,8 @@ pub struct Model {
     pub registered_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub last_seen_at: DateTimeUtc,
+    /// The API key that registered the engine (none when the server is open).
+    pub registered_by: Option<Uuid>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -13,11 +13,12 @@ use super::types::event::{
 use super::types::run::{
     CreateScenarioRunInput, RunRelationship, RunStatus, ScenarioRun, SetRelationshipInput,
 };
-use super::types::service_ctx;
 use super::types::template::{
     AgentTemplate, AgentTemplatePatch, CreateAgentTemplateInput, CreateScenarioTemplateInput,
     ScenarioTemplate, ScenarioTemplatePatch,
 };
+use super::types::{principal, service_ctx};
+use crate::service::auth::Access;
 use crate::service::{self, agent_template::NewAgentTemplate, run::NewRun};
 
 /// The root of every mutation.
@@ -31,6 +32,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateAgentTemplateInput,
     ) -> Result<AgentTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         let input = NewAgentTemplate {
             name: input.name,
             description: input.description,
@@ -48,6 +50,7 @@ impl MutationRoot {
         id: Uuid,
         patch: AgentTemplatePatch,
     ) -> Result<AgentTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         let patch = service::agent_template::AgentTemplatePatch {
             name: patch.name,
             description: patch.description,
@@ -60,6 +63,7 @@ impl MutationRoot {
 
     /// Deletes an agent template no scenario template uses; returns it.
     async fn delete_agent_template(&self, ctx: &Context<'_>, id: Uuid) -> Result<AgentTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(AgentTemplate(
             service::agent_template::delete(service_ctx(ctx), id).await?,
         ))
@@ -71,6 +75,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateScenarioTemplateInput,
     ) -> Result<ScenarioTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
             service::scenario_template::create(service_ctx(ctx), input.into()).await?,
         ))
@@ -83,6 +88,7 @@ impl MutationRoot {
         id: Uuid,
         patch: ScenarioTemplatePatch,
     ) -> Result<ScenarioTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
             service::scenario_template::update(service_ctx(ctx), id, patch.into()).await?,
         ))
@@ -94,6 +100,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> Result<ScenarioTemplate> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
             service::scenario_template::delete(service_ctx(ctx), id).await?,
         ))
@@ -105,6 +112,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateEventTypeInput,
     ) -> Result<EventType> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(EventType(
             service::event_type::create(service_ctx(ctx), input.into()).await?,
         ))
@@ -117,6 +125,7 @@ impl MutationRoot {
         name: String,
         patch: EventTypePatch,
     ) -> Result<EventType> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(EventType(
             service::event_type::update(service_ctx(ctx), &name, patch.into()).await?,
         ))
@@ -128,6 +137,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateScenarioRunInput,
     ) -> Result<ScenarioRun> {
+        principal(ctx)?.require(Access::Admin)?;
         let input = NewRun {
             template_id: input.template_id,
             name: input.name,
@@ -145,6 +155,7 @@ impl MutationRoot {
         run_id: Uuid,
         status: RunStatus,
     ) -> Result<ScenarioRun> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioRun(
             service::run::set_status(service_ctx(ctx), run_id, status.into()).await?,
         ))
@@ -157,7 +168,7 @@ impl MutationRoot {
         input: RegisterEngineInput,
     ) -> Result<EngineInstance> {
         Ok(EngineInstance(
-            service::engine::register(service_ctx(ctx), input.into()).await?,
+            service::engine::register(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
     }
 
@@ -170,13 +181,20 @@ impl MutationRoot {
         expected_version: Option<i64>,
     ) -> Result<EngineInstance> {
         Ok(EngineInstance(
-            service::engine::save_state(service_ctx(ctx), engine_id, state, expected_version)
-                .await?,
+            service::engine::save_state(
+                service_ctx(ctx),
+                &principal(ctx)?,
+                engine_id,
+                state,
+                expected_version,
+            )
+            .await?,
         ))
     }
 
     /// Publishes one event.
     async fn publish_event(&self, ctx: &Context<'_>, input: EventInput) -> Result<Event> {
+        principal(ctx)?.require(Access::Engine)?;
         let events = service::event::publish(service_ctx(ctx), vec![input.into()], "input", |_| {
             "input".into()
         })
@@ -192,6 +210,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         inputs: Vec<EventInput>,
     ) -> Result<Vec<Event>> {
+        principal(ctx)?.require(Access::Engine)?;
         let inputs = inputs.into_iter().map(Into::into).collect();
         let events = service::event::publish(service_ctx(ctx), inputs, "inputs", |i| {
             format!("inputs.{i}")
@@ -207,7 +226,7 @@ impl MutationRoot {
         input: RecordProcessingInput,
     ) -> Result<Processing> {
         Ok(Processing(
-            service::processing::record(service_ctx(ctx), input.into()).await?,
+            service::processing::record(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
     }
 
@@ -218,7 +237,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CompleteEventInput,
     ) -> Result<CompleteEventPayload> {
-        let done = service::processing::complete(service_ctx(ctx), input.into()).await?;
+        let done =
+            service::processing::complete(service_ctx(ctx), &principal(ctx)?, input.into()).await?;
         Ok(CompleteEventPayload {
             processing: Processing(done.processing),
             emitted: done.emitted.into_iter().map(Event::from).collect(),
@@ -233,6 +253,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: SetRelationshipInput,
     ) -> Result<RunRelationship> {
+        principal(ctx)?.require(Access::Admin)?;
         Ok(RunRelationship(
             service::relationship::set(service_ctx(ctx), input.into()).await?,
         ))

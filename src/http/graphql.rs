@@ -9,13 +9,15 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
+use crate::error::AppError;
 use crate::graphql::request_loader;
+use crate::service::auth;
 
 /// The GraphQL routes.
 pub fn routes() -> Router<AppState> {
@@ -45,18 +47,42 @@ fn rejection(rejection: GraphQLRejection) -> Response {
     }
 }
 
-async fn execute(state: &AppState, request: async_graphql::Request) -> Response {
-    let request = request.data(request_loader(&state.ctx));
+/// The `Authorization` header's value.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Runs `request` for whoever `authorization` says, with a DataLoader of its own.
+async fn execute(
+    state: &AppState,
+    authorization: Option<&str>,
+    request: async_graphql::Request,
+) -> Response {
+    let principal = match auth::principal(&state.ctx, authorization).await {
+        Ok(principal) => principal,
+        Err(err) => {
+            let status = match err {
+                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = err.to_string();
+            return request_error(status, err.code(), message);
+        }
+    };
+    let request = request.data(request_loader(&state.ctx)).data(principal);
     GraphQLResponse::from(state.schema.execute(request).await).into_response()
 }
 
-/// Runs one GraphQL request with a DataLoader of its own.
+/// Runs one GraphQL request sent as a POST body.
 async fn execute_post(
     State(state): State<AppState>,
+    headers: HeaderMap,
     request: Result<GraphQLRequest, GraphQLRejection>,
 ) -> Response {
     match request {
-        Ok(request) => execute(&state, request.into_inner()).await,
+        Ok(request) => execute(&state, authorization(&headers), request.into_inner()).await,
         Err(err) => rejection(err),
     }
 }
@@ -76,15 +102,20 @@ async fn execute_get(State(state): State<AppState>, request: Request) -> Respons
             Err(rejection) => rejection.into_response(),
         };
     }
+    let headers = request.headers().clone();
     match GraphQLRequest::<GraphQLRejection>::from_request(request, &state).await {
-        Ok(request) => execute_query(&state, request.into_inner()).await,
+        Ok(request) => execute_query(&state, authorization(&headers), request.into_inner()).await,
         Err(err) => rejection(err),
     }
 }
 
 /// Runs a query sent as URL parameters. Mutations are refused: a GET must
 /// not change anything (a link or an image could send it).
-async fn execute_query(state: &AppState, request: async_graphql::Request) -> Response {
+async fn execute_query(
+    state: &AppState,
+    authorization: Option<&str>,
+    request: async_graphql::Request,
+) -> Response {
     let has_mutation = async_graphql::parser::parse_query(&request.query).is_ok_and(|doc| {
         doc.operations
             .iter()
@@ -97,7 +128,7 @@ async fn execute_query(state: &AppState, request: async_graphql::Request) -> Res
             "mutations must be sent with POST".into(),
         );
     }
-    execute(state, request).await
+    execute(state, authorization, request).await
 }
 
 /// GraphiQL, wired to the HTTP endpoint and to the websocket on the same path.

@@ -27,6 +27,7 @@ use super::{AppState, render};
 use crate::config::{Limits, Realtime};
 use crate::graphql::request_loader;
 use crate::graphql::subscription::LastEvent;
+use crate::service::auth::{self, Principal};
 
 /// Websocket settings and the count of open connections.
 pub struct WsSettings {
@@ -122,7 +123,6 @@ enum Outgoing {
 enum ClientMessage {
     ConnectionInit {
         #[serde(default)]
-        #[allow(dead_code)]
         payload: Option<Value>,
     },
     Ping {
@@ -172,7 +172,10 @@ enum Stop {
 struct Connection {
     state: AppState,
     protocol: Protocol,
-    acknowledged: bool,
+    /// Who `connection_init` authenticated; none before it.
+    principal: Option<Principal>,
+    /// When the key was last found active.
+    validated_at: Instant,
     /// Running operations by id; the task is aborted when the client completes it.
     operations: HashMap<String, tokio::task::JoinHandle<()>>,
     out: mpsc::Sender<Outgoing>,
@@ -189,7 +192,8 @@ impl Connection {
         Connection {
             state,
             protocol,
-            acknowledged: false,
+            principal: None,
+            validated_at: Instant::now(),
             operations: HashMap::new(),
             out,
             out_rx: Some(out_rx),
@@ -227,7 +231,9 @@ impl Connection {
         let init_deadline = Instant::now() + settings.init_timeout;
         let mut last_heard = Instant::now();
         let mut ping_sent: Option<Instant> = None;
-        let mut tick = tokio::time::interval(settings.ping_interval.min(settings.init_timeout) / 4);
+        let mut tick = tokio::time::interval(
+            (settings.ping_interval.min(settings.init_timeout) / 4).min(Duration::from_secs(1)),
+        );
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         let stop = loop {
@@ -251,8 +257,11 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
-                    if !self.acknowledged && now >= init_deadline {
+                    if self.principal.is_none() && now >= init_deadline {
                         break Stop::Close(4408, "Connection initialisation timeout");
+                    }
+                    if let Err(stop) = self.revalidate().await {
+                        break stop;
                     }
                     match ping_sent {
                         Some(sent) if now - sent >= settings.pong_timeout => {
@@ -284,6 +293,26 @@ impl Connection {
         let _ = writer.await;
     }
 
+    /// Closes the connection (4403) once its key is revoked; checks every
+    /// couple of seconds.
+    async fn revalidate(&mut self) -> Result<(), Stop> {
+        let Some(key_id) = self.principal.and_then(|p| p.key_id) else {
+            return Ok(());
+        };
+        if self.validated_at.elapsed() < auth::REVALIDATE_EVERY {
+            return Ok(());
+        }
+        match auth::is_active(&self.state.ctx, key_id).await {
+            Ok(true) => {
+                self.validated_at = Instant::now();
+                Ok(())
+            }
+            Ok(false) => Err(Stop::Close(4403, "Forbidden: the API key was revoked")),
+            // A database hiccup is not a revocation: check again next tick.
+            Err(_) => Ok(()),
+        }
+    }
+
     async fn send(&self, message: Value) {
         let _ = self.out.send(Outgoing::Text(message.to_string())).await;
     }
@@ -292,11 +321,20 @@ impl Connection {
         let message: ClientMessage =
             serde_json::from_str(text).map_err(|_| Stop::Close(4400, "invalid message"))?;
         match message {
-            ClientMessage::ConnectionInit { .. } => {
-                if self.acknowledged {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.principal.is_some() {
                     return Err(Stop::Close(4429, "Too many initialisation requests"));
                 }
-                self.acknowledged = true;
+                let authorization = payload.as_ref().and_then(|p| {
+                    p.get("Authorization")
+                        .or_else(|| p.get("authorization"))
+                        .and_then(Value::as_str)
+                });
+                match auth::principal(&self.state.ctx, authorization).await {
+                    Ok(principal) => self.principal = Some(principal),
+                    Err(_) => return Err(Stop::Close(4403, "Forbidden")),
+                }
+                self.validated_at = Instant::now();
                 self.send(json!({"type": "connection_ack"})).await;
                 if self.protocol == Protocol::Legacy {
                     self.send(json!({"type": "ka"})).await;
@@ -311,9 +349,9 @@ impl Connection {
             }
             ClientMessage::Pong {} => {}
             ClientMessage::Subscribe { id, payload } | ClientMessage::Start { id, payload } => {
-                if !self.acknowledged {
+                let Some(principal) = self.principal else {
                     return Err(Stop::Close(4401, "Unauthorized"));
-                }
+                };
                 if self.operations.get(&id).is_some_and(|op| !op.is_finished()) {
                     // graphql-transport-ws: "Subscriber for <id> already exists".
                     return Err(Stop::Close(4409, "Subscriber for this id already exists"));
@@ -328,6 +366,7 @@ impl Connection {
                 }
                 let task = tokio::spawn(operation(
                     self.state.clone(),
+                    principal,
                     self.protocol,
                     id.clone(),
                     payload,
@@ -351,6 +390,7 @@ impl Connection {
 /// that fails before its first result gets a single `error`.
 async fn operation(
     state: AppState,
+    principal: Principal,
     protocol: Protocol,
     id: String,
     payload: OperationPayload,
@@ -363,6 +403,7 @@ async fn operation(
     let last_event = LastEvent::default();
     let mut request = async_graphql::Request::new(payload.query)
         .data(loader)
+        .data(principal)
         .data(last_event.clone());
     if let Some(variables) = payload.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));

@@ -8,6 +8,7 @@ use sea_orm::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::run::RunStatus;
 use super::{Ctx, json_size, now};
 use crate::entity::engine_state;
@@ -47,7 +48,12 @@ pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<()> {
 
 /// Registers an engine, or returns the stored one (with its state) when it
 /// exists already: the way a restarted engine loads its state.
-pub async fn register(ctx: &Ctx, input: Registration) -> AppResult<engine_state::Model> {
+pub async fn register(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: Registration,
+) -> AppResult<engine_state::Model> {
+    principal.require(Access::Engine)?;
     let engine_type = super::check_name("input.engineType", &input.engine_type)?;
     if let Some(id) = input.engine_id
         && let Some(existing) = get(ctx, id).await?
@@ -79,6 +85,7 @@ pub async fn register(ctx: &Ctx, input: Registration) -> AppResult<engine_state:
         registered_at: Set(at),
         updated_at: Set(at),
         last_seen_at: Set(at),
+        registered_by: Set(principal.key_id),
     };
     // Two registrations of one new id may race: the loser reads the winner's row.
     engine_state::Entity::insert(model)
@@ -112,12 +119,32 @@ fn existing_matches(
 /// Saves `state`, with `expected_version` as a compare-and-set when given.
 pub async fn save_state(
     ctx: &Ctx,
+    principal: &Principal,
     engine_id: Uuid,
     state: Value,
     expected_version: Option<i64>,
 ) -> AppResult<engine_state::Model> {
     check_state(ctx, "state", &state)?;
+    require_owner(ctx, principal, engine_id, "engineId").await?;
     save_in(&ctx.db.conn, engine_id, state, expected_version).await
+}
+
+/// `FORBIDDEN` unless `principal` may save the state of `engine_id`;
+/// `NOT_FOUND` (about `field`) when the engine is not registered.
+pub async fn require_owner(
+    ctx: &Ctx,
+    principal: &Principal,
+    engine_id: Uuid,
+    field: &str,
+) -> AppResult<()> {
+    principal.require(Access::Engine)?;
+    if principal.role != super::auth::Role::Engine {
+        return Ok(());
+    }
+    let engine = get(ctx, engine_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(field, format!("engine {engine_id} not found")))?;
+    principal.require_owner(engine.registered_by)
 }
 
 /// Saves state on `conn` (a transaction, inside `completeEvent`). The version

@@ -4,6 +4,7 @@
 //! one implementation of each rule.
 
 pub mod agent_template;
+pub mod auth;
 pub mod engine;
 pub mod event;
 pub mod event_type;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub schemas: Arc<schema_cache::SchemaCache>,
     /// Rung after each commit that adds events.
     listener: Arc<dyn CommitListener>,
+    /// Whether any API key is active, cached briefly.
+    pub keys: Arc<auth::KeyPresence>,
 }
 
 impl Ctx {
@@ -63,6 +66,7 @@ impl Ctx {
             limits: Arc::new(limits),
             schemas: Arc::new(schema_cache::SchemaCache::default()),
             listener: Arc::new(NoListener),
+            keys: Arc::new(auth::KeyPresence::default()),
         }
     }
 

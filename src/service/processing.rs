@@ -8,6 +8,7 @@ use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrai
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::event::{NewEvent, insert_prepared, prepare};
 use super::event_type::ERROR_OCCURRED;
 use super::run::RunStatus;
@@ -62,7 +63,12 @@ pub struct Record {
 }
 
 /// Records processing in its own transaction.
-pub async fn record(ctx: &Ctx, input: Record) -> AppResult<event_processing::Model> {
+pub async fn record(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: Record,
+) -> AppResult<event_processing::Model> {
+    principal.require(Access::Engine)?;
     check_error(&input)?;
     let txn = ctx.db.begin_write().await?;
     let recorded = record_in(ctx, &txn, &input).await?;
@@ -254,10 +260,13 @@ pub struct Completed {
 
 /// Records processing, publishes the emitted events and saves the engine's
 /// state in ONE transaction: any failure leaves everything as it was.
-pub async fn complete(ctx: &Ctx, input: Completion) -> AppResult<Completed> {
+pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> AppResult<Completed> {
+    principal.require(Access::Engine)?;
     check_error(&input.record)?;
     if let Some(state) = &input.state {
         super::engine::check_state(ctx, "input.state", state)?;
+        super::engine::require_owner(ctx, principal, input.record.engine_id, "input.engineId")
+            .await?;
     }
     let record = input.record;
     let emit: Vec<NewEvent> = input

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod auth;
 mod concurrency;
 mod crash;
 mod engines;

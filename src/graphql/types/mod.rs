@@ -11,12 +11,21 @@ use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, OutputType};
 
 use super::loaders::Loaders;
+use crate::error::AppError;
 use crate::service::Ctx;
+use crate::service::auth::Principal;
 use crate::service::page::{CursorKey, Page};
 
 /// The service context of the schema.
 pub fn service_ctx<'a>(ctx: &Context<'a>) -> &'a Ctx {
     ctx.data_unchecked::<Ctx>()
+}
+
+/// Who makes the request; the transport always puts it in the request data.
+pub fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {
+    ctx.data_opt::<Principal>()
+        .copied()
+        .ok_or_else(|| AppError::internal("request without a principal").into())
 }
 
 /// The DataLoader of the current request.

@@ -236,6 +236,36 @@ impl TestServer {
         self.ctx.db.stats.statements()
     }
 
+    /// Creates an API key of `role` (admin, engine, viewer) and returns its token.
+    pub async fn create_key(&self, role: &str, name: &str) -> String {
+        let role = scenario_hub::service::auth::Role::parse(role).expect("a role");
+        scenario_hub::service::auth::create(&self.ctx, name, role)
+            .await
+            .expect("key created")
+            .1
+    }
+
+    /// Revokes the key named `name`.
+    pub async fn revoke_key(&self, name: &str) {
+        scenario_hub::service::auth::revoke(&self.ctx, name)
+            .await
+            .expect("key revoked");
+    }
+
+    /// The status and body of `query` sent with `token` as Bearer (or none).
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON response"))
+    }
+
     /// The raw GraphQL response to `query` with `variables`.
     pub async fn gql_raw(&self, query: &str, variables: Value) -> Value {
         self.http

@@ -62,6 +62,20 @@ impl WsClient {
         client
     }
 
+    /// Connects and sends `connection_init` with `authorization`; the caller
+    /// reads the answer (an ack, or a close).
+    pub async fn init_with(addr: std::net::SocketAddr, authorization: Option<&str>) -> WsClient {
+        let mut client = WsClient::connect(addr, "graphql-transport-ws").await;
+        let payload = match authorization {
+            Some(value) => json!({ "Authorization": value }),
+            None => json!({}),
+        };
+        client
+            .send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        client
+    }
+
     /// Sends a protocol message.
     pub async fn send(&mut self, message: Value) {
         self.send_text(message.to_string()).await;
