@@ -10,6 +10,9 @@ pub use render::RenderCache;
 pub use ws::WsSettings;
 
 use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use std::sync::Arc;
@@ -44,5 +47,24 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::routes())
         .merge(health::routes())
         .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::map_response(
+            move |response: Response| async move { too_large_as_json(response, body_limit) },
+        ))
         .with_state(state)
+}
+
+/// The body limit answers 413 in plain text; clients get our JSON error instead.
+fn too_large_as_json(response: Response, limit: usize) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+        return response;
+    }
+    let body = serde_json::json!({"errors": [{
+        "message": format!("the request body is larger than {limit} bytes"),
+        "extensions": {"code": "LIMIT_EXCEEDED"}
+    }]});
+    (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
 }
