@@ -119,6 +119,34 @@ impl Extension for ErrorCodesOfRequest {
     }
 }
 
+/// Runs `execution`; a panic inside it (a resolver's, a loader's) becomes an
+/// `INTERNAL` error for this request only. The panic text goes to the log.
+pub async fn catching_panics(execution: impl std::future::Future<Output = Response>) -> Response {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(execution).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %text, "a request panicked");
+            Response::from_errors(vec![internal_error()])
+        }
+    }
+}
+
+/// The error a client sees for anything internal.
+pub fn internal_error() -> ServerError {
+    let mut error = ServerError::new("internal error", None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", "INTERNAL");
+    error
+}
+
 /// Codes an error that has none: query limits are `LIMIT_EXCEEDED`, anything
 /// else that async-graphql rejects on its own is the client's input.
 pub fn add_code(error: &mut ServerError, query: Option<&str>) {
@@ -168,7 +196,16 @@ fn argument_at(query: &str, line: usize, column: usize) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::argument_at;
+    use super::{argument_at, catching_panics};
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_internal_error_without_its_text() {
+        let response = catching_panics(async { panic!("secret path /etc/x and SELECT 1") }).await;
+        let json = serde_json::to_value(&response).unwrap();
+        assert_eq!(json["errors"][0]["extensions"]["code"], "INTERNAL");
+        assert_eq!(json["errors"][0]["message"], "internal error");
+        assert!(!json.to_string().contains("secret"));
+    }
 
     #[test]
     fn names_the_argument_at_a_position() {

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::error::AppError;
+use crate::graphql::error::catching_panics;
 use crate::graphql::request_loader;
 use crate::service::auth;
 
@@ -72,7 +73,8 @@ async fn execute(
         }
     };
     let request = request.data(request_loader(&state.ctx)).data(principal);
-    GraphQLResponse::from(state.schema.execute(request).await).into_response()
+    let response = catching_panics(state.schema.execute(request)).await;
+    GraphQLResponse::from(response).into_response()
 }
 
 /// Runs one GraphQL request sent as a POST body.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::{AppState, render};
 use crate::config::{Limits, Realtime};
+use crate::graphql::error::internal_error;
 use crate::graphql::request_loader;
 use crate::graphql::subscription::LastEvent;
 use crate::service::auth::{self, Principal};
@@ -413,7 +414,23 @@ async fn operation(
     }
     let mut responses = state.schema.execute_stream(request);
     let mut first = true;
-    while let Some(response) = responses.next().await {
+    loop {
+        // A panic while producing the next response ends this operation with
+        // an INTERNAL error; the connection and its other operations go on.
+        let next = std::panic::AssertUnwindSafe(responses.next())
+            .catch_unwind()
+            .await;
+        let response = match next {
+            Ok(Some(response)) => response,
+            Ok(None) => break,
+            Err(_) => {
+                tracing::error!(operation = %id, "a subscription panicked");
+                let error = json!({"id": id, "type": "error", "payload": [internal_error()]});
+                let _ = out.send(Outgoing::Text(error.to_string())).await;
+                let _ = done.send(id);
+                return;
+            }
+        };
         let failed_at_start =
             first && response.is_err() && response.data == async_graphql::Value::Null;
         let event = last_event.take();

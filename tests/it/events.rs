@@ -11,6 +11,7 @@ both_backends!(
     a_failed_batch_stores_nothing,
     events_filter_order_and_page,
     pending_for_follows_routing_and_records,
+    oversized_payloads_and_states_are_refused,
 );
 
 async fn publishing_applies_defaults_keys_and_schemas(backend: Backend) {
@@ -389,4 +390,48 @@ async fn pending_for_follows_routing_and_records(backend: Backend) {
         )
         .await;
     assert_eq!(err.code, "NOT_FOUND");
+}
+
+async fn oversized_payloads_and_states_are_refused(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.limits.max_payload_bytes = 1024;
+        config.limits.max_state_bytes = 2048;
+    })
+    .await;
+    let s = scenario(&server, "big").await;
+    event_type(&server, "blob", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let before = last_sequence(&server, &s.run).await;
+    let big = "x".repeat(1100);
+
+    let err = server
+        .gql_err(
+            "mutation($input: EventInput!) { publishEvent(input: $input) { id } }",
+            json!({ "input": {"runId": s.run, "eventType": "blob", "payload": {"text": big}} }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("LIMIT_EXCEEDED", Some("input.payload"))
+    );
+    assert_eq!(last_sequence(&server, &s.run).await, before);
+
+    let huge_state = json!({"text": "y".repeat(3000)});
+    let err = server
+        .gql_err(
+            "mutation($e: UUID!, $s: JSON!) { saveEngineState(engineId: $e, state: $s) { version } }",
+            json!({ "e": engine, "s": huge_state }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("LIMIT_EXCEEDED", Some("state"))
+    );
+    let stored = server
+        .gql(
+            "query($e: UUID!) { engine(engineId: $e) { state version } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(stored["engine"], json!({"state": {}, "version": 1}));
 }
