@@ -41,6 +41,7 @@ fn check_config(config: Value) -> AppResult<Value> {
             "config must be a JSON object",
         ));
     }
+    super::check_json("config", &config)?;
     Ok(config)
 }
 
@@ -61,6 +62,9 @@ async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppRes
 pub async fn create(ctx: &Ctx, input: NewAgentTemplate) -> AppResult<agent_template::Model> {
     let name = check_name("name", &input.name)?;
     let config = check_config(input.config.unwrap_or_else(|| serde_json::json!({})))?;
+    if let Some(description) = &input.description {
+        super::check_text("input.description", description)?;
+    }
     ensure_name_free(ctx, &name, None).await?;
     let at = now();
     let model = agent_template::ActiveModel {
@@ -90,6 +94,7 @@ pub async fn update(
         model.name = Set(name);
     }
     if let Some(description) = patch.description {
+        super::check_text("patch.description", &description)?;
         model.description = Set(description);
     }
     if let Some(config) = patch.config {

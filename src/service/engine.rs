@@ -37,6 +37,7 @@ pub struct Registration {
 
 /// Checks a state against the size limit.
 pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<()> {
+    super::check_json(field, state)?;
     if json_size(state) > ctx.limits.max_state_bytes {
         return Err(AppError::limit(
             field,

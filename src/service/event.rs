@@ -122,12 +122,13 @@ pub async fn prepare<C: ConnectionTrait>(
                 ),
             ));
         }
+        super::check_json(&format!("{at}.payload"), &payload)?;
         if let Some(schema) = &etype.payload_schema {
             ctx.schemas
                 .validate(&etype.name, schema, &payload, &format!("{at}.payload"))?;
         }
         if let Some(key) = &input.idempotency_key
-            && (key.is_empty() || key.len() > 200)
+            && (key.is_empty() || key.len() > 200 || key.contains('\0'))
         {
             return Err(AppError::bad_input(
                 format!("{at}.idempotencyKey"),

@@ -78,6 +78,7 @@ fn check_max_attempts(field: &str, max_attempts: i32) -> AppResult<i32> {
 
 fn check_schema(field: &str, schema: Option<Value>) -> AppResult<Option<Value>> {
     if let Some(schema) = &schema {
+        super::check_json(field, schema)?;
         super::schema_cache::compile(field, schema)?;
     }
     Ok(schema)
@@ -87,6 +88,12 @@ fn check_schema(field: &str, schema: Option<Value>) -> AppResult<Option<Value>> 
 pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Model> {
     check_type_name(&input.name)?;
     let category = super::check_name("input.category", &input.category)?;
+    if let Some(description) = &input.description {
+        super::check_text("input.description", description)?;
+    }
+    if let Some(engine_type) = &input.engine_type {
+        super::check_text("input.engineType", engine_type)?;
+    }
     let payload_schema = check_schema("input.payloadSchema", input.payload_schema)?;
     let max_attempts = check_max_attempts("input.maxAttempts", input.max_attempts.unwrap_or(1))?;
     if get(ctx, &input.name).await?.is_some() {
@@ -123,9 +130,13 @@ pub async fn update(ctx: &Ctx, name: &str, patch: EventTypePatch) -> AppResult<e
         model.category = Set(super::check_name("patch.category", &category)?);
     }
     if let Some(engine_type) = patch.engine_type {
+        if let Some(engine_type) = &engine_type {
+            super::check_text("patch.engineType", engine_type)?;
+        }
         model.engine_type = Set(engine_type);
     }
     if let Some(description) = patch.description {
+        super::check_text("patch.description", &description)?;
         model.description = Set(description);
     }
     if let Some(schema) = patch.payload_schema {

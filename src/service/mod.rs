@@ -110,6 +110,32 @@ pub fn json_size(value: &serde_json::Value) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// Refuses text with a NUL character, which PostgreSQL cannot store (and
+/// SQLite would, so both backends answer alike).
+pub fn check_text(field: &str, text: &str) -> crate::error::AppResult<()> {
+    if text.contains('\0') {
+        return Err(crate::error::AppError::bad_input(
+            field,
+            format!("{field} must not contain NUL (\\u0000)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses JSON with a NUL character in any string or key (see [`check_text`]).
+pub fn check_json(field: &str, value: &serde_json::Value) -> crate::error::AppResult<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => check_text(field, s),
+        Value::Array(items) => items.iter().try_for_each(|v| check_json(field, v)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            check_text(field, k)?;
+            check_json(field, v)
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks a required, human-given name: trimmed, not empty, at most 200 characters.
 pub fn check_name(field: &str, name: &str) -> crate::error::AppResult<String> {
     let trimmed = name.trim();

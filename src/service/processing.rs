@@ -78,6 +78,9 @@ pub async fn record(
 }
 
 fn check_error(input: &Record) -> AppResult<()> {
+    if let Some(error) = &input.error {
+        super::check_text("input.error", error)?;
+    }
     if input
         .error
         .as_ref()

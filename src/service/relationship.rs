@@ -106,6 +106,7 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
         ));
     }
     let data = input.data.unwrap_or_else(|| json!({}));
+    super::check_json("input.data", &data)?;
     let event = NewEvent {
         run_id: run.id,
         event_type: RELATIONSHIP_UPDATED.into(),

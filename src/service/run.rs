@@ -91,6 +91,9 @@ pub struct NewRun {
 /// Creates a PENDING run.
 pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> {
     let name = check_name("input.name", &input.name)?;
+    if let Some(parameters) = &input.parameters {
+        super::check_json("input.parameters", parameters)?;
+    }
     if super::scenario_template::get(ctx, input.template_id)
         .await?
         .is_none()

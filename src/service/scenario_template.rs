@@ -297,8 +297,11 @@ fn check_event_flow(prefix: &str, flow: &mut EventFlow) -> AppResult<()> {
     Ok(())
 }
 
-fn to_json<T: Serialize>(value: &T) -> AppResult<Value> {
-    serde_json::to_value(value).map_err(AppError::internal)
+/// The JSON of a typed part, checked for text that cannot be stored.
+fn to_json<T: Serialize>(field: &str, value: &T) -> AppResult<Value> {
+    let json = serde_json::to_value(value).map_err(AppError::internal)?;
+    super::check_json(field, &json)?;
+    Ok(json)
 }
 
 async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppResult<()> {
@@ -318,6 +321,9 @@ async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppRes
 /// Creates a scenario template after validating its typed parts.
 pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario_template::Model> {
     let name = check_name("input.name", &input.name)?;
+    if let Some(description) = &input.description {
+        super::check_text("input.description", description)?;
+    }
     let mut config = input.config.unwrap_or_default();
     check_config("input.config", &mut config)?;
     let roles = input.agent_roles.unwrap_or_default();
@@ -330,9 +336,9 @@ pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario
         id: Set(Uuid::now_v7()),
         name: Set(name),
         description: Set(input.description.unwrap_or_default()),
-        config: Set(to_json(&config)?),
-        agent_roles: Set(to_json(&roles)?),
-        event_flow: Set(to_json(&flow)?),
+        config: Set(to_json("input.config", &config)?),
+        agent_roles: Set(to_json("input.agentRoles", &roles)?),
+        event_flow: Set(to_json("input.eventFlow", &flow)?),
         created_at: Set(at),
         updated_at: Set(at),
     };
@@ -355,19 +361,20 @@ pub async fn update(
         model.name = Set(name);
     }
     if let Some(description) = patch.description {
+        super::check_text("patch.description", &description)?;
         model.description = Set(description);
     }
     if let Some(mut config) = patch.config {
         check_config("patch.config", &mut config)?;
-        model.config = Set(to_json(&config)?);
+        model.config = Set(to_json("patch.config", &config)?);
     }
     if let Some(roles) = patch.agent_roles {
         check_roles(ctx, "patch", &roles).await?;
-        model.agent_roles = Set(to_json(&roles)?);
+        model.agent_roles = Set(to_json("patch.agentRoles", &roles)?);
     }
     if let Some(mut flow) = patch.event_flow {
         check_event_flow("patch", &mut flow)?;
-        model.event_flow = Set(to_json(&flow)?);
+        model.event_flow = Set(to_json("patch.eventFlow", &flow)?);
     }
     model.updated_at = Set(now());
     Ok(model.update(&ctx.db.conn).await?)

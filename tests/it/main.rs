@@ -9,6 +9,7 @@ mod crash;
 mod engines;
 mod events;
 mod example_engine;
+mod hostile;
 mod loaders;
 mod processing;
 mod protocol;

@@ -1,0 +1,189 @@
+//! Hostile input: NUL bytes, unicode, deep JSON, racing saves, and internal
+//! errors that must not leak. Each case checks the code and that nothing changed.
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::{Backend, TestServer, event_type, last_sequence, register, scenario};
+
+both_backends!(
+    nul_bytes_are_refused_and_unicode_round_trips,
+    deeply_nested_json_is_refused,
+    racing_saves_with_one_expected_version_have_one_winner,
+    internal_errors_do_not_leak,
+);
+
+async fn nul_bytes_are_refused_and_unicode_round_trips(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "nul").await;
+    event_type(&server, "note", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let before = last_sequence(&server, &s.run).await;
+
+    let err = server
+        .gql_err(
+            "mutation($input: EventInput!) { publishEvent(input: $input) { id } }",
+            json!({ "input": {"runId": s.run, "eventType": "note", "payload": {"t": "a\u{0}b"}} }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("input.payload"))
+    );
+    let err = server
+        .gql_err(
+            "mutation($e: UUID!) { saveEngineState(engineId: $e, state: {\"k\\u0000\": 1}) { version } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(err.code, "BAD_USER_INPUT");
+    let err = server
+        .gql_err(
+            "mutation($n: String!) { createAgentTemplate(input: {name: $n}) { id } }",
+            json!({ "n": "x\u{0}" }),
+        )
+        .await;
+    assert_eq!(err.code, "BAD_USER_INPUT");
+    let err = server
+        .gql_err(
+            "mutation($d: String!) { createAgentTemplate(input: {name: \"ok\", description: $d}) { id } }",
+            json!({ "d": "bad\u{0}" }),
+        )
+        .await;
+    assert_eq!(
+        (err.code.as_str(), err.field.as_deref()),
+        ("BAD_USER_INPUT", Some("input.description"))
+    );
+    assert_eq!(last_sequence(&server, &s.run).await, before);
+    let state = server
+        .gql(
+            "query($e: UUID!) { engine(engineId: $e) { version } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(state["engine"]["version"], 1);
+
+    let text = "Грозовой перевал 🌩️ — ‏שלום‎ — 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 — \"quotes\" \\ back";
+    let stored = server
+        .gql(
+            "mutation($input: EventInput!) { publishEvent(input: $input) { payload } }",
+            json!({ "input": {"runId": s.run, "eventType": "note", "payload": {"t": text, "🔑": [text]}} }),
+        )
+        .await;
+    assert_eq!(
+        stored["publishEvent"]["payload"],
+        json!({"t": text, "🔑": [text]})
+    );
+    let named = server
+        .gql(
+            "mutation($n: String!) { createAgentTemplate(input: {name: $n}) { name } }",
+            json!({ "n": text }),
+        )
+        .await;
+    assert_eq!(named["createAgentTemplate"]["name"], text);
+}
+
+async fn deeply_nested_json_is_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "deep").await;
+    event_type(&server, "note", json!(null), 0, 1).await;
+    let before = last_sequence(&server, &s.run).await;
+    let depth = 400;
+    let payload = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let body = format!(
+        r#"{{"query": "mutation($p: JSON) {{ publishEvent(input: {{runId: \"{}\", eventType: \"note\", payload: $p}}) {{ id }} }}", "variables": {{"p": {payload}}}}}"#,
+        s.run
+    );
+    let response = server
+        .http
+        .post(server.url("/graphql"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    assert_eq!(last_sequence(&server, &s.run).await, before);
+}
+
+async fn racing_saves_with_one_expected_version_have_one_winner(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start(backend).await);
+    let s = scenario(&server, "race").await;
+    let engine = register(&server, &s.run, "NarratorEngine").await;
+    let racers: Vec<_> = (0..10)
+        .map(|i| {
+            let server = server.clone();
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                server
+                    .gql_raw(
+                        "mutation($e: UUID!, $s: JSON!) { saveEngineState(engineId: $e, state: $s, expectedVersion: 1) { version } }",
+                        json!({ "e": engine, "s": {"writer": i} }),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for (i, racer) in racers.into_iter().enumerate() {
+        let response = racer.await.unwrap();
+        match response.get("errors") {
+            None => winners.push(i),
+            Some(errors) => assert_eq!(errors[0]["extensions"]["code"], "VERSION_CONFLICT"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one save wins");
+    let stored = server
+        .gql(
+            "query($e: UUID!) { engine(engineId: $e) { state version } }",
+            json!({ "e": engine }),
+        )
+        .await;
+    assert_eq!(
+        stored["engine"],
+        json!({"state": {"writer": winners[0]}, "version": 2})
+    );
+}
+
+async fn internal_errors_do_not_leak(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "leak").await;
+    // Break the database under the server's feet.
+    let db = sea_orm::Database::connect(server.database_url())
+        .await
+        .unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("DROP TABLE run_relationships")
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    let response = server
+        .gql_raw(
+            "query($r: UUID!) { scenarioRun(id: $r) { name relationships { kind } } }",
+            json!({ "r": s.run }),
+        )
+        .await;
+    let error = &response["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{response}");
+    assert_eq!(error["message"], "internal error");
+    let text = response.to_string().to_lowercase();
+    for leak in [
+        "select",
+        "run_relationships",
+        "sqlite",
+        "postgres",
+        "no such table",
+        "does not exist",
+        "/tmp",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} leaked: {response}");
+    }
+    // The server keeps serving.
+    let still = server
+        .gql("{ eventTypes(category: \"system\") { name } }", json!({}))
+        .await;
+    assert_eq!(still["eventTypes"].as_array().unwrap().len(), 3);
+}
