@@ -291,7 +291,15 @@ impl Connection {
             let _ = self.out.send(Outgoing::Close(code, reason)).await;
         }
         drop(self.out);
-        let _ = writer.await;
+        // A client that stopped reading must not hold the connection open:
+        // give the writer a moment to flush, then drop the socket.
+        let abort = writer.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
     }
 
     /// Closes the connection (4403) once its key is revoked; checks every
