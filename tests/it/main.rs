@@ -12,6 +12,7 @@ mod example_engine;
 mod hostile;
 mod loaders;
 mod processing;
+mod properties;
 mod protocol;
 mod relationships;
 mod runs;
