@@ -14,6 +14,7 @@ both_backends!(
     bad_subscriptions_get_an_error_message,
     a_busy_subscription_does_not_starve_another,
     shutdown_closes_websockets_with_1001,
+    websocket_connections_are_limited,
 );
 
 async fn close_codes_follow_graphql_transport_ws(backend: Backend) {
@@ -244,4 +245,39 @@ async fn shutdown_closes_websockets_with_1001(backend: Backend) {
     assert_eq!(ws.message().await["type"], "pong");
     server.stop().await;
     assert_eq!(ws.close_code().await, 1001);
+}
+
+async fn websocket_connections_are_limited(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.limits.max_ws_connections = 2;
+    })
+    .await;
+    let first = WsClient::ready(server.addr).await;
+    let _second = WsClient::ready(server.addr).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{}/graphql", server.addr)).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: serde_json::Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+        }
+        other => panic!("a third websocket was let in: {other:?}"),
+    }
+    // A place frees when a connection closes.
+    first.drop_connection().await;
+    let mut third = None;
+    for _ in 0..50 {
+        if let Ok((socket, _)) =
+            tokio_tungstenite::connect_async(format!("ws://{}/graphql", server.addr)).await
+        {
+            third = Some(socket);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        third.is_some(),
+        "the closed connection's place was given back"
+    );
 }
