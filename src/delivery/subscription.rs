@@ -256,13 +256,15 @@ impl EventStream {
                     .after_sequence
                     .filter(|_| self.engine.is_none()),
                 until_sequence: Some(self.start),
-                pending_for: self.request.engine_id,
+                pending_for: None,
                 source_engine_id: None,
             };
-            let page = service::event::list(
+            // Run and engine were checked when the subscription started.
+            let page = service::event::read_page(
                 &self.ctx,
                 self.request.run_id,
-                filter,
+                &filter,
+                self.engine.as_ref(),
                 self.order,
                 PageRequest {
                     first: PAGE,

@@ -453,16 +453,45 @@ pub async fn list(
     order: EventOrder,
     page: PageRequest<EventCursor>,
 ) -> AppResult<Page<EventCursor, event_instance::Model>> {
-    use event_instance::Column as E;
     if super::run::get(ctx, run_id).await?.is_none() {
         return Err(AppError::not_found(
             "runId",
             format!("scenario run {run_id} not found"),
         ));
     }
+    let pending_for = match filter.pending_for {
+        None => None,
+        Some(engine_id) => {
+            let engine = super::engine::get(ctx, engine_id).await?.ok_or_else(|| {
+                AppError::not_found("filter.pendingFor", format!("engine {engine_id} not found"))
+            })?;
+            if engine.run_id != run_id {
+                return Err(AppError::bad_input(
+                    "filter.pendingFor",
+                    format!("engine {engine_id} belongs to another run"),
+                ));
+            }
+            Some(engine)
+        }
+    };
+    read_page(ctx, run_id, &filter, pending_for.as_ref(), order, page).await
+}
+
+/// A page of the events of `run_id`, the run and `pending_for` (the engine of
+/// `filter.pendingFor`) already checked: what a subscription reads page after
+/// page without checking them again.
+pub async fn read_page(
+    ctx: &Ctx,
+    run_id: Uuid,
+    filter: &EventFilter,
+    pending_for: Option<&engine_state::Model>,
+    order: EventOrder,
+    page: PageRequest<EventCursor>,
+) -> AppResult<Page<EventCursor, event_instance::Model>> {
+    use event_instance::Column as E;
     let mut query = event_instance::Entity::find().filter(E::RunId.eq(run_id));
-    if let Some(types) = filter.event_types {
-        query = query.filter(E::EventType.is_in(types));
+    if let Some(types) = &filter.event_types {
+        query = query.filter(E::EventType.is_in(types.iter().cloned()));
     }
     if let Some(min) = filter.min_priority {
         query = query.filter(E::Priority.gte(min));
@@ -476,19 +505,10 @@ pub async fn list(
     if let Some(source) = filter.source_engine_id {
         query = query.filter(E::SourceEngineId.eq(source));
     }
-    if let Some(engine_id) = filter.pending_for {
-        let engine = super::engine::get(ctx, engine_id).await?.ok_or_else(|| {
-            AppError::not_found("filter.pendingFor", format!("engine {engine_id} not found"))
-        })?;
-        if engine.run_id != run_id {
-            return Err(AppError::bad_input(
-                "filter.pendingFor",
-                format!("engine {engine_id} belongs to another run"),
-            ));
-        }
+    if let Some(engine) = pending_for {
         query = query
-            .filter(routed_to(&engine))
-            .filter(not_done_by(engine_id));
+            .filter(routed_to(engine))
+            .filter(not_done_by(engine.engine_id));
     }
     match (order, page.after) {
         (EventOrder::Sequence, Some(EventCursor::Sequence(s))) => {
