@@ -16,6 +16,7 @@ mod properties;
 mod protocol;
 mod relationships;
 mod runs;
+mod shutdown;
 mod subscriptions;
 mod surface;
 mod templates;

@@ -55,10 +55,10 @@ impl ProcessServer {
         self.child.wait().expect("reaped");
     }
 
-    /// Sends SIGTERM and returns the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends `signal` (`TERM`, `INT`, ...) and returns the exit status.
+    pub async fn stop(mut self, signal: &str) -> std::process::ExitStatus {
         Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .unwrap();
