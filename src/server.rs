@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::delivery::{DeliveryConfig, Hub};
-use crate::graphql::build_schema;
+use crate::graphql::{AppSchemaBuilder, build_schema_with};
 use crate::http::{AppState, RenderCache, WsSettings, router};
 use crate::service::Ctx;
 
@@ -30,6 +30,14 @@ impl App {
     /// Opens the database of `config`, applies pending migrations, starts
     /// delivery and builds the schema.
     pub async fn new(config: &ServeConfig) -> Result<App, BoxError> {
+        Self::with_schema(config, |builder| builder).await
+    }
+
+    /// [`App::new`], with `customize` applied to the schema builder.
+    pub async fn with_schema(
+        config: &ServeConfig,
+        customize: impl FnOnce(AppSchemaBuilder) -> AppSchemaBuilder,
+    ) -> Result<App, BoxError> {
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         let shutdown = CancellationToken::new();
@@ -46,7 +54,7 @@ impl App {
             shutdown.clone(),
         );
         let ctx = Ctx::new(db, config.limits.clone()).with_listener(hub.clone());
-        let schema = build_schema(Some((ctx.clone(), hub.clone())), &config.limits);
+        let schema = build_schema_with(Some((ctx.clone(), hub.clone())), &config.limits, customize);
         let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {
             state: AppState {

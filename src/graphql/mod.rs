@@ -11,7 +11,7 @@ pub mod types;
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use std::sync::Arc;
 
-use async_graphql::Schema;
+use async_graphql::{Schema, SchemaBuilder};
 
 use crate::config::Limits;
 use crate::delivery::Hub;
@@ -22,9 +22,23 @@ use loaders::Loaders;
 pub type AppSchema =
     Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
+/// The builder of [`AppSchema`], for callers that add extensions.
+pub type AppSchemaBuilder =
+    SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+
 /// Builds the schema over `services` (the service context and the delivery
 /// hub; none for printing the SDL), with the query limits of `limits`.
 pub fn build_schema(services: Option<(Ctx, Arc<Hub>)>, limits: &Limits) -> AppSchema {
+    build_schema_with(services, limits, |builder| builder)
+}
+
+/// [`build_schema`], with `customize` applied to the builder last (tests add
+/// fault-injecting extensions this way).
+pub fn build_schema_with(
+    services: Option<(Ctx, Arc<Hub>)>,
+    limits: &Limits,
+    customize: impl FnOnce(AppSchemaBuilder) -> AppSchemaBuilder,
+) -> AppSchema {
     let mut builder = Schema::build(
         query::QueryRoot,
         mutation::MutationRoot,
@@ -36,7 +50,7 @@ pub fn build_schema(services: Option<(Ctx, Arc<Hub>)>, limits: &Limits) -> AppSc
     if let Some((ctx, hub)) = services {
         builder = builder.data(ctx).data(hub);
     }
-    builder.finish()
+    customize(builder).finish()
 }
 
 /// The SDL of the schema, as `scenario-hub schema` prints it.

@@ -1,16 +1,24 @@
 //! Hostile input: NUL bytes, unicode, deep JSON, racing saves, and internal
 //! errors that must not leak. Each case checks the code and that nothing changed.
 
+use std::sync::Arc;
+
+use async_graphql::ServerResult;
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
+};
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::common::{Backend, TestServer, event_type, last_sequence, register, scenario};
+use crate::common::ws::WsClient;
+use crate::common::{Backend, TestServer, event_type, last_sequence, publish, register, scenario};
 
 both_backends!(
     nul_bytes_are_refused_and_unicode_round_trips,
     deeply_nested_json_is_refused,
     racing_saves_with_one_expected_version_have_one_winner,
     internal_errors_do_not_leak,
+    a_panicking_resolver_fails_only_its_request,
 );
 
 async fn nul_bytes_are_refused_and_unicode_round_trips(backend: Backend) {
@@ -186,4 +194,88 @@ async fn internal_errors_do_not_leak(backend: Backend) {
         .gql("{ eventTypes(category: \"system\") { name } }", json!({}))
         .await;
     assert_eq!(still["eventTypes"].as_array().unwrap().len(), 3);
+}
+
+/// Panics in any field aliased `boom`, with text that must not reach clients.
+struct PanicOnBoom;
+
+impl ExtensionFactory for PanicOnBoom {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(PanicOnBoom)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl Extension for PanicOnBoom {
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<async_graphql::Value>> {
+        if info.alias == Some("boom") {
+            panic!("boom at /srv/secret.rs: SELECT * FROM api_keys");
+        }
+        next.run(ctx, info).await
+    }
+}
+
+async fn a_panicking_resolver_fails_only_its_request(backend: Backend) {
+    let server =
+        TestServer::start_with_schema(backend, |builder| builder.extension(PanicOnBoom)).await;
+    let s = scenario(&server, "panic").await;
+    event_type(&server, "tick", Value::Null, 0, 1).await;
+    let leaks = ["boom", "secret", "select", "api_keys", "panicked"];
+
+    let response = server
+        .gql_raw("{ boom: eventTypes { name } }", json!({}))
+        .await;
+    let error = &response["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{response}");
+    let text = response.to_string().to_lowercase();
+    for leak in leaks {
+        assert!(!text.contains(leak), "{leak:?} leaked: {response}");
+    }
+    let still = server
+        .gql("{ eventTypes(category: \"system\") { name } }", json!({}))
+        .await;
+    assert_eq!(still["eventTypes"].as_array().unwrap().len(), 3);
+
+    // Over the websocket: the panicking subscription ends with an INTERNAL
+    // error; the connection and its other subscription go on.
+    let mut ws = WsClient::ready(server.addr).await;
+    // From sequence 0 on: the first event reaches both, however late they start.
+    let query = "subscription($r: UUID!) {
+        events(runId: $r, eventTypes: [\"tick\"], afterSequence: 0) { id boom: priority } }";
+    ws.subscribe("bad", query, json!({ "r": s.run })).await;
+    ws.subscribe(
+        "good",
+        "subscription($r: UUID!) {
+            events(runId: $r, eventTypes: [\"tick\"], afterSequence: 0) { id priority } }",
+        json!({ "r": s.run }),
+    )
+    .await;
+    let event = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
+    let mut errored = false;
+    let mut delivered = false;
+    while !(errored && delivered) {
+        let message = ws.message().await;
+        match (message["id"].as_str(), message["type"].as_str()) {
+            (Some("bad"), Some("error")) => {
+                assert_eq!(message["payload"][0]["extensions"]["code"], "INTERNAL");
+                let text = message.to_string().to_lowercase();
+                for leak in leaks {
+                    assert!(!text.contains(leak), "{leak:?} leaked: {message}");
+                }
+                errored = true;
+            }
+            (Some("good"), Some("next")) => {
+                assert_eq!(message["payload"]["data"]["events"]["id"], event["id"]);
+                delivered = true;
+            }
+            _ => panic!("unexpected {message}"),
+        }
+    }
+    let second = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
+    assert_eq!(ws.next_event("good").await["id"], second["id"]);
 }

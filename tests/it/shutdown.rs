@@ -93,7 +93,10 @@ async fn an_in_flight_completion_finishes_on_a_signal(backend: Backend) {
         // The signal is being handled while the body is still incomplete;
         // new connections are no longer accepted once the listener closes.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert!(!stopped.is_finished(), "SIGINT/SIGTERM waits for the request");
+        assert!(
+            !stopped.is_finished(),
+            "SIGINT/SIGTERM waits for the request"
+        );
         stream.write_all(rest.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();

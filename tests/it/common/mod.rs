@@ -14,6 +14,7 @@ pub mod ws;
 use std::net::SocketAddr;
 
 use scenario_hub::config::ServeConfig;
+use scenario_hub::graphql::AppSchemaBuilder;
 use scenario_hub::server::App;
 use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
@@ -183,7 +184,27 @@ impl TestServer {
     ) -> TestServer {
         let mut config = ServeConfig::for_database(url.to_owned());
         tweak(&mut config);
-        let app = App::new(&config).await.expect("server starts");
+        Self::serve(backend, App::new(&config).await.expect("server starts")).await
+    }
+
+    /// Starts a server on a fresh database whose schema builder `customize`
+    /// adjusts (to add an extension that injects faults).
+    pub async fn start_with_schema(
+        backend: Backend,
+        customize: impl FnOnce(AppSchemaBuilder) -> AppSchemaBuilder,
+    ) -> TestServer {
+        let db = TestDb::new(backend).await;
+        let config = ServeConfig::for_database(db.url.clone());
+        let app = App::with_schema(&config, customize)
+            .await
+            .expect("server starts");
+        let mut server = Self::serve(backend, app).await;
+        server.db = Some(db);
+        server
+    }
+
+    /// Serves `app` on 127.0.0.1, port 0.
+    async fn serve(backend: Backend, app: App) -> TestServer {
         let ctx = app.ctx().clone();
         let stop = app.shutdown_token();
         let renders = app.renders();
