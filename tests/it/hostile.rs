@@ -19,6 +19,8 @@ both_backends!(
     racing_saves_with_one_expected_version_have_one_winner,
     internal_errors_do_not_leak,
     a_panicking_resolver_fails_only_its_request,
+    wrong_values_in_every_mutation_change_nothing,
+    a_thousand_aliases_over_the_websocket_are_refused,
 );
 
 async fn nul_bytes_are_refused_and_unicode_round_trips(backend: Backend) {
@@ -278,4 +280,109 @@ async fn a_panicking_resolver_fails_only_its_request(backend: Backend) {
     }
     let second = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
     assert_eq!(ws.next_event("good").await["id"], second["id"]);
+}
+
+async fn wrong_values_in_every_mutation_change_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "wrong").await;
+    event_type(&server, "tick", Value::Null, 0, 1).await;
+    event_type(
+        &server,
+        "said",
+        json!({"type": "object", "required": ["text"]}),
+        0,
+        1,
+    )
+    .await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let event = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
+    let nobody = "00000000-0000-4000-8000-000000000000";
+    let publish_one = "mutation($i: EventInput!) { publishEvent(input: $i) { id } }";
+    let publish_many = "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }";
+    let complete =
+        "mutation($i: CompleteEventInput!) { completeEvent(input: $i) { engine { version } } }";
+    let save = "mutation($e: UUID!, $s: JSON!, $v: Int) { saveEngineState(engineId: $e, state: $s, expectedVersion: $v) { version } }";
+    let tick = |extra: Value| {
+        let mut input = json!({"runId": s.run, "eventType": "tick"});
+        input
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        input
+    };
+    // (what, query, variables, code, field)
+    let cases: Vec<(&str, String, Value, &str, Option<&str>)> = vec![
+        ("priority of the wrong type", publish_one.into(), json!({"i": tick(json!({"priority": "high"}))}), "BAD_USER_INPUT", Some("input.priority")),
+        ("priority past i32", publish_one.into(), json!({"i": tick(json!({"priority": 2_147_483_648_i64}))}), "BAD_USER_INPUT", Some("input")),
+        ("inline priority past i32", format!("mutation {{ publishEvent(input: {{runId: \"{}\", eventType: \"tick\", priority: 99999999999}}) {{ id }} }}", s.run), json!({}), "BAD_USER_INPUT", Some("input")),
+        ("unknown event type", publish_one.into(), json!({"i": {"runId": s.run, "eventType": "nope"}}), "BAD_USER_INPUT", Some("input.eventType")),
+        ("unknown run", publish_one.into(), json!({"i": {"runId": nobody, "eventType": "tick"}}), "NOT_FOUND", None),
+        ("invalid parent UUID", publish_one.into(), json!({"i": tick(json!({"parentEventId": "42"}))}), "BAD_USER_INPUT", Some("input")),
+        ("schema violation", publish_one.into(), json!({"i": {"runId": s.run, "eventType": "said", "payload": {"txt": 1}}}), "PAYLOAD_SCHEMA_VIOLATION", None),
+        ("unknown type inside a batch", publish_many.into(), json!({"i": [tick(json!({})), {"runId": s.run, "eventType": "nope"}, tick(json!({}))]}), "BAD_USER_INPUT", Some("inputs.1.eventType")),
+        ("wrong type inside a batch", publish_many.into(), json!({"i": [tick(json!({})), tick(json!({"priority": 1.5}))]}), "BAD_USER_INPUT", Some("inputs.1.priority")),
+        ("unknown run status", format!("mutation {{ setRunStatus(runId: \"{}\", status: FINISHED) {{ status }} }}", s.run), json!({}), "BAD_USER_INPUT", Some("status")),
+        ("run status as a string", "mutation($r: UUID!, $s: RunStatus!) { setRunStatus(runId: $r, status: $s) { status } }".into(), json!({"r": s.run, "s": "completed"}), "BAD_USER_INPUT", Some("status")),
+        ("unknown processing status", complete.into(), json!({"i": {"eventId": event["id"], "engineId": engine, "status": "DONE", "state": {"x": 1}}}), "BAD_USER_INPUT", Some("input.status")),
+        ("completion by an unknown engine", complete.into(), json!({"i": {"eventId": event["id"], "engineId": nobody, "status": "PROCESSED", "state": {"x": 1}}}), "NOT_FOUND", None),
+        ("completion emitting an unknown type", complete.into(), json!({"i": {"eventId": event["id"], "engineId": engine, "status": "PROCESSED", "state": {"x": 1}, "emit": [{"runId": s.run, "eventType": "nope"}]}}), "BAD_USER_INPUT", Some("input.emit.0.eventType")),
+        ("engine of an invalid run id", "mutation($i: RegisterEngineInput!) { registerEngine(input: $i) { engineId } }".into(), json!({"i": {"runId": "not-a-uuid", "engineType": "ActorEngine"}}), "BAD_USER_INPUT", Some("input")),
+        ("expected version of the wrong type", save.into(), json!({"e": engine, "s": {"x": 1}, "v": "one"}), "BAD_USER_INPUT", Some("expectedVersion")),
+        ("expected version past i64", save.into(), json!({"e": engine, "s": {"x": 1}, "v": u64::MAX}), "BAD_USER_INPUT", Some("expectedVersion")),
+        ("state of an unknown engine", save.into(), json!({"e": nobody, "s": {"x": 1}}), "NOT_FOUND", None),
+        ("max attempts of the wrong type", "mutation { createEventType(input: {name: \"t2\", category: \"c\", maxAttempts: \"3\"}) { name } }".into(), json!({}), "BAD_USER_INPUT", Some("input.maxAttempts")),
+        ("strength of the wrong type", "mutation($r: UUID!) { setRelationship(input: {runId: $r, sourceRole: \"hero\", targetRole: \"villain\", kind: \"k\", strength: \"strong\"}) { kind } }".into(), json!({"r": s.run}), "BAD_USER_INPUT", Some("input.strength")),
+        ("run of an unknown template", "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }".into(), json!({"t": nobody}), "BAD_USER_INPUT", Some("input.templateId")),
+        ("malformed GraphQL", "mutation { publishEvent(input: {".into(), json!({}), "BAD_USER_INPUT", None),
+        ("unknown mutation", "mutation { publishEvnt(input: {}) { id } }".into(), json!({}), "BAD_USER_INPUT", None),
+        ("variables of the wrong shape", publish_one.into(), json!({"i": [1, 2]}), "BAD_USER_INPUT", Some("input")),
+    ];
+    let mut wrong = Vec::new();
+    for (what, query, variables, code, field) in cases {
+        let before = server.digest().await;
+        let err = server.gql_err(&query, variables).await;
+        if err.code != code || field.is_some_and(|f| err.field.as_deref() != Some(f)) {
+            wrong.push(format!(
+                "{what}: expected {code} {field:?}, got {}",
+                err.raw
+            ));
+        }
+        if server.digest().await != before {
+            wrong.push(format!("{what} changed something"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+async fn a_thousand_aliases_over_the_websocket_are_refused(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "aliases").await;
+    event_type(&server, "tick", Value::Null, 0, 1).await;
+    // Each alias costs a field and its subfield: 2,001 against 2,000.
+    let aliases: String = (0..1000)
+        .map(|i| format!("a{i}: processedBy {{ status }} "))
+        .collect();
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "wide",
+        &format!("subscription($r: UUID!) {{ events(runId: $r) {{ {aliases} }} }}"),
+        json!({ "r": s.run }),
+    )
+    .await;
+    let refused = ws.message().await;
+    assert_eq!(refused["id"], "wide", "{refused}");
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+    // The connection stays usable.
+    ws.subscribe(
+        "narrow",
+        "subscription($r: UUID!) { events(runId: $r, afterSequence: 0, eventTypes: [\"tick\"]) { id } }",
+        json!({ "r": s.run }),
+    )
+    .await;
+    let event = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
+    assert_eq!(ws.next_event("narrow").await["id"], event["id"]);
 }

@@ -252,6 +252,44 @@ impl TestServer {
         self.renders.counts()
     }
 
+    /// Row counts and sums over every table, read straight from the
+    /// database: equal before and after a refused request means it changed
+    /// nothing.
+    pub async fn digest(&self) -> Vec<(&'static str, i64)> {
+        const PROBES: [&str; 13] = [
+            "SELECT COUNT(*) FROM agent_templates",
+            "SELECT COUNT(*) FROM scenario_templates",
+            "SELECT COUNT(*) FROM scenario_runs",
+            "SELECT COUNT(*) FROM scenario_runs WHERE status = 'RUNNING'",
+            "SELECT CAST(COALESCE(SUM(last_sequence), 0) AS BIGINT) FROM scenario_runs",
+            "SELECT COUNT(*) FROM event_types",
+            "SELECT COUNT(*) FROM event_instances",
+            "SELECT COUNT(*) FROM event_processings",
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM event_processings",
+            "SELECT COUNT(*) FROM engine_states",
+            "SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM engine_states",
+            "SELECT COUNT(*) FROM run_relationships",
+            "SELECT COUNT(*) FROM api_keys",
+        ];
+        let db = Database::connect(self.database_url())
+            .await
+            .expect("connect");
+        let mut digest = Vec::new();
+        for probe in PROBES {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    db.get_database_backend(),
+                    probe,
+                ))
+                .await
+                .expect(probe)
+                .expect("one row");
+            digest.push((probe, row.try_get_by_index::<i64>(0).expect(probe)));
+        }
+        db.close().await.expect("close");
+        digest
+    }
+
     /// SQL statements the server has sent so far.
     pub fn statements(&self) -> u64 {
         self.ctx.db.stats.statements()
