@@ -3,8 +3,10 @@
 //! run's sequences stay gapless, a refused call changes nothing, and the
 //! server keeps answering.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use proptest::prelude::*;
-use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
@@ -91,6 +93,7 @@ async fn sequences(db: &DatabaseConnection, run: &str) -> (i64, i64, i64) {
 async fn random_publishes_and_completions_keep_the_invariants(backend: Backend) {
     let server = TestServer::start(backend).await;
     let s = scenario(&server, "prop").await;
+    let run = s.run.clone();
     event_type(
         &server,
         "typed",
@@ -100,65 +103,120 @@ async fn random_publishes_and_completions_keep_the_invariants(backend: Backend) 
     )
     .await;
     event_type(&server, "free", json!(null), 0, 3).await;
-    let engine = register(&server, &s.run, "ActorEngine").await;
+    let engine = register(&server, &run, "ActorEngine").await;
     let db = sea_orm::Database::connect(server.database_url())
         .await
         .unwrap();
 
-    let cases = 48;
-    let batch = prop::collection::vec(any_event(s.run.clone()), 1..5);
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let mut samples = Vec::new();
-    for _ in 0..cases {
-        let inputs = batch.new_tree(&mut runner).unwrap().current();
-        let state = any_json().new_tree(&mut runner).unwrap().current();
-        let status_failed = any::<bool>().new_tree(&mut runner).unwrap().current();
-        samples.push((inputs, state, status_failed));
+    let counts = Arc::new(Counts::default());
+    let context = Arc::new((server, db, run.clone(), engine));
+    // proptest runs (and shrinks) synchronously: each case blocks on the
+    // async checks from a blocking thread of the test's runtime.
+    let handle = tokio::runtime::Handle::current();
+    let (run_context, run_counts) = (context.clone(), counts.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let strategy = (
+            prop::collection::vec(any_event(run_context.2.clone()), 1..5),
+            any_json(),
+            any::<bool>(),
+        );
+        let mut runner = TestRunner::new(Config {
+            cases: 48,
+            max_shrink_iters: 200,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |(inputs, state, failed)| {
+                let (server, db, run, engine) = &*run_context;
+                handle.block_on(one_case(
+                    server,
+                    db,
+                    run,
+                    engine,
+                    inputs,
+                    state,
+                    failed,
+                    &run_counts,
+                ));
+                Ok(())
+            })
+            .map_err(|failure| failure.to_string())
+    })
+    .await
+    .unwrap();
+    if let Err(failure) = outcome {
+        panic!("property failed; smallest input found: {failure}");
+    }
+    // Both outcomes were exercised, not only refusals.
+    let (published, completed) = (
+        counts.published.load(Ordering::Relaxed),
+        counts.completed.load(Ordering::Relaxed),
+    );
+    assert!(
+        published > 0 && completed > 0,
+        "{published} publishes, {completed} completions accepted"
+    );
+}
+
+/// Accepted calls, to show that the cases did not only exercise refusals.
+#[derive(Default)]
+struct Counts {
+    published: AtomicUsize,
+    completed: AtomicUsize,
+}
+
+/// One case: `inputs` through `publishEvents`, then `completeEvent` of the
+/// latest event emitting `inputs` and saving `state`; the invariants hold
+/// after each.
+#[allow(clippy::too_many_arguments)]
+async fn one_case(
+    server: &TestServer,
+    db: &DatabaseConnection,
+    run: &str,
+    engine: &str,
+    inputs: Vec<Value>,
+    state: Value,
+    failed: bool,
+    counts: &Counts,
+) {
+    // publishEvents: all or nothing, gapless either way.
+    let before = sequences(&db, &run).await;
+    let response = server
+        .gql_raw(
+            "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id sequence } }",
+            json!({ "i": inputs }),
+        )
+        .await;
+    let after = sequences(&db, &run).await;
+    assert_eq!(
+        after.0, after.1,
+        "gapless: count = max sequence ({response})"
+    );
+    assert_eq!(after.1, after.2, "last_sequence = max sequence");
+    match response.get("errors") {
+        Some(errors) => {
+            assert!(errors[0]["extensions"]["code"].is_string(), "{response}");
+            assert_eq!(after, before, "a refused batch changes nothing: {response}");
+        }
+        None => {
+            counts.published.fetch_add(1, Ordering::Relaxed);
+            assert!(after.1 >= before.1);
+        }
     }
 
-    let (mut published, mut completed) = (0, 0);
-    for (inputs, state, failed) in samples {
-        // publishEvents: all or nothing, gapless either way.
-        let before = sequences(&db, &s.run).await;
-        let response = server
-            .gql_raw(
-                "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id sequence } }",
-                json!({ "i": inputs }),
-            )
-            .await;
-        let after = sequences(&db, &s.run).await;
-        assert_eq!(
-            after.0, after.1,
-            "gapless: count = max sequence ({response})"
-        );
-        assert_eq!(after.1, after.2, "last_sequence = max sequence");
-        match response.get("errors") {
-            Some(errors) => {
-                assert!(errors[0]["extensions"]["code"].is_string(), "{response}");
-                assert_eq!(after, before, "a refused batch changes nothing: {response}");
-            }
-            None => {
-                published += 1;
-                assert!(after.1 >= before.1);
-            }
-        }
-
-        // completeEvent on the latest event, emitting the same random inputs
-        // and saving a random state: all or nothing.
-        let latest = server
-            .gql("query($r: UUID!) { events(runId: $r, orderBy: SEQUENCE, filter: {afterSequence: 0}, first: 1) { nodes { id } } }", json!({ "r": s.run }))
+    // completeEvent on the latest event, emitting the same random inputs
+    // and saving a random state: all or nothing.
+    let latest = server
+            .gql("query($r: UUID!) { events(runId: $r, orderBy: SEQUENCE, filter: {afterSequence: 0}, first: 1) { nodes { id } } }", json!({ "r": run }))
             .await["events"]["nodes"][0]["id"]
             .clone();
-        let engine_before = server
+    let engine_before = server
             .gql("query($e: UUID!, $ev: UUID!) { engine(engineId: $e) { version state } event(id: $ev) { processedBy { attempts } } }",
                  json!({ "e": engine, "ev": latest }))
             .await;
-        let before = sequences(&db, &s.run).await;
-        let response = server
+    let before = sequences(&db, &run).await;
+    let response = server
             .gql_raw(
                 "mutation($input: CompleteEventInput!) { completeEvent(input: $input) { emitted { id } engine { version } } }",
                 json!({ "input": {
@@ -168,45 +226,38 @@ async fn random_publishes_and_completions_keep_the_invariants(backend: Backend) 
                 }}),
             )
             .await;
-        let after = sequences(&db, &s.run).await;
-        assert_eq!(after.0, after.1, "gapless after completeEvent");
-        let engine_after = server
+    let after = sequences(&db, &run).await;
+    assert_eq!(after.0, after.1, "gapless after completeEvent");
+    let engine_after = server
             .gql("query($e: UUID!, $ev: UUID!) { engine(engineId: $e) { version state } event(id: $ev) { processedBy { attempts } } }",
                  json!({ "e": engine, "ev": latest }))
             .await;
-        match response.get("errors") {
-            Some(errors) => {
-                assert!(errors[0]["extensions"]["code"].is_string(), "{response}");
-                assert_eq!(after, before, "no partial completion: {response}");
-                assert_eq!(
-                    engine_after, engine_before,
-                    "no partial completion: {response}"
-                );
-            }
-            None => {
-                completed += 1;
-                let version = |engine: &Value| engine["engine"]["version"].as_i64().unwrap();
-                if state.is_null() {
-                    // A null state is no state: nothing is saved.
-                    assert_eq!(engine_after["engine"], engine_before["engine"]);
-                } else {
-                    assert_eq!(version(&engine_after), version(&engine_before) + 1);
-                    assert_eq!(engine_after["engine"]["state"], state);
-                }
+    match response.get("errors") {
+        Some(errors) => {
+            assert!(errors[0]["extensions"]["code"].is_string(), "{response}");
+            assert_eq!(after, before, "no partial completion: {response}");
+            assert_eq!(
+                engine_after, engine_before,
+                "no partial completion: {response}"
+            );
+        }
+        None => {
+            counts.completed.fetch_add(1, Ordering::Relaxed);
+            let version = |engine: &Value| engine["engine"]["version"].as_i64().unwrap();
+            if state.is_null() {
+                // A null state is no state: nothing is saved.
+                assert_eq!(engine_after["engine"], engine_before["engine"]);
+            } else {
+                assert_eq!(version(&engine_after), version(&engine_before) + 1);
+                assert_eq!(engine_after["engine"]["state"], state);
             }
         }
-        let health = server
-            .http
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(health.status(), 200, "the server keeps answering");
     }
-    // Both outcomes were exercised, not only refusals.
-    assert!(
-        published > 0 && completed > 0,
-        "{published} publishes, {completed} completions accepted"
-    );
-    db.close().await.unwrap();
+    let health = server
+        .http
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "the server keeps answering");
 }
