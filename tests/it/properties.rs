@@ -181,14 +181,14 @@ async fn one_case(
     counts: &Counts,
 ) {
     // publishEvents: all or nothing, gapless either way.
-    let before = sequences(&db, &run).await;
+    let before = sequences(db, run).await;
     let response = server
         .gql_raw(
             "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id sequence } }",
             json!({ "i": inputs }),
         )
         .await;
-    let after = sequences(&db, &run).await;
+    let after = sequences(db, run).await;
     assert_eq!(
         after.0, after.1,
         "gapless: count = max sequence ({response})"
@@ -215,7 +215,7 @@ async fn one_case(
             .gql("query($e: UUID!, $ev: UUID!) { engine(engineId: $e) { version state } event(id: $ev) { processedBy { attempts } } }",
                  json!({ "e": engine, "ev": latest }))
             .await;
-    let before = sequences(&db, &run).await;
+    let before = sequences(db, run).await;
     let response = server
             .gql_raw(
                 "mutation($input: CompleteEventInput!) { completeEvent(input: $input) { emitted { id } engine { version } } }",
@@ -226,7 +226,7 @@ async fn one_case(
                 }}),
             )
             .await;
-    let after = sequences(&db, &run).await;
+    let after = sequences(db, run).await;
     assert_eq!(after.0, after.1, "gapless after completeEvent");
     let engine_after = server
             .gql("query($e: UUID!, $ev: UUID!) { engine(engineId: $e) { version state } event(id: $ev) { processedBy { attempts } } }",
