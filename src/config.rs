@@ -2,6 +2,7 @@
 //! subcommand, every field documented, read by clap from flags and environment.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -106,6 +107,11 @@ pub struct ServeConfig {
     /// reaches it may do anything).
     #[arg(long, env = "INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Serve GraphiQL's scripts from this folder (holding npm's graphiql@4,
+    /// react@18 and react-dom@18 packages, e.g. a node_modules folder)
+    /// instead of unpkg.com.
+    #[arg(long, env = "GRAPHIQL_ASSETS")]
+    pub graphiql_assets: Option<PathBuf>,
     /// Request and data limits.
     #[command(flatten)]
     pub limits: Limits,
@@ -212,6 +218,7 @@ impl ServeConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             log_format: LogFormat::Text,
             insecure_no_auth: false,
+            graphiql_assets: None,
             limits: Limits::default(),
             realtime: Realtime::default(),
         }

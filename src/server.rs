@@ -13,7 +13,7 @@ use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::delivery::{DeliveryConfig, Hub};
 use crate::graphql::{AppSchemaBuilder, build_schema_with};
-use crate::http::{AppState, RenderCache, WsSettings, router};
+use crate::http::{AppState, GraphiqlAssets, RenderCache, WsSettings, router};
 use crate::service::Ctx;
 
 /// Startup and serving failures.
@@ -38,6 +38,10 @@ impl App {
         config: &ServeConfig,
         customize: impl FnOnce(AppSchemaBuilder) -> AppSchemaBuilder,
     ) -> Result<App, BoxError> {
+        let graphiql = match &config.graphiql_assets {
+            Some(dir) => GraphiqlAssets::local(dir)?,
+            None => GraphiqlAssets::Cdn,
+        };
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;
         let shutdown = CancellationToken::new();
@@ -64,6 +68,7 @@ impl App {
                 ws: Arc::new(ws),
                 shutdown: shutdown.clone(),
                 renders: Arc::new(RenderCache::default()),
+                graphiql,
             },
             shutdown,
         })

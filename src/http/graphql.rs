@@ -1,7 +1,6 @@
-//! `POST /graphql` and `GET /graphql` (queries over HTTP) and `GET /graphiql`.
+//! `POST /graphql` and `GET /graphql` (queries over HTTP, and the websocket upgrade).
 
 use async_graphql::ParseRequestError;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
@@ -10,7 +9,7 @@ use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
@@ -22,9 +21,7 @@ use crate::service::auth;
 
 /// The GraphQL routes.
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/graphql", get(execute_get).post(execute_post))
-        .route("/graphiql", get(graphiql))
+    Router::new().route("/graphql", get(execute_get).post(execute_post))
 }
 
 /// A GraphQL-shaped error response for a request that never reached the schema.
@@ -131,15 +128,4 @@ async fn execute_query(
         );
     }
     execute(state, authorization, request).await
-}
-
-/// GraphiQL, wired to the HTTP endpoint and to the websocket on the same path.
-async fn graphiql() -> impl IntoResponse {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("scenario-hub GraphiQL")
-            .finish(),
-    )
 }

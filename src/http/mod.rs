@@ -1,11 +1,13 @@
 //! HTTP transport: the axum router and the state its handlers share. Each
 //! submodule owns its routes.
 
+mod graphiql;
 mod graphql;
 mod health;
 mod render;
 mod ws;
 
+pub use graphiql::GraphiqlAssets;
 pub use render::RenderCache;
 pub use ws::WsSettings;
 
@@ -38,6 +40,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Serialized events shared by the websocket subscriptions.
     pub renders: Arc<RenderCache>,
+    /// Where the GraphiQL page loads its scripts from.
+    pub graphiql: GraphiqlAssets,
 }
 
 /// The whole HTTP surface of scenario-hub.
@@ -45,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.ctx.limits.max_body_bytes;
     Router::new()
         .merge(graphql::routes())
+        .merge(graphiql::routes(&state.graphiql))
         .merge(health::routes())
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::map_response(

@@ -13,6 +13,7 @@ both_backends!(
     graphiql_health_and_introspection_work,
     query_limits_answer_limit_exceeded,
     malformed_requests_get_codes_and_change_nothing,
+    graphiql_can_serve_its_scripts_from_a_local_folder,
 );
 
 /// The introspection query GraphiQL and code generators send.
@@ -63,6 +64,7 @@ async fn graphiql_health_and_introspection_work(backend: Backend) {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("graphiql") && html.contains("/graphql"));
+    assert!(html.contains("https://unpkg.com/graphiql@4/graphiql.min.js"));
 
     for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
         let response = server.http.get(server.url(path)).send().await.unwrap();
@@ -214,6 +216,51 @@ async fn malformed_requests_get_codes_and_change_nothing(backend: Backend) {
         .gql("{ agentTemplates { nodes { id } } }", json!({}))
         .await;
     assert_eq!(templates["agentTemplates"]["nodes"], json!([]));
+}
+
+async fn graphiql_can_serve_its_scripts_from_a_local_folder(backend: Backend) {
+    let assets = tempfile::tempdir().unwrap();
+    for file in [
+        "react/umd/react.production.min.js",
+        "react-dom/umd/react-dom.production.min.js",
+        "graphiql/graphiql.min.js",
+        "graphiql/graphiql.min.css",
+    ] {
+        let path = assets.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, format!("/* {file} */")).unwrap();
+    }
+    let dir = assets.path().to_owned();
+    let server = TestServer::start_with(backend, |c| c.graphiql_assets = Some(dir)).await;
+    let html = server
+        .http
+        .get(server.url("/graphiql"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("unpkg.com"), "{html}");
+    assert!(html.contains("/graphiql/assets/graphiql/graphiql.min.js"));
+    let script = server
+        .http
+        .get(server.url("/graphiql/assets/graphiql/graphiql.min.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.text().await.unwrap(),
+        "/* graphiql/graphiql.min.js */"
+    );
+
+    // A folder without the packages is refused at startup, saying what is missing.
+    let empty = tempfile::tempdir().unwrap();
+    let mut config = scenario_hub::config::ServeConfig::for_database(server.database_url());
+    config.graphiql_assets = Some(empty.path().to_owned());
+    let err = scenario_hub::server::App::new(&config).await.err().unwrap();
+    assert!(err.to_string().contains("graphiql.min.js"), "{err}");
 }
 
 /// `scenario-hub serve` with no configuration uses `scenario-hub.db` in the
