@@ -46,7 +46,7 @@ fn rejection(rejection: GraphQLRejection) -> Response {
 }
 
 /// The `Authorization` header's value.
-fn authorization(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

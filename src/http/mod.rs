@@ -5,6 +5,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod render;
+mod rest;
 mod ws;
 
 pub use graphiql::GraphiqlAssets;
@@ -47,24 +48,41 @@ pub struct AppState {
 /// The whole HTTP surface of scenario-hub.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.ctx.limits.max_body_bytes;
-    Router::new()
+    // Each API answers an oversized body in its own error shape.
+    let graphql = Router::new()
         .merge(graphql::routes())
         .merge(graphiql::routes(&state.graphiql))
         .merge(health::routes())
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::map_response(
             move |response: Response| async move { too_large_as_json(response, body_limit) },
-        ))
-        .with_state(state)
+        ));
+    let rest = rest::routes()
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(middleware::map_response(
+            move |response: Response| async move {
+                if is_plain_too_large(&response) {
+                    rest::too_large(body_limit)
+                } else {
+                    response
+                }
+            },
+        ));
+    graphql.merge(rest).with_state(state)
 }
 
-/// The body limit answers 413 in plain text; clients get our JSON error instead.
-fn too_large_as_json(response: Response, limit: usize) -> Response {
+/// Whether `response` is the body limit's own plain-text 413.
+fn is_plain_too_large(response: &Response) -> bool {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if response.status() != StatusCode::PAYLOAD_TOO_LARGE || is_json {
+    response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json
+}
+
+/// The body limit answers 413 in plain text; clients get our JSON error instead.
+fn too_large_as_json(response: Response, limit: usize) -> Response {
+    if !is_plain_too_large(&response) {
         return response;
     }
     let body = serde_json::json!({"errors": [{

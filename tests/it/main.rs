@@ -15,6 +15,7 @@ mod processing;
 mod properties;
 mod protocol;
 mod relationships;
+mod rest;
 mod runs;
 mod shutdown;
 mod subscriptions;

@@ -1,0 +1,290 @@
+// Headless Chromium test of the GraphiQL page at /graphiql.
+//
+//   node graphiql.mjs http://127.0.0.1:PORT
+//
+// The server must run with GRAPHIQL_ASSETS pointing at this folder's
+// node_modules, so the page loads graphiql, react and react-dom from
+// /graphiql/assets; any request to another host fails the test.
+//
+// Check 1: the README's first GraphiQL query (the first ```graphql block, a
+// createAgentTemplate mutation), pasted into the editor and run with the
+// execute button, shows {"data": {"createAgentTemplate": {"id": ...}}} in the
+// result pane.
+// Check 2: a subscription run from the page (events with afterSequence: 0 on
+// a run made RUNNING over HTTP) shows the replayed run_status_changed event,
+// then a live one pushed after another status change, in the result pane,
+// over the page's websocket (graphql-transport-ws).
+//
+// Exits 0 when both pass; otherwise non-zero, with a screenshot under
+// target/browser/.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '..', '..');
+const shotDir = path.join(repo, 'target', 'browser');
+const base = (process.argv[2] || '').replace(/\/+$/, '');
+if (!/^http:\/\/(127\.0\.0\.1|localhost|\[::1\]):\d+$/.test(base)) {
+  console.error('usage: node graphiql.mjs http://127.0.0.1:PORT');
+  process.exit(2);
+}
+const STEP_MS = 20_000;
+const TOTAL_MS = 120_000;
+const LOCAL_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
+
+const log = (...args) => console.log('[graphiql]', ...args);
+
+/** The README's first ```graphql block, trimmed. */
+function readmeFirstQuery() {
+  const readme = fs.readFileSync(path.join(repo, 'README.md'), 'utf8');
+  const block = readme.match(/```graphql\r?\n([\s\S]*?)```/);
+  if (!block) throw new Error('README.md has no ```graphql block');
+  return block[1].trim();
+}
+
+/** A GraphQL request over HTTP from the test itself (setup, not under test). */
+async function gql(query) {
+  const response = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ query }),
+  });
+  const body = await response.json();
+  if (!response.ok || body.errors) {
+    throw new Error(`setup request failed (${response.status}): ${JSON.stringify(body)}`);
+  }
+  return body.data;
+}
+
+const offHost = []; // requests to hosts other than this machine
+const pageErrors = []; // uncaught exceptions in the page
+const consoleErrors = [];
+const wsFrames = []; // {dir, url, text}
+let page;
+let context;
+let userDataDir;
+let passed = 0;
+let failed = 0;
+
+/** Text of a CodeMirror editor inside `selector`, as its instance holds it. */
+async function editorValue(selector) {
+  return page.$eval(`${selector} .CodeMirror`, (el) =>
+    el.CodeMirror ? el.CodeMirror.getValue() : el.innerText,
+  );
+}
+
+/** What the result pane shows (the lines CodeMirror has rendered). */
+async function resultPaneText() {
+  return page.$eval('.graphiql-response .CodeMirror-code', (el) => el.innerText).catch(() => '');
+}
+
+/** Replaces the query editor's text as a paste would, and checks it took. */
+async function pasteQuery(query) {
+  await page.click('.graphiql-query-editor .CodeMirror-lines');
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  await page.keyboard.insertText(query);
+  const got = await editorValue('.graphiql-query-editor');
+  if (got.trim() !== query.trim()) {
+    throw new Error(`query editor holds ${JSON.stringify(got)}, not ${JSON.stringify(query)}`);
+  }
+}
+
+/** Waits until the result pane's text satisfies `test` (a RegExp); returns it. */
+async function waitForResult(test, what) {
+  const deadline = Date.now() + STEP_MS;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = await resultPaneText();
+    if (test.test(text)) return text;
+    await page.waitForTimeout(100);
+  }
+  throw new Error(`result pane never showed ${what}; it shows:\n${text}`);
+}
+
+async function checkReadmeMutation() {
+  const query = readmeFirstQuery();
+  if (!/createAgentTemplate/.test(query)) {
+    throw new Error(`README's first graphql block is not a createAgentTemplate mutation:\n${query}`);
+  }
+  log('README query:', query);
+  await pasteQuery(query);
+  const execute = page.locator('.graphiql-execute-button');
+  log('execute button:', await execute.getAttribute('aria-label'));
+  await execute.click();
+  const text = await waitForResult(
+    /"createAgentTemplate"\s*:\s*\{\s*"id"\s*:\s*"[^"]+"/,
+    'a createAgentTemplate result with an id',
+  );
+  const value = JSON.parse(await editorValue('.graphiql-response'));
+  const id = value?.data?.createAgentTemplate?.id;
+  if (!id || value.errors) throw new Error(`unexpected result: ${JSON.stringify(value)}`);
+  log('result pane shows:', text.replace(/\s+/g, ' '));
+  // The template is really there: read it back over HTTP.
+  const back = await gql(`{ agentTemplate(id: "${id}") { id name } }`).catch((e) => ({ error: String(e) }));
+  log('read back over HTTP:', JSON.stringify(back));
+  return id;
+}
+
+async function checkSubscription() {
+  // A run with one event (run_status_changed, sequence 1), made over HTTP.
+  const tpl = await gql(
+    `mutation { createScenarioTemplate(input: {name: "browser test ${Date.now()}", config: {}}) { id } }`,
+  );
+  const run = await gql(
+    `mutation { createScenarioRun(input: {templateId: "${tpl.createScenarioTemplate.id}", name: "browser run"}) { id } }`,
+  );
+  const runId = run.createScenarioRun.id;
+  await gql(`mutation { setRunStatus(runId: "${runId}", status: RUNNING) { status } }`);
+  log('run over HTTP:', runId, 'RUNNING');
+
+  const subscription = `subscription { events(runId: "${runId}", afterSequence: 0) { sequence eventType payload } }`;
+  await pasteQuery(subscription);
+  const framesBefore = wsFrames.length;
+  await page.locator('.graphiql-execute-button').click();
+
+  // The replay: sequence 1, RUNNING.
+  const replayed = await waitForResult(
+    /"events"[\s\S]*"sequence"\s*:\s*1\b[\s\S]*"run_status_changed"[\s\S]*RUNNING/,
+    'the replayed run_status_changed event (sequence 1)',
+  );
+  log('result pane shows (replay):', replayed.replace(/\s+/g, ' '));
+  const label = await page.locator('.graphiql-execute-button').getAttribute('aria-label');
+  log('execute button while subscribed:', label);
+
+  // A live event, pushed over the websocket after it opened.
+  await gql(`mutation { setRunStatus(runId: "${runId}", status: PAUSED) { status } }`);
+  const live = await waitForResult(
+    /"events"[\s\S]*"sequence"\s*:\s*2\b[\s\S]*"run_status_changed"[\s\S]*PAUSED/,
+    'the live run_status_changed event (sequence 2)',
+  );
+  log('result pane shows (live):', live.replace(/\s+/g, ' '));
+
+  const frames = wsFrames.slice(framesBefore);
+  const types = frames.map((f) => `${f.dir}:${(f.text.match(/"type"\s*:\s*"([^"]+)"/) || [])[1] || '?'}`);
+  log('websocket', [...new Set(frames.map((f) => f.url))].join(' '), 'frames:', types.join(' '));
+  const wsUrl = `${base.replace(/^http/, 'ws')}/graphql`;
+  if (!frames.some((f) => f.url === wsUrl && f.dir === 'recv' && /"type"\s*:\s*"next"/.test(f.text))) {
+    throw new Error(`no "next" message arrived on ${wsUrl}`);
+  }
+
+  // Close the run: the stream completes and the button goes back to "run".
+  const framesLive = wsFrames.length;
+  await gql(`mutation { setRunStatus(runId: "${runId}", status: COMPLETED) { status } }`);
+  await page
+    .waitForFunction(
+      (before) =>
+        document.querySelector('.graphiql-execute-button')?.getAttribute('aria-label') !== before,
+      label,
+      { timeout: STEP_MS },
+    )
+    .then(
+      async () => {
+        const after = wsFrames.slice(framesLive).map((f) => `${f.dir}:${(f.text.match(/"type"\s*:\s*"([^"]+)"/) || [])[1] || '?'}`);
+        log('after COMPLETED, frames:', after.join(' '), '- execute button:',
+          await page.locator('.graphiql-execute-button').getAttribute('aria-label'));
+      },
+      () => log('after COMPLETED, the execute button still reads', JSON.stringify(label)),
+    );
+}
+
+async function screenshot(name) {
+  if (!page) return;
+  fs.mkdirSync(shotDir, { recursive: true });
+  const file = path.join(shotDir, name);
+  await page.screenshot({ path: file, fullPage: true }).catch((e) => log('screenshot failed:', e.message));
+  log('screenshot:', path.relative(process.cwd(), file) || file);
+}
+
+async function main() {
+  userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'graphiql-chromium-'));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  // Nothing leaves this machine: a request to another host is aborted and
+  // fails the test.
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    if (/^(https?|wss?):$/.test(url.protocol) && !LOCAL_HOSTS.has(url.hostname)) {
+      offHost.push(url.href);
+      return route.abort('blockedbyclient');
+    }
+    return route.continue();
+  });
+  page = context.pages()[0] ?? (await context.newPage());
+  page.on('pageerror', (e) => pageErrors.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(`${m.text()} ${m.location()?.url || ''}`.trim());
+  });
+  page.on('websocket', (ws) => {
+    const host = new URL(ws.url()).hostname;
+    if (!LOCAL_HOSTS.has(host)) offHost.push(ws.url());
+    ws.on('framesent', (f) => wsFrames.push({ dir: 'sent', url: ws.url(), text: String(f.payload) }));
+    ws.on('framereceived', (f) => wsFrames.push({ dir: 'recv', url: ws.url(), text: String(f.payload) }));
+  });
+
+  log('open', `${base}/graphiql`);
+  const response = await page.goto(`${base}/graphiql`, { waitUntil: 'load', timeout: STEP_MS });
+  if (!response || response.status() !== 200) throw new Error(`GET /graphiql: ${response?.status()}`);
+  await page.waitForSelector('.graphiql-query-editor .CodeMirror', { timeout: STEP_MS });
+  await page.waitForSelector('.graphiql-execute-button', { timeout: STEP_MS });
+  const version = (pkg) =>
+    JSON.parse(fs.readFileSync(path.join(here, 'node_modules', pkg, 'package.json'), 'utf8')).version;
+  log(`editor ready (graphiql ${version('graphiql')}, react ${version('react')}, playwright-core ${version('playwright-core')})`);
+
+  const checks = [
+    ['README mutation in GraphiQL', checkReadmeMutation],
+    ['subscription over the page websocket', checkSubscription],
+  ];
+  for (const [name, check] of checks) {
+    try {
+      await check();
+      if (offHost.length) throw new Error(`requests to other hosts: ${offHost.join(' ')}`);
+      if (pageErrors.length) throw new Error(`page errors: ${pageErrors.join(' | ')}`);
+      passed += 1;
+      log(`PASS ${name}`);
+    } catch (e) {
+      failed += 1;
+      log(`FAIL ${name}: ${e.stack || e}`);
+      await screenshot(`graphiql-failure-${passed + failed}.png`);
+    }
+  }
+  if (!failed) await screenshot('graphiql-ok.png');
+  if (consoleErrors.length) log('console errors (not failures):', consoleErrors.join(' | '));
+}
+
+const watchdog = setTimeout(async () => {
+  log(`FAIL: gave up after ${TOTAL_MS / 1000} s`);
+  await screenshot('graphiql-timeout.png');
+  console.log('browser: 0 passed, 1 failed');
+  process.exit(1);
+}, TOTAL_MS);
+
+try {
+  await main();
+} catch (e) {
+  failed += 1;
+  log(`FAIL: ${e.stack || e}`);
+  await screenshot('graphiql-failure.png');
+} finally {
+  clearTimeout(watchdog);
+  await context?.close().catch(() => {});
+  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log(`browser: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
