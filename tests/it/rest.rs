@@ -38,6 +38,26 @@ async fn call(
     (status, json)
 }
 
+/// (what, method, path, body, status, code).
+type ErrorCase<'a> = (
+    &'a str,
+    reqwest::Method,
+    String,
+    Option<String>,
+    u16,
+    &'a str,
+);
+
+/// (what, method, path, body, token, status).
+type RoleCase<'a> = (
+    &'a str,
+    reqwest::Method,
+    &'a str,
+    Option<String>,
+    Option<&'a str>,
+    u16,
+);
+
 fn put(path: &str) -> (reqwest::Method, String) {
     (reqwest::Method::PUT, path.to_owned())
 }
@@ -148,7 +168,7 @@ async fn rest_errors_map_to_statuses_and_change_nothing(backend: Backend) {
     let process = |engine: &str, status: &str| json!({"engine_id": engine, "status": status});
     let big = "x".repeat(2048);
     // (what, method, path, body, status, code)
-    let cases: Vec<(&str, reqwest::Method, String, Option<String>, u16, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             "event id not a UUID",
             reqwest::Method::PUT,
@@ -336,14 +356,7 @@ async fn rest_routes_follow_the_keys_and_roles(backend: Backend) {
     let process = || Some(json!({"engine_id": engine, "status": "processed"}).to_string());
 
     // (what, method, path, body, token, status)
-    let refused: Vec<(
-        &str,
-        reqwest::Method,
-        &str,
-        Option<String>,
-        Option<&str>,
-        u16,
-    )> = vec![
+    let refused: Vec<RoleCase> = vec![
         ("no key", reqwest::Method::GET, &state_path, None, None, 401),
         (
             "a wrong key",
