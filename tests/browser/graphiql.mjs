@@ -92,6 +92,18 @@ async function pasteQuery(query) {
   if (got.trim() !== query.trim()) {
     throw new Error(`query editor holds ${JSON.stringify(got)}, not ${JSON.stringify(query)}`);
   }
+  // GraphiQL parses the editor 100 ms after a change (a debounce) and picks
+  // the transport from that parse: a click before it sends the previous
+  // document's kind, e.g. a subscription over HTTP. Wait for the parse of
+  // this text, as a person's pause before clicking would.
+  await page.waitForFunction(
+    () => {
+      const cm = document.querySelector('.graphiql-query-editor .CodeMirror')?.CodeMirror;
+      return cm?.documentAST?.loc?.source?.body === cm?.getValue();
+    },
+    null,
+    { timeout: STEP_MS, polling: 50 },
+  );
 }
 
 /** Waits until the result pane's text satisfies `test` (a RegExp); returns it. */
@@ -201,6 +213,10 @@ async function screenshot(name) {
 }
 
 async function main() {
+  // Screenshots of an earlier run would mislead.
+  for (const old of fs.existsSync(shotDir) ? fs.readdirSync(shotDir) : []) {
+    if (/^graphiql-.*\.png$/.test(old)) fs.rmSync(path.join(shotDir, old));
+  }
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'graphiql-chromium-'));
   context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: '/usr/bin/chromium',
@@ -280,6 +296,9 @@ try {
 } catch (e) {
   failed += 1;
   log(`FAIL: ${e.stack || e}`);
+  if (offHost.length) log('requests to other hosts (blocked):', offHost.join(' '));
+  if (pageErrors.length) log('page errors:', pageErrors.join(' | '));
+  if (consoleErrors.length) log('console errors:', consoleErrors.join(' | '));
   await screenshot('graphiql-failure.png');
 } finally {
   clearTimeout(watchdog);
