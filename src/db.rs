@@ -95,6 +95,28 @@ impl Db {
         self.conn.begin_with_options(options).await
     }
 
+    /// How many pooled connections are open, idle, and allowed.
+    pub fn pool_use(&self) -> crate::metrics::PoolUse {
+        match self.backend() {
+            DatabaseBackend::Postgres => {
+                let pool = self.conn.get_postgres_connection_pool();
+                crate::metrics::PoolUse {
+                    size: pool.size(),
+                    idle: pool.num_idle() as u32,
+                    max: pool.options().get_max_connections(),
+                }
+            }
+            _ => {
+                let pool = self.conn.get_sqlite_connection_pool();
+                crate::metrics::PoolUse {
+                    size: pool.size(),
+                    idle: pool.num_idle() as u32,
+                    max: pool.options().get_max_connections(),
+                }
+            }
+        }
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.ping().await

@@ -14,6 +14,7 @@ pub mod entity;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod telemetry;

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod loaders;
+pub mod metrics;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
@@ -46,6 +47,8 @@ pub fn build_schema_with(
     )
     .limit_depth(limits.max_query_depth)
     .limit_complexity(limits.max_query_complexity)
+    // Outermost first: the metrics see the codes that ErrorCodes adds.
+    .extension(metrics::RequestMetrics)
     .extension(error::ErrorCodes);
     if let Some((ctx, hub)) = services {
         builder = builder.data(ctx).data(hub);

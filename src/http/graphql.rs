@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, ErrorCode};
 use crate::error::AppError;
 use crate::graphql::error::catching_panics;
 use crate::graphql::request_loader;
@@ -25,9 +25,11 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A GraphQL-shaped error response for a request that never reached the schema.
-fn request_error(status: StatusCode, code: &str, message: String) -> Response {
+fn request_error(status: StatusCode, code: &'static str, message: String) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    (status, Json(body)).into_response()
+    let mut response = (status, Json(body)).into_response();
+    response.extensions_mut().insert(ErrorCode(code));
+    response
 }
 
 fn rejection(rejection: GraphQLRejection) -> Response {

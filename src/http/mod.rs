@@ -4,6 +4,7 @@
 mod graphiql;
 mod graphql;
 mod health;
+mod metrics;
 mod render;
 mod rest;
 mod ws;
@@ -53,9 +54,14 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::routes())
         .merge(graphiql::routes(&state.graphiql))
         .merge(health::routes())
+        .merge(metrics::routes())
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(middleware::map_response(
             move |response: Response| async move { too_large_as_json(response, body_limit) },
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_refusals,
         ));
     let rest = rest::routes()
         .layer(RequestBodyLimitLayer::new(body_limit))
@@ -67,9 +73,18 @@ pub fn router(state: AppState) -> Router {
                     response
                 }
             },
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_rest,
         ));
     graphql.merge(rest).with_state(state)
 }
+
+/// The code of an error answered outside the GraphQL schema (a refused
+/// request, a REST call), for the metrics.
+#[derive(Debug, Clone, Copy)]
+struct ErrorCode(&'static str);
 
 /// Whether `response` is the body limit's own plain-text 413.
 fn is_plain_too_large(response: &Response) -> bool {
@@ -89,5 +104,9 @@ fn too_large_as_json(response: Response, limit: usize) -> Response {
         "message": format!("the request body is larger than {limit} bytes"),
         "extensions": {"code": "LIMIT_EXCEEDED"}
     }]});
-    (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response()
+    let mut response = (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
+    response
+        .extensions_mut()
+        .insert(ErrorCode("LIMIT_EXCEEDED"));
+    response
 }

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::AppState;
 use super::graphql::authorization;
+use super::{AppState, ErrorCode};
 use crate::entity::{engine_state, event_processing};
 use crate::error::AppError;
 use crate::service::auth::{self, Access, Principal};
@@ -59,7 +59,9 @@ impl IntoResponse for RestError {
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({"error": {"code": self.0.code(), "message": self.0.to_string()}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(ErrorCode(self.0.code()));
+        response
     }
 }
 

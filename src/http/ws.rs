@@ -28,6 +28,7 @@ use crate::config::{Limits, Realtime};
 use crate::graphql::error::internal_error;
 use crate::graphql::request_loader;
 use crate::graphql::subscription::LastEvent;
+use crate::metrics::Metrics;
 use crate::service::auth::{self, Principal};
 
 /// Websocket settings and the count of open connections.
@@ -56,22 +57,40 @@ impl WsSettings {
 }
 
 /// Holds one of the `max_connections` places while a connection is open.
-struct ConnectionSlot(Arc<WsSettings>);
+struct ConnectionSlot(Arc<WsSettings>, Arc<Metrics>);
 
 impl ConnectionSlot {
-    fn take(settings: &Arc<WsSettings>) -> Option<Self> {
+    fn take(settings: &Arc<WsSettings>, metrics: &Arc<Metrics>) -> Option<Self> {
         let taken = settings.open.fetch_add(1, Ordering::SeqCst);
         if taken >= settings.max_connections {
             settings.open.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        Some(ConnectionSlot(settings.clone()))
+        metrics.connections(1.0);
+        Some(ConnectionSlot(settings.clone(), metrics.clone()))
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.1.connections(-1.0);
+    }
+}
+
+/// Counts a running operation for its lifetime, aborted or not.
+struct Running(Arc<Metrics>);
+
+impl Running {
+    fn start(metrics: &Arc<Metrics>) -> Self {
+        metrics.subscriptions(1.0);
+        Running(metrics.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.subscriptions(-1.0);
     }
 }
 
@@ -95,7 +114,7 @@ impl Protocol {
 
 /// Upgrades `GET /graphql` to the GraphQL websocket.
 pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
-    let Some(slot) = ConnectionSlot::take(&state.ws) else {
+    let Some(slot) = ConnectionSlot::take(&state.ws, &state.ctx.metrics) else {
         let body = json!({"errors": [{"message": "too many websocket connections",
                                        "extensions": {"code": "LIMIT_EXCEEDED"}}]});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
@@ -406,6 +425,7 @@ async fn operation(
     out: mpsc::Sender<Outgoing>,
     done: mpsc::UnboundedSender<String>,
 ) {
+    let _running = Running::start(&state.ctx.metrics);
     let loader = request_loader(&state.ctx);
     loader.enable_all_cache(false);
     let shape = render::shape_of(&payload.query, payload.operation_name.as_deref());
@@ -442,6 +462,7 @@ async fn operation(
         let failed_at_start =
             first && response.is_err() && response.data == async_graphql::Value::Null;
         let event = last_event.take();
+        let created_at = event.as_ref().map(|event| event.created_at);
         let message = match (&shape, event) {
             (Some(shape), Some(event)) if response.errors.is_empty() => {
                 let payload = state.renders.payload(event.id, shape, || {
@@ -460,6 +481,12 @@ async fn operation(
         };
         if out.send(Outgoing::Text(message)).await.is_err() {
             return;
+        }
+        if let Some(created_at) = created_at {
+            let lag = (chrono::Utc::now() - created_at)
+                .to_std()
+                .unwrap_or_default();
+            state.ctx.metrics.delivered(lag);
         }
         if failed_at_start {
             let _ = done.send(id);

@@ -56,6 +56,8 @@ pub struct Ctx {
     listener: Arc<dyn CommitListener>,
     /// Whether any API key is active, cached briefly.
     pub keys: Arc<auth::KeyPresence>,
+    /// This server's Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -66,6 +68,7 @@ impl Ctx {
             limits: Arc::new(limits),
             schemas: Arc::new(schema_cache::SchemaCache::default()),
             listener: Arc::new(NoListener),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             keys: Arc::new(auth::KeyPresence::default()),
         }
     }
@@ -84,6 +87,7 @@ impl Ctx {
     /// Tells the listener of the runs and highest sequences among `events`,
     /// once they are committed.
     pub fn announce(&self, events: &[crate::entity::event_instance::Model]) {
+        self.metrics.published(events.len());
         let mut heads: Vec<(Uuid, i64)> = Vec::new();
         for event in events {
             match heads.iter_mut().find(|(run, _)| *run == event.run_id) {

@@ -11,6 +11,7 @@ mod events;
 mod example_engine;
 mod hostile;
 mod loaders;
+mod metrics;
 mod processing;
 mod properties;
 mod protocol;

@@ -1,0 +1,211 @@
+//! Prometheus metrics, rendered at `GET /metrics`. Each server owns its
+//! registry (no process-wide recorder), so that several servers in one
+//! process, as in the tests, keep their counts apart.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+
+/// Distinct operation names kept as labels; later ones count as `other`, so
+/// that clients cannot grow the registry without bound.
+const MAX_OPERATION_NAMES: usize = 256;
+
+/// Delivery lag buckets, in seconds: the interesting range is 1 ms to 2 s.
+const LAG_BUCKETS: [f64; 12] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+];
+
+const REQUESTS: &str = "scenario_hub_requests_total";
+const ERRORS: &str = "scenario_hub_errors_total";
+const PUBLISHED: &str = "scenario_hub_events_published_total";
+const DELIVERED: &str = "scenario_hub_events_delivered_total";
+const LAG: &str = "scenario_hub_delivery_lag_seconds";
+const CONNECTIONS: &str = "scenario_hub_websocket_connections";
+const SUBSCRIPTIONS: &str = "scenario_hub_subscriptions";
+const POOL_SIZE: &str = "scenario_hub_db_pool_connections";
+const POOL_IDLE: &str = "scenario_hub_db_pool_idle_connections";
+const POOL_MAX: &str = "scenario_hub_db_pool_max_connections";
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+/// One server's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    operation_names: Mutex<HashSet<String>>,
+    published: Counter,
+    delivered: Counter,
+    lag: Histogram,
+    connections: Gauge,
+    subscriptions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry with every metric described.
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(LAG.into()), &LAG_BUCKETS)
+            .expect("non-empty buckets")
+            .build_recorder();
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            let name = KeyName::from_const_str(name);
+            match name.as_str() {
+                REQUESTS | ERRORS | PUBLISHED | DELIVERED => {
+                    recorder.describe_counter(name, unit, help.into())
+                }
+                LAG => recorder.describe_histogram(name, unit, help.into()),
+                _ => recorder.describe_gauge(name, unit, help.into()),
+            }
+        };
+        describe(
+            REQUESTS,
+            None,
+            "GraphQL operations and REST calls, by transport, operation name and outcome.",
+        );
+        describe(
+            ERRORS,
+            None,
+            "Errors returned to clients, by extensions.code.",
+        );
+        describe(
+            PUBLISHED,
+            None,
+            "Events returned by committed publishing calls (an idempotent replay counts again).",
+        );
+        describe(DELIVERED, None, "Events sent to websocket subscribers.");
+        describe(
+            LAG,
+            Some(Unit::Seconds),
+            "From an event's creation in its transaction to its sending to a subscriber.",
+        );
+        describe(CONNECTIONS, None, "Open GraphQL websocket connections.");
+        describe(SUBSCRIPTIONS, None, "Running websocket operations.");
+        describe(POOL_SIZE, None, "Database pool connections open.");
+        describe(POOL_IDLE, None, "Database pool connections idle.");
+        describe(POOL_MAX, None, "Database pool size limit.");
+        Metrics {
+            published: recorder.register_counter(&Key::from_static_name(PUBLISHED), &METADATA),
+            delivered: recorder.register_counter(&Key::from_static_name(DELIVERED), &METADATA),
+            lag: recorder.register_histogram(&Key::from_static_name(LAG), &METADATA),
+            connections: recorder.register_gauge(&Key::from_static_name(CONNECTIONS), &METADATA),
+            subscriptions: recorder
+                .register_gauge(&Key::from_static_name(SUBSCRIPTIONS), &METADATA),
+            operation_names: Mutex::new(HashSet::new()),
+            recorder,
+        }
+    }
+
+    /// One request of `transport` (`http`, `websocket`, `rest`) finished.
+    pub fn request(&self, transport: &'static str, operation: Option<&str>, ok: bool) {
+        let operation = self.operation_label(operation);
+        let labels = vec![
+            Label::new("transport", transport),
+            Label::new("operation", operation),
+            Label::new("outcome", if ok { "ok" } else { "error" }),
+        ];
+        self.recorder
+            .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
+            .increment(1);
+    }
+
+    /// An error with `code` went to a client.
+    pub fn error(&self, code: &str) {
+        // Codes are DESIGN.md's fixed set; anything else is lumped together.
+        let code = match code {
+            "NOT_FOUND"
+            | "BAD_USER_INPUT"
+            | "PAYLOAD_SCHEMA_VIOLATION"
+            | "VERSION_CONFLICT"
+            | "INVALID_TRANSITION"
+            | "RUN_CLOSED"
+            | "CONFLICT"
+            | "UNAUTHENTICATED"
+            | "FORBIDDEN"
+            | "LIMIT_EXCEEDED"
+            | "INTERNAL" => code.to_owned(),
+            _ => "OTHER".to_owned(),
+        };
+        self.recorder
+            .register_counter(
+                &Key::from_parts(ERRORS, vec![Label::new("code", code)]),
+                &METADATA,
+            )
+            .increment(1);
+    }
+
+    /// `count` events were committed.
+    pub fn published(&self, count: usize) {
+        self.published.increment(count as u64);
+    }
+
+    /// An event went to a subscriber `lag` after it was created.
+    pub fn delivered(&self, lag: Duration) {
+        self.delivered.increment(1);
+        self.lag.record(lag.as_secs_f64());
+    }
+
+    /// A websocket connection opened (`+1`) or closed (`-1`).
+    pub fn connections(&self, change: f64) {
+        self.connections.increment(change);
+    }
+
+    /// A websocket operation started (`+1`) or ended (`-1`).
+    pub fn subscriptions(&self, change: f64) {
+        self.subscriptions.increment(change);
+    }
+
+    /// The Prometheus text of every metric, with the pool's use now.
+    pub fn render(&self, pool: PoolUse) -> String {
+        for (name, value) in [
+            (POOL_SIZE, pool.size),
+            (POOL_IDLE, pool.idle),
+            (POOL_MAX, pool.max),
+        ] {
+            self.recorder
+                .register_gauge(&Key::from_static_name(name), &METADATA)
+                .set(value as f64);
+        }
+        self.recorder.handle().render()
+    }
+
+    /// `operation` if it is a plain name and there is room for it, else a
+    /// fixed label.
+    fn operation_label(&self, operation: Option<&str>) -> String {
+        let Some(name) = operation else {
+            return "anonymous".into();
+        };
+        let plain = name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_./ {}".contains(&b));
+        if !plain {
+            return "other".into();
+        }
+        let mut names = self.operation_names.lock().expect("names lock poisoned");
+        if names.contains(name) || names.len() < MAX_OPERATION_NAMES {
+            names.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".into()
+        }
+    }
+}
+
+/// The database pool's use at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolUse {
+    /// Connections open.
+    pub size: u32,
+    /// Of which idle.
+    pub idle: u32,
+    /// The most it may open.
+    pub max: u32,
+}

@@ -1,0 +1,172 @@
+//! `GET /metrics`: what a Prometheus scrape sees after real traffic.
+
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::ws::{PATIENCE, WsClient};
+use crate::common::{Backend, TestServer, event_type, publish, scenario};
+
+both_backends!(metrics_count_requests_errors_events_and_connections);
+
+/// The value of the series `name` whose labels include `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (series_name, series_labels) = match series.split_once('{') {
+                Some((n, l)) => (n, l.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let matches = series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| series_labels.contains(&format!("{k}=\"{v}\"")));
+            matches.then(|| value.parse().ok()).flatten()
+        })
+}
+
+async fn scrape(server: &TestServer) -> String {
+    let response = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(kind.starts_with("text/plain"), "{kind}");
+    response.text().await.unwrap()
+}
+
+async fn metrics_count_requests_errors_events_and_connections(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "metrics").await;
+    event_type(&server, "tick", Value::Null, 0, 1).await;
+
+    server
+        .gql("query Probe { eventTypes { name } }", json!({}))
+        .await;
+    server
+        .gql_err(
+            "mutation Broken { setRunStatus(runId: \"nope\", status: RUNNING) { status } }",
+            json!({}),
+        )
+        .await;
+    let missing = server
+        .http
+        .get(server.url("/api/v1/engine_instances/00000000-0000-4000-8000-000000000000/state"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "live",
+        "subscription Watch($r: UUID!) { events(runId: $r, eventTypes: [\"tick\"], afterSequence: 0) { id } }",
+        json!({ "r": s.run }),
+    )
+    .await;
+    for _ in 0..2 {
+        publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
+    }
+    ws.next_event("live").await;
+    ws.next_event("live").await;
+
+    let text = scrape(&server).await;
+    let at = |name: &str, labels: &[(&str, &str)]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
+    };
+    assert_eq!(
+        at(
+            "scenario_hub_requests_total",
+            &[
+                ("transport", "http"),
+                ("operation", "Probe"),
+                ("outcome", "ok")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        at(
+            "scenario_hub_requests_total",
+            &[("operation", "Broken"), ("outcome", "error")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        at(
+            "scenario_hub_requests_total",
+            &[
+                ("transport", "rest"),
+                (
+                    "operation",
+                    "GET /api/v1/engine_instances/{engine_id}/state"
+                ),
+                ("outcome", "error")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        at(
+            "scenario_hub_requests_total",
+            &[("transport", "websocket"), ("operation", "Watch")]
+        ),
+        1.0
+    );
+    assert!(at("scenario_hub_errors_total", &[("code", "BAD_USER_INPUT")]) >= 1.0);
+    assert_eq!(
+        at("scenario_hub_errors_total", &[("code", "NOT_FOUND")]),
+        1.0
+    );
+
+    // Every event in the database was counted once when published.
+    let stored = server
+        .gql(
+            "query($r: UUID!) { events(runId: $r, first: 500) { nodes { id } } }",
+            json!({ "r": s.run }),
+        )
+        .await["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(
+        at("scenario_hub_events_published_total", &[]),
+        stored as f64
+    );
+    assert_eq!(at("scenario_hub_events_delivered_total", &[]), 2.0);
+    assert_eq!(at("scenario_hub_delivery_lag_seconds_count", &[]), 2.0);
+    assert!(
+        at(
+            "scenario_hub_delivery_lag_seconds_bucket",
+            &[("le", "+Inf")]
+        ) == 2.0
+    );
+    assert_eq!(at("scenario_hub_websocket_connections", &[]), 1.0);
+    assert_eq!(at("scenario_hub_subscriptions", &[]), 1.0);
+    assert_eq!(at("scenario_hub_db_pool_max_connections", &[]), 16.0);
+    assert!(at("scenario_hub_db_pool_connections", &[]) >= 1.0);
+
+    // A closed connection leaves the gauges.
+    ws.drop_connection().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = scrape(&server).await;
+        let open = sample(&text, "scenario_hub_websocket_connections", &[]);
+        let running = sample(&text, "scenario_hub_subscriptions", &[]);
+        if open == Some(0.0) && running == Some(0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gauges stay at {open:?} / {running:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
