@@ -1,5 +1,6 @@
 //! Counts every GraphQL operation (by transport, operation name and
-//! outcome) and every error code it returns, into the server's [`Metrics`].
+//! outcome) and every error code it returns, into the server's [`Metrics`],
+//! and names the operation in the request's tracing span.
 
 use std::sync::{Arc, Mutex};
 
@@ -144,6 +145,11 @@ impl Extension for OneRequest {
             if let (Some((Some(only), _)), None) = (operations.next(), operations.next()) {
                 *name = Some(only.to_string());
             }
+        }
+        // The request's span (HTTP) or the operation's (websocket) declares
+        // the field; the logs of this request carry the name from now on.
+        if let Some(name) = name.as_deref() {
+            tracing::Span::current().record("operation", name);
         }
         Ok(document)
     }

@@ -18,6 +18,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use std::sync::Arc;
 
@@ -78,7 +79,24 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::count_rest,
         ));
-    graphql.merge(rest).with_state(state)
+    graphql
+        .merge(rest)
+        .layer(
+            // One span per request; the GraphQL operation name is recorded
+            // into it once the document is parsed. No headers: they carry
+            // tokens.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        operation = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .with_state(state)
 }
 
 /// The code of an error answered outside the GraphQL schema (a refused

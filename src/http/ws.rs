@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{AppState, render};
 use crate::config::{Limits, Realtime};
@@ -55,6 +56,9 @@ impl WsSettings {
         }
     }
 }
+
+/// Numbers connections in the logs.
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// Holds one of the `max_connections` places while a connection is open.
 struct ConnectionSlot(Arc<WsSettings>, Arc<Metrics>);
@@ -124,9 +128,21 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
         Some("graphql-ws") => Protocol::Legacy,
         _ => Protocol::TransportWs,
     };
-    ws.on_upgrade(move |socket| async move {
-        Connection::new(state, protocol).run(socket).await;
-        drop(slot);
+    // A root span: the connection outlives the upgrade request.
+    let span = tracing::info_span!(
+        parent: None,
+        "websocket",
+        connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
+        protocol = ?protocol,
+    );
+    ws.on_upgrade(move |socket| {
+        async move {
+            tracing::debug!("websocket opened");
+            Connection::new(state, protocol).run(socket).await;
+            tracing::debug!("websocket closed");
+            drop(slot);
+        }
+        .instrument(span)
     })
 }
 
@@ -392,15 +408,24 @@ impl Connection {
                         .await;
                     return Ok(());
                 }
-                let task = tokio::spawn(operation(
-                    self.state.clone(),
-                    principal,
-                    self.protocol,
-                    id.clone(),
-                    payload,
-                    self.out.clone(),
-                    self.done_tx.clone(),
-                ));
+                // `operation` is filled in from the document once it is parsed.
+                let span = tracing::info_span!(
+                    "operation",
+                    id = %id,
+                    operation = tracing::field::Empty
+                );
+                let task = tokio::spawn(
+                    operation(
+                        self.state.clone(),
+                        principal,
+                        self.protocol,
+                        id.clone(),
+                        payload,
+                        self.out.clone(),
+                        self.done_tx.clone(),
+                    )
+                    .instrument(span),
+                );
                 self.operations.insert(id, task);
             }
             ClientMessage::Complete { id } | ClientMessage::Stop { id } => {
@@ -494,6 +519,7 @@ async fn operation(
         }
         first = false;
     }
+    tracing::debug!("operation complete");
     let _ = out
         .send(Outgoing::Text(
             json!({"id": id, "type": "complete"}).to_string(),

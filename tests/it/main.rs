@@ -11,7 +11,7 @@ mod events;
 mod example_engine;
 mod hostile;
 mod loaders;
-mod metrics;
+mod observability;
 mod processing;
 mod properties;
 mod protocol;

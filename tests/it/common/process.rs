@@ -4,12 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A `scenario-hub serve` process.
 pub struct ProcessServer {
     /// Where it listens.
     pub addr: SocketAddr,
     child: Child,
+    /// Every line it printed so far.
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl ProcessServer {
@@ -29,24 +32,35 @@ impl ProcessServer {
         }
         let mut child = command.spawn().expect("start scenario-hub");
         let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let kept = logs.clone();
         let addr = tokio::task::spawn_blocking(move || {
-            let mut lines = BufReader::new(stdout).lines();
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
             let addr = loop {
-                let line = lines
-                    .next()
-                    .expect("the server prints where it listens")
-                    .unwrap();
-                if let Some(rest) = line.split("address=").nth(1) {
-                    break rest.split_whitespace().next().unwrap().parse().unwrap();
+                let line = lines.next().expect("the server prints where it listens");
+                kept.lock().unwrap().push(line.clone());
+                // Text logs say `address=...`, JSON logs `"address":"..."`.
+                let rest = line
+                    .split("address=")
+                    .nth(1)
+                    .or_else(|| line.split("\"address\":\"").nth(1));
+                if let Some(rest) = rest {
+                    let addr = rest.split(|c: char| c.is_whitespace() || c == '"');
+                    break addr.into_iter().next().unwrap().parse().unwrap();
                 }
             };
             // Keep draining, so that the server never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || lines.for_each(|line| kept.lock().unwrap().push(line)));
             addr
         })
         .await
         .unwrap();
-        ProcessServer { addr, child }
+        ProcessServer { addr, child, logs }
+    }
+
+    /// The lines it printed so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// Kills the process at once (SIGKILL): no shutdown, no cleanup.

@@ -1,12 +1,17 @@
-//! `GET /metrics`: what a Prometheus scrape sees after real traffic.
+//! Operations' view: what a Prometheus scrape of `GET /metrics` sees after
+//! real traffic, and what the JSON logs carry.
 
 use serde_json::{Value, json};
 
 use crate::both_backends;
+use crate::common::process::ProcessServer;
 use crate::common::ws::{PATIENCE, WsClient};
-use crate::common::{Backend, TestServer, event_type, publish, scenario};
+use crate::common::{Backend, TestDb, TestServer, event_type, publish, scenario};
 
-both_backends!(metrics_count_requests_errors_events_and_connections);
+both_backends!(
+    metrics_count_requests_errors_events_and_connections,
+    json_logs_name_operations_in_spans_and_never_show_tokens,
+);
 
 /// The value of the series `name` whose labels include `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -168,5 +173,88 @@ async fn metrics_count_requests_errors_events_and_connections(backend: Backend) 
             "gauges stay at {open:?} / {running:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn json_logs_name_operations_in_spans_and_never_show_tokens(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let created = std::process::Command::new(env!("CARGO_BIN_EXE_scenario-hub"))
+        .args(["keys", "create", "--role", "admin", "--name", "ops"])
+        .env("DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let token = String::from_utf8(created.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let server = ProcessServer::spawn(
+        &db.url,
+        &[
+            ("LOG_FORMAT", "json"),
+            ("RUST_LOG", "info,scenario_hub=debug,tower_http=debug"),
+        ],
+    )
+    .await;
+
+    let answer: Value = reqwest::Client::new()
+        .post(format!("http://{}/graphql", server.addr))
+        .bearer_auth(&token)
+        .json(&json!({"query": "query Probe { eventTypes { name } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let mut ws = WsClient::init_with(server.addr, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(ws.message().await["type"], "connection_ack");
+    ws.subscribe("1", "query Look { eventTypes { name } }", json!({}))
+        .await;
+    ws.next_data("1").await;
+    assert_eq!(ws.message().await["type"], "complete");
+
+    // The lines arrive through a pipe: wait for the operation's own.
+    let in_span = |line: &Value, span: &str, operation: &str| {
+        line["spans"].as_array().is_some_and(|spans| {
+            spans
+                .iter()
+                .any(|s| s["name"] == span && s["operation"] == operation)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let lines: Vec<Value> = loop {
+        let lines: Vec<Value> = server
+            .logs()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("a JSON line: {line}"))
+            })
+            .collect();
+        let http = lines.iter().any(|l| in_span(l, "request", "Probe"));
+        let websocket = lines.iter().any(|l| {
+            in_span(l, "operation", "Look")
+                && l["spans"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["name"] == "websocket"))
+        });
+        if http && websocket {
+            break lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no line in the Probe request span and the Look operation span: {lines:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let secret = &token["shk_".len()..];
+    for line in &lines {
+        assert!(
+            !line.to_string().contains(secret),
+            "the token leaked: {line}"
+        );
     }
 }
