@@ -26,6 +26,9 @@ pub enum Command {
     Schema,
     /// Create, list and revoke API keys.
     Keys(KeysCommand),
+    /// Load a small demo scenario (templates, a RUNNING run with events,
+    /// engines with state); running it again changes nothing.
+    Demo(DatabaseConfig),
 }
 
 /// `scenario-hub keys ...`.

@@ -1,10 +1,12 @@
 //! The `scenario-hub` command: parses the command line and calls the library.
 
 use clap::Parser;
-use scenario_hub::config::{Cli, Command, KeyRole, KeysAction, KeysCommand, Limits, LogFormat};
+use scenario_hub::config::{
+    Cli, Command, DatabaseConfig, KeyRole, KeysAction, KeysCommand, Limits, LogFormat,
+};
 use scenario_hub::db::Db;
-use scenario_hub::service::Ctx;
 use scenario_hub::service::auth::{self, Role};
+use scenario_hub::service::{Ctx, demo};
 use scenario_hub::{graphql, server, telemetry};
 
 #[tokio::main]
@@ -27,6 +29,10 @@ async fn main() -> std::process::ExitCode {
             telemetry::init(LogFormat::Text);
             keys(command).await
         }
+        Command::Demo(config) => {
+            telemetry::init(LogFormat::Text);
+            demo(config).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -35,6 +41,26 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn demo(config: DatabaseConfig) -> Result<(), server::BoxError> {
+    let db = Db::connect(&config).await?;
+    db.migrate().await?;
+    let ctx = Ctx::new(db, Limits::default());
+    let loaded = demo::load(&ctx).await?;
+    println!(
+        "demo loaded: scenario template {:?} ({}), run {:?} ({}) RUNNING with {} events, {} engines",
+        demo::TEMPLATE_NAME,
+        loaded.template_id,
+        demo::RUN_NAME,
+        loaded.run_id,
+        loaded.events,
+        loaded.engine_ids.len()
+    );
+    println!(
+        "explore it at /graphiql: {{ scenarioRuns {{ nodes {{ name status lastSequence }} }} }}"
+    );
+    Ok(())
 }
 
 async fn keys(command: KeysCommand) -> Result<(), server::BoxError> {

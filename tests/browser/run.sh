@@ -57,6 +57,8 @@ trap 'exit 130' INT TERM
 
 port="$(node -e "const s=require('net').createServer();s.listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})")"
 url="http://127.0.0.1:$port"
+# The README's first query shows the demo.
+DATABASE_URL="sqlite://$tmp/b.db?mode=rwc" "$bin" demo >"$tmp/demo.log"
 DATABASE_URL="sqlite://$tmp/b.db?mode=rwc" \
   BIND="127.0.0.1:$port" \
   GRAPHIQL_ASSETS="$here/node_modules" \

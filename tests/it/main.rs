@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod concurrency;
 mod crash;
+mod demo;
 mod engines;
 mod events;
 mod example_engine;
