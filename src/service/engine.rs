@@ -59,6 +59,9 @@ pub async fn register(
     if let Some(id) = input.engine_id
         && let Some(existing) = get(ctx, id).await?
     {
+        // Refused now rather than at its first save: an engine key resumes
+        // only the engines it registered.
+        principal.require_owner(existing.registered_by)?;
         return existing_matches(existing, input.run_id, &engine_type);
     }
     let state = input.state.unwrap_or_else(|| json!({}));

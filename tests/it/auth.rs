@@ -132,6 +132,17 @@ async fn engine_keys_save_only_their_engines_state(backend: Backend) {
         .gql_as(Some(&theirs), SAVE, json!({ "e": engine }))
         .await;
     assert_eq!(code(&body), "FORBIDDEN");
+    // Resuming it under another key is refused at registration, not at the
+    // first save; its own key resumes it.
+    const RESUME: &str = "mutation($r: UUID!, $e: UUID!) { registerEngine(input: {runId: $r, engineId: $e, engineType: \"ActorEngine\"}) { version } }";
+    let (_, body) = server
+        .gql_as(Some(&theirs), RESUME, json!({ "r": s.run, "e": engine }))
+        .await;
+    assert_eq!(code(&body), "FORBIDDEN");
+    let (_, body) = server
+        .gql_as(Some(&mine), RESUME, json!({ "r": s.run, "e": engine }))
+        .await;
+    assert_eq!(body["data"]["registerEngine"]["version"], 2, "{body}");
     // Nor through completeEvent.
     server
         .gql_as(Some(&mine), PUBLISH, json!({ "r": s.run }))
