@@ -420,40 +420,38 @@ async fn rest_routes_follow_the_keys_and_roles(backend: Backend) {
         assert_eq!(server.digest().await, before, "{what} changed something");
     }
 
-    let (status, _) = call(
-        &server,
-        reqwest::Method::GET,
-        &state_path,
-        None,
-        Some(&viewer),
-    )
-    .await;
-    assert_eq!(status, 200, "a viewer reads state");
-    let (status, saved) = call(
-        &server,
-        reqwest::Method::PUT,
-        &state_path,
-        save(),
-        Some(&engine_key),
-    )
-    .await;
-    assert_eq!(status, 200, "the registering engine key saves: {saved}");
-    let (status, _) = call(
-        &server,
-        reqwest::Method::PUT,
-        &state_path,
-        save(),
-        Some(&admin),
-    )
-    .await;
-    assert_eq!(status, 200, "an admin saves");
-    let (status, record) = call(
-        &server,
-        reqwest::Method::PUT,
-        &process_path,
-        process(),
-        Some(&engine_key),
-    )
-    .await;
-    assert_eq!(status, 200, "an engine key records: {record}");
+    let allowed = [
+        (
+            "a viewer reading state",
+            reqwest::Method::GET,
+            &state_path,
+            None,
+            &viewer,
+        ),
+        (
+            "the registering key saving",
+            reqwest::Method::PUT,
+            &state_path,
+            save(),
+            &engine_key,
+        ),
+        (
+            "an admin saving",
+            reqwest::Method::PUT,
+            &state_path,
+            save(),
+            &admin,
+        ),
+        (
+            "an engine key recording",
+            reqwest::Method::PUT,
+            &process_path,
+            process(),
+            &engine_key,
+        ),
+    ];
+    for (what, method, path, body, token) in allowed {
+        let (status, answer) = call(&server, method, path, body, Some(token)).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+    }
 }
