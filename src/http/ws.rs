@@ -57,6 +57,9 @@ impl WsSettings {
     }
 }
 
+/// Read and write buffer of each websocket.
+const WS_BUFFER_BYTES: usize = 8 * 1024;
+
 /// Numbers connections in the logs.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
@@ -123,7 +126,13 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
                                        "extensions": {"code": "LIMIT_EXCEEDED"}}]});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    let ws = ws.protocols(["graphql-transport-ws", "graphql-ws"]);
+    // tungstenite's default 128 KiB read buffer per connection would be most
+    // of an idle subscription's memory; GraphQL messages are small, and a
+    // larger one still arrives, read in more chunks.
+    let ws = ws
+        .protocols(["graphql-transport-ws", "graphql-ws"])
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES);
     let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some("graphql-ws") => Protocol::Legacy,
         _ => Protocol::TransportWs,

@@ -399,6 +399,10 @@ impl CursorKey for EventCursor {
     }
 }
 
+fn other_order() -> AppError {
+    AppError::bad_input("after", "after is a cursor of the other order")
+}
+
 /// Events routed to `engine` (of its run): targeted at it, at its type, or at
 /// nobody in particular.
 pub fn routed_to(engine: &engine_state::Model) -> Condition {
@@ -510,32 +514,51 @@ pub async fn read_page(
             .filter(routed_to(engine))
             .filter(not_done_by(engine.engine_id));
     }
-    match (order, page.after) {
-        (EventOrder::Sequence, Some(EventCursor::Sequence(s))) => {
-            query = query.filter(E::Sequence.gt(s));
+    let limit = page.first as u64 + 1;
+    let rows = match (order, page.after) {
+        (EventOrder::Sequence, after) => {
+            if let Some(EventCursor::Priority(..)) = after {
+                return Err(other_order());
+            }
+            if let Some(EventCursor::Sequence(s)) = after {
+                query = query.filter(E::Sequence.gt(s));
+            }
+            let query = query.order_by_asc(E::Sequence).limit(limit);
+            query.all(&ctx.db.conn).await?
+        }
+        (EventOrder::Priority, Some(EventCursor::Sequence(_))) => return Err(other_order()),
+        (EventOrder::Priority, None) => {
+            let query = query
+                .order_by_desc(E::Priority)
+                .order_by_asc(E::Sequence)
+                .limit(limit);
+            query.all(&ctx.db.conn).await?
         }
         (EventOrder::Priority, Some(EventCursor::Priority(p, s))) => {
-            query = query.filter(
-                Condition::any().add(E::Priority.lt(p)).add(
-                    Condition::all()
-                        .add(E::Priority.eq(p))
-                        .add(E::Sequence.gt(s)),
-                ),
-            );
+            // Two index range scans instead of one `priority < p OR (priority
+            // = p AND sequence > s)`, which neither backend can bound: the
+            // rest of priority `p`, then the lower priorities. A deep page
+            // of a long backlog costs the same as the first.
+            let mut rows = query
+                .clone()
+                .filter(E::Priority.eq(p))
+                .filter(E::Sequence.gt(s))
+                .order_by_asc(E::Sequence)
+                .limit(limit)
+                .all(&ctx.db.conn)
+                .await?;
+            let missing = limit - rows.len() as u64;
+            if missing > 0 {
+                let lower = query
+                    .filter(E::Priority.lt(p))
+                    .order_by_desc(E::Priority)
+                    .order_by_asc(E::Sequence)
+                    .limit(missing);
+                rows.extend(lower.all(&ctx.db.conn).await?);
+            }
+            rows
         }
-        (_, None) => {}
-        _ => {
-            return Err(AppError::bad_input(
-                "after",
-                "after is a cursor of the other order",
-            ));
-        }
-    }
-    query = match order {
-        EventOrder::Sequence => query.order_by_asc(E::Sequence),
-        EventOrder::Priority => query.order_by_desc(E::Priority).order_by_asc(E::Sequence),
     };
-    let rows = query.limit(page.first as u64 + 1).all(&ctx.db.conn).await?;
     Ok(into_page(
         rows.into_iter()
             .map(|e| (EventCursor::of(&e, order), e))

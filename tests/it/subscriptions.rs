@@ -302,15 +302,17 @@ async fn streams_complete_when_the_run_closes(backend: Backend) {
     let s = scenario(&server, "close").await;
     let engine = register(&server, &s.run, "ActorEngine").await;
     let mut ws = WsClient::ready(server.addr).await;
-    ws.subscribe("live", ENGINE_EVENTS, json!({"run": s.run}))
-        .await;
+    // `run` starts first: by the time an event published below reaches
+    // `live`, `run` has long read its starting point (runUpdated sends only
+    // changes, so nothing on the wire shows when it has).
     ws.subscribe(
         "run",
         "subscription($r: UUID!) { runUpdated(runId: $r) { status } }",
         json!({"r": s.run}),
     )
     .await;
-    // Both subscriptions are live once an event published now reaches the first.
+    ws.subscribe("live", ENGINE_EVENTS, json!({"run": s.run}))
+        .await;
     event_type(&server, "tick", json!(null), 0, 1).await;
     let tick = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
     assert_eq!(ws.next_event("live").await["id"], tick["id"]);
