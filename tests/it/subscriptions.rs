@@ -311,7 +311,10 @@ async fn streams_complete_when_the_run_closes(backend: Backend) {
         json!({"r": s.run}),
     )
     .await;
-    ws.subscribe("live", ENGINE_EVENTS, json!({"run": s.run}))
+    // From the current sequence on, so that `live` gets the tick however
+    // late it starts.
+    let start = last_sequence(&server, &s.run).await;
+    ws.subscribe("live", ENGINE_EVENTS, json!({"run": s.run, "after": start}))
         .await;
     event_type(&server, "tick", json!(null), 0, 1).await;
     let tick = publish(&server, json!({"runId": s.run, "eventType": "tick"})).await;
