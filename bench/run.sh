@@ -19,7 +19,8 @@ PORT=${PORT:-18080}
 BACKENDS=${BACKENDS:-sqlite postgres}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-# 10,000 idle websockets in the rss workload: one descriptor each, on both ends.
+# 10,000 idle websockets in the rss workload: one descriptor each, on both
+# ends; where the hard limit is lower (20,000 here), take the hard limit.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --example loadgen --bin scenario-hub
@@ -74,7 +75,7 @@ bench() {
   start_server "$url" "$name"
   echo "== $name: server pid $server_pid, $url" >&2
   "$LOADGEN" --url "http://127.0.0.1:$PORT" --server-pid "$server_pid" \
-    --label "$name" "$@" | tee "$work/table-$name.md"
+    --label "$name" "$@" >"$work/table-$name.md"
   stop_server
 }
 

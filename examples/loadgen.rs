@@ -34,8 +34,9 @@
 //!
 //! HTTP workloads run `--warmup` seconds first, then count `--duration`
 //! seconds. The CPU column is the cores used during the measured window, read
-//! from /proc: this process, the server (`--server-pid`), every `postgres`
-//! process, and the rest of the machine (at 100 ticks per second).
+//! from /proc at 100 ticks per second: this process, the server
+//! (`--server-pid`), every `postgres` process, interrupts and softirqs
+//! (loopback networking), and whatever else kept the machine busy.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -271,7 +272,7 @@ fn thousands(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -288,6 +289,8 @@ struct CpuSample {
     me: u64,
     server: u64,
     postgres: u64,
+    /// Interrupts and softirqs (loopback networking is mostly here).
+    irq: u64,
     machine_busy: u64,
 }
 
@@ -322,7 +325,7 @@ fn cpu_sample(server: Option<u32>) -> CpuSample {
             }
         }
     }
-    let machine_busy = read("/proc/stat".into())
+    let (machine_busy, irq) = read("/proc/stat".into())
         .and_then(|s| {
             let line = s.lines().next()?.to_owned();
             let v: Vec<u64> = line
@@ -332,19 +335,21 @@ fn cpu_sample(server: Option<u32>) -> CpuSample {
                 .collect();
             // user nice system idle iowait irq softirq steal
             let total: u64 = v.iter().take(8).sum();
-            Some(total - v.get(3)? - v.get(4)?)
+            Some((total - v.get(3)? - v.get(4)?, v.get(5)? + v.get(6)?))
         })
-        .unwrap_or(0);
+        .unwrap_or((0, 0));
     CpuSample {
         at: Some(Instant::now()),
         me,
         server: server_ticks,
         postgres,
+        irq,
         machine_busy,
     }
 }
 
-/// Cores used between two samples: "loadgen/server/postgres/other".
+/// Cores used between two samples: "loadgen/server/postgres/irq/other",
+/// where other is everything else busy on the machine.
 fn cpu_split(a: CpuSample, b: CpuSample) -> String {
     let (Some(t0), Some(t1)) = (a.at, b.at) else {
         return "-".into();
@@ -353,9 +358,10 @@ fn cpu_split(a: CpuSample, b: CpuSample) -> String {
     let me = (b.me - a.me) as f64 / secs;
     let server = (b.server - a.server) as f64 / secs;
     let pg = (b.postgres.saturating_sub(a.postgres)) as f64 / secs;
+    let irq = (b.irq - a.irq) as f64 / secs;
     let busy = (b.machine_busy - a.machine_busy) as f64 / secs;
-    let other = (busy - me - server - pg).max(0.0);
-    format!("{me:.2}/{server:.2}/{pg:.2}/{other:.2}")
+    let other = (busy - me - server - pg - irq).max(0.0);
+    format!("{me:.2}/{server:.2}/{pg:.2}/{irq:.2}/{other:.2}")
 }
 
 // ---------------------------------------------------------------- closed loop
@@ -744,8 +750,8 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
         let (warmed, measured) = (warmed.clone(), measured.clone());
         let mut stop = stop_rx.clone();
         subs.push(tokio::spawn(async move {
-            // (sequence, latency µs) of measured events.
-            let mut got: Vec<(i64, u64)> = Vec::new();
+            // (sequence, received µs, latency µs) of measured events.
+            let mut got: Vec<(i64, u64, u64)> = Vec::new();
             let mut saw_warmup = false;
             let mut problem = None;
             loop {
@@ -776,7 +782,7 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
                                 warmed.fetch_add(1, Ordering::SeqCst);
                             }
                         } else {
-                            got.push((seq, received.saturating_sub(sent)));
+                            got.push((seq, received, received.saturating_sub(sent)));
                             measured.fetch_add(1, Ordering::SeqCst);
                         }
                     }
@@ -815,6 +821,7 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
     // The paced publisher: one publish every 1/rate s, each in its own task
     // (open loop), at most 256 in flight.
     let cpu0 = cpu_sample(args.server_pid);
+    // (sequence, µs at the publisher's HTTP response) of each published event.
     let published = Arc::new(Mutex::new(Vec::with_capacity(args.fanout_events)));
     let publish_lat = Arc::new(Mutex::new(Vec::with_capacity(args.fanout_events)));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -844,7 +851,8 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
                         .unwrap()
                         .push(t0.elapsed().as_micros() as u64);
                     if let Some(seq) = number_after(&text, "\"sequence\":") {
-                        published.lock().unwrap().push(seq);
+                        let acked = epoch.elapsed().as_micros() as u64;
+                        published.lock().unwrap().push((seq, acked));
                     }
                 }
                 Err(e) => {
@@ -862,7 +870,8 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
     }
     let publish_window = started.elapsed().as_secs_f64();
     // Let the last events arrive (5 s at most), then stop the subscribers.
-    let published: Vec<i64> = published.lock().unwrap().clone();
+    let acked: HashMap<i64, u64> = published.lock().unwrap().iter().copied().collect();
+    let published: Vec<i64> = acked.keys().copied().collect();
     let want = published.len() * args.subscribers;
     let deadline = Instant::now() + Duration::from_secs(5);
     while measured.load(Ordering::SeqCst) < want && Instant::now() < deadline {
@@ -872,6 +881,9 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
     let _ = stop_tx.send(true);
     let expected: std::collections::HashSet<i64> = published.iter().copied().collect();
     let (mut all, mut lost, mut dup, mut problems) = (Vec::new(), 0usize, 0usize, 0usize);
+    // Received minus the publisher's HTTP response: the delivery part alone
+    // (0 when the event arrived before the response).
+    let mut after_ack = Vec::new();
     for s in subs {
         let (got, problem) = s.await.map_err(|e| e.to_string())?;
         if let Some(p) = problem {
@@ -881,14 +893,18 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
             }
         }
         let mut seen: HashMap<i64, usize> = HashMap::new();
-        for (seq, lat) in got {
+        for (seq, received, lat) in got {
             *seen.entry(seq).or_default() += 1;
             all.push(lat);
+            if let Some(ack) = acked.get(&seq) {
+                after_ack.push(received.saturating_sub(*ack));
+            }
         }
         lost += expected.iter().filter(|s| !seen.contains_key(s)).count();
         dup += seen.values().map(|n| n - 1).sum::<usize>();
     }
     all.sort_unstable();
+    after_ack.sort_unstable();
     let mut pl = publish_lat.lock().unwrap().clone();
     pl.sort_unstable();
     Ok(Row {
@@ -907,12 +923,14 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
         ),
         cpu: cpu_split(cpu0, cpu1),
         notes: format!(
-            "{} events paced at {}/s (sent in {sending:.1} s), {} msgs; publish p50 {} p99 {} ms",
+            "{} events paced at {}/s (sent in {sending:.1} s), {} msgs; publishEvent p50 {} p99 {} ms; received after its response p50 {} p99 {} ms",
             published.len(),
             args.fanout_rate,
             all.len(),
             ms(pct(&pl, 50.0)),
-            ms(pct(&pl, 99.0))
+            ms(pct(&pl, 99.0)),
+            ms(pct(&after_ack, 50.0)),
+            ms(pct(&after_ack, 99.0))
         ),
     })
 }
@@ -1155,7 +1173,7 @@ fn print_table(args: &Args, rows: &[Row]) {
     let _ = writeln!(out, "\n### {}\n", args.label);
     let _ = writeln!(
         out,
-        "| workload | throughput | p50 ms | p99 ms | max ms | errors / lost / dup | CPU cores loadgen/server/postgres/other | notes |"
+        "| workload | throughput | p50 ms | p99 ms | max ms | errors / lost / dup | CPU cores loadgen/server/postgres/irq/other | notes |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for r in rows {

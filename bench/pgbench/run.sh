@@ -74,7 +74,7 @@ run() {
   local name=$1 what=$2
   shift 2
   local out
-  out=$("$PGBENCH" -n -M prepared -c "$CLIENTS" -j "$THREADS" -T "$DURATION" -f "$here/$name" "$@" "$url" 2>&1) || {
+  out=$("$PGBENCH" -n -M prepared -c "${C:-$CLIENTS}" -j "$THREADS" -T "$DURATION" -f "$here/$name" "$@" "$url" 2>&1) || {
     echo "$out" >&2
     echo "| $name | $what | failed | - |"
     return 0
@@ -86,5 +86,6 @@ run() {
 }
 run w1_read.sql "run + 51 events by priority + event types (3 SELECTs)" -D run=$RUN_W1 -D etype=$ETYPE
 run w2_publish.sql "type SELECT; BEGIN, UPDATE..RETURNING, INSERT, COMMIT" -D run=$RUN_W2 -D etype=$ETYPE -D "payload=$PAYLOAD"
+C=16 run w2_publish.sql "the same with 16 clients (the server's pool size)" -D run=$RUN_W2 -D etype=$ETYPE -D "payload=$PAYLOAD"
 run w2_publish_notify.sql "W2 + one pg_notify per commit" -D run=$RUN_W2 -D etype=$ETYPE -D "payload=$PAYLOAD"
 run w3_save_state.sql "one compare-and-set UPDATE of a ~2 KB state" -D "state=$STATE" -D n=0 -D v0=1 -D v1=1 -D workers=$CLIENTS -D engines=50
