@@ -47,6 +47,9 @@ impl Db {
         options
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx pings every connection it hands out: a round trip per
+            // request. Only connections idle this long are checked first.
+            .test_before_acquire_if_idle_for(Duration::from_secs(30))
             .sqlx_logging(false);
         if url.starts_with("sqlite:") {
             // Validate the URL now: the mapping closure below cannot fail.

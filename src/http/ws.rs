@@ -58,7 +58,7 @@ impl WsSettings {
 }
 
 /// Read and write buffer of each websocket.
-const WS_BUFFER_BYTES: usize = 8 * 1024;
+const WS_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Numbers connections in the logs.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -126,8 +126,8 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
                                        "extensions": {"code": "LIMIT_EXCEEDED"}}]});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    // tungstenite's default 128 KiB read buffer per connection would be most
-    // of an idle subscription's memory; GraphQL messages are small, and a
+    // tungstenite's default 128 KiB read buffer per connection (zero-filled on
+    // the first read) would be most of an idle subscription's memory; GraphQL messages are small, and a
     // larger one still arrives, read in more chunks.
     let ws = ws
         .protocols(["graphql-transport-ws", "graphql-ws"])
