@@ -110,6 +110,10 @@ pub struct ServeConfig {
     /// reaches it may do anything).
     #[arg(long, env = "INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Milliseconds that requests in flight at SIGINT/SIGTERM get to finish
+    /// before the process stops anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
     /// Serve GraphiQL's scripts from this folder (holding npm's graphiql@4,
     /// react@18 and react-dom@18 packages, e.g. a node_modules folder)
     /// instead of unpkg.com.
@@ -222,6 +226,7 @@ impl ServeConfig {
             log_format: LogFormat::Text,
             insecure_no_auth: false,
             graphiql_assets: None,
+            shutdown_timeout_ms: 30_000,
             limits: Limits::default(),
             realtime: Realtime::default(),
         }

@@ -131,7 +131,30 @@ pub async fn run(config: ServeConfig) -> Result<(), BoxError> {
         graphiql = %format!("http://{}/graphiql", listener.local_addr()?),
         "scenario-hub listening"
     );
-    app.serve(listener, shutdown_signal()).await?;
+    // A client that never finishes its request must not hold the process:
+    // once signalled, in-flight requests get `shutdown_timeout_ms`.
+    let (signalled, mut signal_seen) = tokio::sync::oneshot::channel();
+    let serving = app.serve(listener, async move {
+        shutdown_signal().await;
+        let _ = signalled.send(());
+    });
+    let grace = Duration::from_millis(config.shutdown_timeout_ms);
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => result?,
+        () = async {
+            if (&mut signal_seen).await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            tracing::warn!(
+                timeout_ms = config.shutdown_timeout_ms,
+                "requests still in flight after the shutdown timeout are cut off"
+            );
+        }
+    }
     tracing::info!("scenario-hub stopped");
     Ok(())
 }

@@ -8,9 +8,13 @@ use tokio::net::TcpStream;
 
 use crate::both_backends;
 use crate::common::process::{Client, ProcessServer};
+use crate::common::ws::PATIENCE;
 use crate::common::{Backend, TestDb};
 
-both_backends!(an_in_flight_completion_finishes_on_a_signal);
+both_backends!(
+    an_in_flight_completion_finishes_on_a_signal,
+    a_request_that_never_ends_does_not_hold_shutdown,
+);
 
 /// A running run with one engine and one event of a new type `name`;
 /// returns (engine, event).
@@ -122,4 +126,29 @@ async fn an_in_flight_completion_finishes_on_a_signal(backend: Backend) {
             json!([{"status": "PROCESSED"}])
         );
     }
+}
+
+async fn a_request_that_never_ends_does_not_hold_shutdown(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = ProcessServer::spawn(&db.url, &[("SHUTDOWN_TIMEOUT_MS", "300")]).await;
+    // Headers, the server's 100 Continue, then silence: the body never comes.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /graphql HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: 1000\r\nexpect: 100-continue\r\n\r\n",
+        server.addr
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).await.unwrap();
+    assert!(String::from_utf8_lossy(&interim).starts_with("HTTP/1.1 100 Continue"));
+
+    let logs = server.logs_handle();
+    let status = tokio::time::timeout(PATIENCE, server.stop("TERM"))
+        .await
+        .expect("the process stops after its shutdown timeout");
+    assert!(status.success(), "exit status {status}");
+    let logs = logs.lock().unwrap().join("\n");
+    assert!(logs.contains("shutdown timeout"), "{logs}");
+    drop(stream);
 }

@@ -63,6 +63,11 @@ impl ProcessServer {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Its log lines, also after it has stopped.
+    pub fn logs_handle(&self) -> Arc<Mutex<Vec<String>>> {
+        self.logs.clone()
+    }
+
     /// Kills the process at once (SIGKILL): no shutdown, no cleanup.
     pub fn kill(mut self) {
         self.child.kill().expect("SIGKILL");
