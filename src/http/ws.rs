@@ -57,6 +57,9 @@ impl WsSettings {
     }
 }
 
+/// Most messages written before one flush.
+const WRITE_BATCH: usize = 64;
+
 /// Read and write buffer of each websocket.
 const WS_BUFFER_BYTES: usize = 4 * 1024;
 
@@ -251,20 +254,34 @@ impl Connection {
         let (mut sink, mut incoming) = socket.split();
         let mut out_rx = self.out_rx.take().expect("run once");
         let writer = tokio::spawn(async move {
-            while let Some(message) = out_rx.recv().await {
-                let frame = match message {
-                    Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
-                    Outgoing::Ping => Message::Ping(Default::default()),
-                    Outgoing::Close(code, reason) => {
-                        let frame = CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from_static(reason),
-                        };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                        break;
+            // Whatever is already queued goes out with one flush: a
+            // connection that fell behind catches up in fewer syscalls.
+            'connection: while let Some(first) = out_rx.recv().await {
+                let mut next = Some(first);
+                let mut fed = 0;
+                while let Some(message) = next.take() {
+                    let frame = match message {
+                        Outgoing::Text(text) => Message::Text(Utf8Bytes::from(text)),
+                        Outgoing::Ping => Message::Ping(Default::default()),
+                        Outgoing::Close(code, reason) => {
+                            let frame = CloseFrame {
+                                code,
+                                reason: Utf8Bytes::from_static(reason),
+                            };
+                            // `send` flushes what was fed before it too.
+                            let _ = sink.send(Message::Close(Some(frame))).await;
+                            break 'connection;
+                        }
+                    };
+                    if sink.feed(frame).await.is_err() {
+                        break 'connection;
                     }
-                };
-                if sink.send(frame).await.is_err() {
+                    fed += 1;
+                    if fed < WRITE_BATCH {
+                        next = out_rx.try_recv().ok();
+                    }
+                }
+                if sink.flush().await.is_err() {
                     break;
                 }
             }
