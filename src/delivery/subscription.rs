@@ -199,12 +199,14 @@ impl EventStream {
             if self.finished {
                 return None;
             }
-            match self.next_from_backlog().await {
+            // The database reads are boxed: their futures are large, and an
+            // idle subscription waits below without carrying their space.
+            match Box::pin(self.next_from_backlog()).await {
                 Ok(Some(event)) => return Some(Ok(Arc::new(event))),
                 Ok(None) => {}
                 Err(err) => return Some(Err(err)),
             }
-            if let Err(err) = self.take_ready().await {
+            if let Err(err) = Box::pin(self.take_ready()).await {
                 return Some(Err(err));
             }
             if let Some(Queued(event)) = self.queue.pop() {
@@ -227,7 +229,7 @@ impl EventStream {
                 },
                 retry = self.retries.recv(), if self.engine.is_some() => {
                     if let Ok(retry) = retry
-                        && let Err(err) = self.take_retry(retry).await
+                        && let Err(err) = Box::pin(self.take_retry(retry)).await
                     {
                         return Some(Err(err));
                     }

@@ -305,7 +305,10 @@ impl Connection {
                     ping_sent = None;
                     match frame {
                         Some(Ok(Message::Text(text))) => {
-                            if let Err(stop) = self.on_text(text.as_str()).await {
+                            // Boxed, like `revalidate` below: their database
+                            // futures are large, and an idle connection should
+                            // not carry their space in its own task.
+                            if let Err(stop) = Box::pin(self.on_text(text.as_str())).await {
                                 break stop;
                             }
                         }
@@ -322,7 +325,7 @@ impl Connection {
                     if self.principal.is_none() && now >= init_deadline {
                         break Stop::Close(4408, "Connection initialisation timeout");
                     }
-                    if let Err(stop) = self.revalidate().await {
+                    if let Err(stop) = Box::pin(self.revalidate()).await {
                         break stop;
                     }
                     match ping_sent {
