@@ -106,9 +106,9 @@ impl Extension for OneRequest {
                 // The operation counts once, by its first response; errors
                 // count each time.
                 if let Some(metrics) = &metrics {
-                    let name = name.lock().expect("name lock poisoned").clone();
                     if first {
                         first = false;
+                        let name = name.lock().expect("name lock poisoned").clone();
                         count(metrics, Transport::Websocket, name.as_deref(), &response);
                     } else {
                         count_errors(metrics, &response);

@@ -25,7 +25,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// A GraphQL-shaped error response for a request that never reached the schema.
-fn request_error(status: StatusCode, code: &'static str, message: String) -> Response {
+pub(super) fn request_error(status: StatusCode, code: &'static str, message: String) -> Response {
     let body = json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut response = (status, Json(body)).into_response();
     response.extensions_mut().insert(ErrorCode(code));

@@ -16,7 +16,7 @@ pub use ws::WsSettings;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
@@ -118,13 +118,9 @@ fn too_large_as_json(response: Response, limit: usize) -> Response {
     if !is_plain_too_large(&response) {
         return response;
     }
-    let body = serde_json::json!({"errors": [{
-        "message": format!("the request body is larger than {limit} bytes"),
-        "extensions": {"code": "LIMIT_EXCEEDED"}
-    }]});
-    let mut response = (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response();
-    response
-        .extensions_mut()
-        .insert(ErrorCode("LIMIT_EXCEEDED"));
-    response
+    graphql::request_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "LIMIT_EXCEEDED",
+        format!("the request body is larger than {limit} bytes"),
+    )
 }
