@@ -125,6 +125,7 @@ pub async fn run(config: ServeConfig) -> Result<(), BoxError> {
         )
         .into());
     }
+    let signals = ShutdownSignals::install()?;
     let listener = TcpListener::bind(config.bind).await?;
     tracing::info!(
         address = %listener.local_addr()?,
@@ -135,7 +136,7 @@ pub async fn run(config: ServeConfig) -> Result<(), BoxError> {
     // once signalled, in-flight requests get `shutdown_timeout_ms`.
     let (signalled, mut signal_seen) = tokio::sync::oneshot::channel();
     let serving = app.serve(listener, async move {
-        shutdown_signal().await;
+        signals.received().await;
         let _ = signalled.send(());
     });
     let grace = Duration::from_millis(config.shutdown_timeout_ms);
@@ -163,25 +164,39 @@ pub async fn run(config: ServeConfig) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, caught from the moment this is made: a signal that
+/// arrives while the server starts is a clean shutdown too, not a kill.
+pub struct ShutdownSignals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers now.
+    pub fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
     }
-    tracing::info!("shutdown signal received");
+
+    /// Resolves on the first SIGINT (Ctrl-C) or SIGTERM.
+    pub async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    }
 }
