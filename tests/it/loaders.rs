@@ -12,17 +12,23 @@ const QUERY: &str = "query($r: UUID!, $n: Int) { events(runId: $r, filter: {even
     nodes { id type { name defaultPriority } processedBy { engineId status } run { name } } } }";
 
 async fn statements_for(server: &TestServer, run: &str, n: usize) -> u64 {
-    let before = server.statements();
-    let data = server.gql(QUERY, json!({ "r": run, "n": n })).await;
-    let after = server.statements();
-    let nodes = data["events"]["nodes"].as_array().unwrap();
-    assert_eq!(nodes.len(), n);
-    assert!(
-        nodes
-            .iter()
-            .all(|e| e["processedBy"].as_array().unwrap().len() == 2)
-    );
-    after - before
+    // Least of two runs: once a second a request also re-reads whether any
+    // API key exists (`auth::KeyPresence`), which is not the query's cost.
+    let mut least = u64::MAX;
+    for _ in 0..2 {
+        let before = server.statements();
+        let data = server.gql(QUERY, json!({ "r": run, "n": n })).await;
+        let after = server.statements();
+        let nodes = data["events"]["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), n);
+        assert!(
+            nodes
+                .iter()
+                .all(|e| e["processedBy"].as_array().unwrap().len() == 2)
+        );
+        least = least.min(after - before);
+    }
+    least
 }
 
 async fn nested_fields_cost_a_constant_number_of_statements(backend: Backend) {
