@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -37,6 +39,33 @@ pub struct Db {
     pub conn: DatabaseConnection,
     /// Statement counters, shared with the pool's metric callback.
     pub stats: Arc<DbStats>,
+    /// SQLite only: writers of this process queue here, in order, rather
+    /// than in SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ms
+    /// ... between tries and so turns a short queue into tens of milliseconds.
+    write_gate: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction, holding this process's SQLite write turn (if any)
+/// until it ends. Derefs to the transaction.
+pub struct WriteTxn {
+    // Declared first: dropped (rolled back) before the turn passes on.
+    txn: DatabaseTransaction,
+    _turn: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    /// Commits the transaction, then passes the write turn on.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
 }
 
 impl Db {
@@ -74,7 +103,13 @@ impl Db {
         conn.set_metric_callback(move |_info| {
             counter.statements.fetch_add(1, Ordering::Relaxed);
         });
-        Ok(Db { conn, stats })
+        let write_gate = (conn.get_database_backend() == DatabaseBackend::Sqlite)
+            .then(|| Arc::new(Mutex::new(())));
+        Ok(Db {
+            conn,
+            stats,
+            write_gate,
+        })
     }
 
     /// Applies every pending migration.
@@ -87,15 +122,27 @@ impl Db {
         self.conn.get_database_backend()
     }
 
-    /// Starts a transaction that will write. On SQLite it takes the write lock
-    /// at BEGIN (IMMEDIATE), so that two writers queue on the busy timeout
-    /// instead of one failing when it upgrades from reading to writing.
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+    /// Starts a transaction that will write. On SQLite it waits for this
+    /// process's write turn, then takes the write lock at BEGIN (IMMEDIATE):
+    /// a writer never fails when it upgrades from reading to writing, and
+    /// another process's writer is waited for by the busy timeout.
+    pub async fn begin_write(&self) -> Result<WriteTxn, DbErr> {
+        let turn = self.write_turn().await;
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        self.conn.begin_with_options(options).await
+        let txn = self.conn.begin_with_options(options).await?;
+        Ok(WriteTxn { txn, _turn: turn })
+    }
+
+    /// Waits for this process's SQLite write turn (none on PostgreSQL); a
+    /// single-statement write outside [`Db::begin_write`] holds it meanwhile.
+    pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+        match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// How many pooled connections are open, idle, and allowed.

@@ -291,16 +291,16 @@ pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> Ap
     let emitted = insert_prepared(&txn, prepared, false).await?;
     let engine = match input.state {
         Some(state) => {
-            super::engine::save_in(&txn, record.engine_id, state, input.expected_version).await?
+            super::engine::save_in(&*txn, record.engine_id, state, input.expected_version).await?
         }
         None => {
             let engine = engine_state::Entity::find_by_id(record.engine_id)
-                .one(&txn)
+                .one(&*txn)
                 .await?
                 .ok_or_else(|| AppError::internal("engine vanished inside its transaction"))?;
             if input.expected_version.is_some_and(|v| v != engine.version) {
                 return super::engine::conflict_or_missing(
-                    &txn,
+                    &*txn,
                     record.engine_id,
                     input.expected_version,
                 )

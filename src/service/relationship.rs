@@ -139,7 +139,7 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
                 .update_columns([R::Kind, R::Strength, R::Data, R::UpdatedAt])
                 .to_owned(),
         )
-        .exec_with_returning(&txn)
+        .exec_with_returning(&*txn)
         .await?;
     txn.commit().await?;
     ctx.announce(&published);

@@ -137,7 +137,7 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
         payload: Some(json!({"runId": run_id, "from": from.as_str(), "to": to.as_str()})),
         ..Default::default()
     };
-    let prepared = prepare(ctx, &txn, vec![event], "status", |_| "status".into()).await?;
+    let prepared = prepare(ctx, &*txn, vec![event], "status", |_| "status".into()).await?;
     let published = insert_prepared(&txn, prepared, false).await?;
 
     let at = now();
@@ -150,7 +150,7 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
     if to.is_terminal() {
         update = update.col_expr(scenario_run::Column::EndedAt, Expr::value(at));
     }
-    let updated = update.exec_with_returning(&txn).await?;
+    let updated = update.exec_with_returning(&*txn).await?;
     txn.commit().await?;
     ctx.announce(&published);
     updated
