@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServeConfig;
 use crate::db::Db;
 use crate::delivery::{DeliveryConfig, Hub};
+use crate::graphql::execution::Executor;
 use crate::graphql::{AppSchemaBuilder, build_schema_with};
 use crate::http::{AppState, GraphiqlAssets, RenderCache, WsSettings, router};
 use crate::service::Ctx;
@@ -62,7 +63,7 @@ impl App {
         let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {
             state: AppState {
-                schema,
+                graphql: Executor::new(schema, ctx.metrics.clone()),
                 ctx,
                 hub,
                 ws: Arc::new(ws),

@@ -4,14 +4,7 @@
 
 use std::sync::Arc;
 
-use std::sync::Mutex;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
-};
-use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ErrorExtensions, Response, ServerError, ServerResult, Value, Variables};
-use futures::stream::{BoxStream, StreamExt};
+use async_graphql::{ErrorExtensions, Response, ServerError, Value};
 
 use crate::error::AppError;
 
@@ -57,65 +50,6 @@ impl From<AppError> for LoadError {
 impl From<LoadError> for async_graphql::Error {
     fn from(err: LoadError) -> Self {
         to_graphql(&err.0)
-    }
-}
-
-/// Gives every error async-graphql raises on its own an `extensions.code`,
-/// and `extensions.field` where the error points at an argument.
-pub struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodesOfRequest::default())
-    }
-}
-
-/// The per-request half of [`ErrorCodes`].
-#[derive(Default)]
-struct ErrorCodesOfRequest {
-    /// The query text, to name the argument an error points at. A std Mutex:
-    /// nothing awaits while it is held. Shared with the subscription stream.
-    query: Arc<Mutex<Option<String>>>,
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for ErrorCodesOfRequest {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        let query = self.query.lock().expect("query lock poisoned").take();
-        for error in &mut response.errors {
-            add_code(error, query.as_deref());
-        }
-        response
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        let query = self.query.clone();
-        next.run(ctx, stream)
-            .map(move |mut response| {
-                let query = query.lock().expect("query lock poisoned").clone();
-                for error in &mut response.errors {
-                    add_code(error, query.as_deref());
-                }
-                response
-            })
-            .boxed()
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        *self.query.lock().expect("query lock poisoned") = Some(query.to_owned());
-        next.run(ctx, query, variables).await
     }
 }
 

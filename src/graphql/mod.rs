@@ -1,9 +1,10 @@
-//! The GraphQL schema: roots, types, loaders and error codes. Transport
-//! lives in `http`; rules live in `service`.
+//! The GraphQL schema: roots, types, loaders, error codes and the executor
+//! that the transports run it through. Transport lives in `http`; rules live
+//! in `service`.
 
 pub mod error;
+pub mod execution;
 pub mod loaders;
-pub mod metrics;
 pub mod mutation;
 pub mod query;
 pub mod subscription;
@@ -46,10 +47,7 @@ pub fn build_schema_with(
         subscription::SubscriptionRoot,
     )
     .limit_depth(limits.max_query_depth)
-    .limit_complexity(limits.max_query_complexity)
-    // Outermost first: the metrics see the codes that ErrorCodes adds.
-    .extension(metrics::RequestMetrics)
-    .extension(error::ErrorCodes);
+    .limit_complexity(limits.max_query_complexity);
     if let Some((ctx, hub)) = services {
         builder = builder.data(ctx).data(hub);
     }

@@ -15,7 +15,6 @@ use serde_json::json;
 
 use super::{AppState, ErrorCode};
 use crate::error::AppError;
-use crate::graphql::error::catching_panics;
 use crate::graphql::request_loader;
 use crate::service::auth;
 
@@ -72,7 +71,7 @@ async fn execute(
         }
     };
     let request = request.data(request_loader(&state.ctx)).data(principal);
-    let response = catching_panics(state.schema.execute(request)).await;
+    let response = state.graphql.execute(request).await;
     GraphQLResponse::from(response).into_response()
 }
 

@@ -25,14 +25,14 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::delivery::Hub;
-use crate::graphql::AppSchema;
+use crate::graphql::execution::Executor;
 use crate::service::Ctx;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The GraphQL schema, built once.
-    pub schema: AppSchema,
+    /// The GraphQL schema, built once, as the transports run it.
+    pub graphql: Executor,
     /// The service context, for per-request loaders and health checks.
     pub ctx: Ctx,
     /// Event delivery.

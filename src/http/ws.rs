@@ -494,7 +494,7 @@ async fn operation(
     if let Some(name) = payload.operation_name {
         request = request.operation_name(name);
     }
-    let mut responses = state.schema.execute_stream(request);
+    let mut responses = state.graphql.execute_stream(request);
     let mut first = true;
     loop {
         // A panic while producing the next response ends this operation with

@@ -1,0 +1,186 @@
+//! Runs GraphQL operations for the transports. Around the schema it keeps
+//! parsed documents by query text, gives every error an `extensions.code`,
+//! counts operations and error codes, and names the operation in the current
+//! tracing span.
+//!
+//! This is done here rather than in async-graphql extensions on purpose: an
+//! extension of any kind sends every resolved field (and every list item)
+//! through the extension chain, two boxed futures and two registry lookups
+//! per field, which a 50-event page pays 300 times.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use async_graphql::parser::parse_query;
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{Request, Response};
+use futures::stream::{Stream, StreamExt};
+use lru::LruCache;
+
+use super::AppSchema;
+use super::error::{add_code, catching_panics};
+use crate::metrics::Metrics;
+
+/// Distinct query texts whose parsed documents are kept.
+const DOCUMENTS: usize = 256;
+
+/// Longer query texts are parsed every time: the cache's memory stays bounded
+/// by `DOCUMENTS` times this, whatever clients send.
+const MAX_CACHED_QUERY_BYTES: usize = 16 * 1024;
+
+/// The schema, as the transports run it.
+#[derive(Clone)]
+pub struct Executor {
+    schema: AppSchema,
+    documents: Arc<Documents>,
+    metrics: Arc<Metrics>,
+}
+
+impl Executor {
+    /// Runs `schema`, counting into `metrics`.
+    pub fn new(schema: AppSchema, metrics: Arc<Metrics>) -> Self {
+        Executor {
+            schema,
+            documents: Arc::new(Documents::new(DOCUMENTS)),
+            metrics,
+        }
+    }
+
+    /// Runs one request sent over HTTP. A panic inside it becomes an
+    /// `INTERNAL` error of this request only.
+    pub async fn execute(&self, mut request: Request) -> Response {
+        let operation = self.documents.prepare(&mut request);
+        let query = request.query.clone();
+        let mut response = catching_panics(self.schema.execute(request)).await;
+        for error in &mut response.errors {
+            add_code(error, Some(&query));
+        }
+        self.count("http", operation.as_deref(), &response);
+        response
+    }
+
+    /// Runs one websocket operation: a query's or mutation's one response,
+    /// or a subscription's responses.
+    pub fn execute_stream(
+        &self,
+        mut request: Request,
+    ) -> impl Stream<Item = Response> + Send + use<> {
+        let operation = self.documents.prepare(&mut request);
+        let query = request.query.clone();
+        let this = self.clone();
+        let mut first = true;
+        self.schema
+            .execute_stream(request)
+            .map(move |mut response| {
+                for error in &mut response.errors {
+                    add_code(error, Some(&query));
+                }
+                // The operation counts once, by its first response; its errors
+                // count each time.
+                if first {
+                    first = false;
+                    this.count("websocket", operation.as_deref(), &response);
+                } else {
+                    this.count_errors(&response);
+                }
+                response
+            })
+    }
+
+    fn count(&self, transport: &'static str, operation: Option<&str>, response: &Response) {
+        self.metrics
+            .request(transport, operation, response.errors.is_empty());
+        self.count_errors(response);
+    }
+
+    fn count_errors(&self, response: &Response) {
+        for error in &response.errors {
+            let code = error
+                .extensions
+                .as_ref()
+                .and_then(|e| e.get("code"))
+                .and_then(|code| match code {
+                    async_graphql::Value::String(code) => Some(code.as_str()),
+                    _ => None,
+                })
+                .unwrap_or("OTHER");
+            self.metrics.error(code);
+        }
+    }
+}
+
+/// Parsed documents by query text, least recently used out first.
+struct Documents {
+    /// A std Mutex: held for a lookup or an insert, never across an await.
+    cache: Mutex<LruCache<String, Arc<ExecutableDocument>>>,
+}
+
+impl Documents {
+    fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).expect("a cache holds something");
+        Documents {
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// Gives `request` its parsed document (from the cache when its text was
+    /// seen before) and returns the operation's name: the one asked for, or
+    /// the document's only one. The name is recorded into the current span.
+    /// A text that does not parse is left to the schema, which reports why.
+    fn prepare(&self, request: &mut Request) -> Option<String> {
+        let document = self.document(&request.query);
+        let name = request.operation_name.clone().or_else(|| {
+            let document = document.as_deref()?;
+            let mut operations = document.operations.iter();
+            match (operations.next(), operations.next()) {
+                (Some((Some(only), _)), None) => Some(only.to_string()),
+                _ => None,
+            }
+        });
+        if let Some(document) = document {
+            request.set_parsed_query(ExecutableDocument::clone(&document));
+        }
+        // The request's span (HTTP) or the operation's (websocket) declares
+        // the field; the logs of this request carry the name from now on.
+        if let Some(name) = name.as_deref() {
+            tracing::Span::current().record("operation", name);
+        }
+        name
+    }
+
+    fn document(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
+        if let Some(document) = self.cache.lock().expect("documents poisoned").get(query) {
+            return Some(document.clone());
+        }
+        let document = Arc::new(parse_query(query).ok()?);
+        if query.len() <= MAX_CACHED_QUERY_BYTES {
+            self.cache
+                .lock()
+                .expect("documents poisoned")
+                .put(query.to_owned(), document.clone());
+        }
+        Some(document)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Documents;
+
+    #[test]
+    fn keeps_the_most_recent_texts_and_never_a_long_one() {
+        let documents = Documents::new(2);
+        for query in ["{ a }", "{ b }", "{ a }", "{ c }"] {
+            assert!(documents.document(query).is_some());
+        }
+        let cache = documents.cache.lock().unwrap();
+        assert!(cache.contains("{ a }") && cache.contains("{ c }"));
+        assert!(!cache.contains("{ b }"));
+        drop(cache);
+
+        let long = format!("{{ a{} }}", " ".repeat(super::MAX_CACHED_QUERY_BYTES));
+        assert!(documents.document(&long).is_some());
+        assert!(!documents.cache.lock().unwrap().contains(&long));
+        assert!(documents.document("{ not closed").is_none());
+    }
+}
