@@ -136,9 +136,11 @@ impl Db {
         Ok(WriteTxn { txn, _turn: turn })
     }
 
-    /// Waits for this process's SQLite write turn (none on PostgreSQL); a
-    /// single-statement write outside [`Db::begin_write`] holds it meanwhile.
-    pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+    /// Waits for this process's SQLite write turn (none on PostgreSQL).
+    /// Single-statement writes do not take it: their lock lasts one step
+    /// on SQLite's thread, and queueing them here (a pool checkout and two
+    /// thread hops each, one at a time) halved `saveEngineState`'s rate.
+    async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
         match &self.write_gate {
             Some(gate) => Some(gate.clone().lock_owned().await),
             None => None,

@@ -92,7 +92,6 @@ pub async fn register(
         registered_by: Set(principal.key_id),
     };
     // Two registrations of one new id may race: the loser reads the winner's row.
-    let turn = ctx.db.write_turn().await;
     engine_state::Entity::insert(model)
         .on_conflict(
             OnConflict::column(engine_state::Column::EngineId)
@@ -101,7 +100,6 @@ pub async fn register(
         )
         .exec_without_returning(&ctx.db.conn)
         .await?;
-    drop(turn);
     let stored = get(ctx, engine_id)
         .await?
         .ok_or_else(|| AppError::internal("registered engine not found"))?;
@@ -132,7 +130,6 @@ pub async fn save_state(
 ) -> AppResult<engine_state::Model> {
     check_state(ctx, "state", &state)?;
     require_owner(ctx, principal, engine_id, "engineId").await?;
-    let _turn = ctx.db.write_turn().await;
     save_in(&ctx.db.conn, engine_id, state, expected_version).await
 }
 
