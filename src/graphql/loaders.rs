@@ -2,6 +2,7 @@
 //! asked for by one level of the query into one SQL statement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::dataloader::Loader;
 use uuid::Uuid;
@@ -116,7 +117,9 @@ impl Loader<ProcessingsOf> for Loaders {
 }
 
 impl Loader<EventTypeName> for Loaders {
-    type Value = event_type::Model;
+    /// Shared: every event of a page asks for its type, and the loader hands
+    /// each a clone of the cached value.
+    type Value = Arc<event_type::Model>;
     type Error = LoadError;
 
     async fn load(
@@ -127,7 +130,7 @@ impl Loader<EventTypeName> for Loaders {
         let rows = service::event_type::get_many(&self.ctx, &names).await?;
         Ok(rows
             .into_iter()
-            .map(|r| (EventTypeName(r.name.clone()), r))
+            .map(|r| (EventTypeName(r.name.clone()), Arc::new(r)))
             .collect())
     }
 }

@@ -113,7 +113,7 @@ impl MutationRoot {
         input: CreateEventTypeInput,
     ) -> Result<EventType> {
         principal(ctx)?.require(Access::Admin)?;
-        Ok(EventType(
+        Ok(EventType::from(
             service::event_type::create(service_ctx(ctx), input.into()).await?,
         ))
     }
@@ -126,7 +126,7 @@ impl MutationRoot {
         patch: EventTypePatch,
     ) -> Result<EventType> {
         principal(ctx)?.require(Access::Admin)?;
-        Ok(EventType(
+        Ok(EventType::from(
             service::event_type::update(service_ctx(ctx), &name, patch.into()).await?,
         ))
     }

@@ -102,14 +102,14 @@ impl QueryRoot {
         engine_type: Option<String>,
     ) -> Result<Vec<EventType>> {
         let types = service::event_type::list(service_ctx(ctx), category, engine_type).await?;
-        Ok(types.into_iter().map(EventType).collect())
+        Ok(types.into_iter().map(EventType::from).collect())
     }
 
     /// One event type.
     async fn event_type(&self, ctx: &Context<'_>, name: String) -> Result<Option<EventType>> {
         Ok(service::event_type::get(service_ctx(ctx), &name)
             .await?
-            .map(EventType))
+            .map(EventType::from))
     }
 
     /// The events of a run: filtered, by sequence or by priority (highest

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::json::RawJson;
 use super::loader;
 use super::run::ScenarioRun;
 use crate::entity::engine_state;
@@ -36,8 +37,8 @@ impl EngineInstance {
         &self.0.engine_type
     }
     /// Its last saved state.
-    async fn state(&self) -> &Value {
-        &self.0.state
+    async fn state(&self) -> RawJson {
+        RawJson::of(&self.0.state)
     }
     /// Grows by one on every save; give it back as `expectedVersion`.
     async fn version(&self) -> i64 {

@@ -9,6 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::engine::EngineInstance;
+use super::json::RawJson;
 use super::run::ScenarioRun;
 use super::{connection, loader, service_ctx};
 use crate::entity::{event_instance, event_processing, event_type};
@@ -17,8 +18,14 @@ use crate::service::event::{self as svc, EventCursor};
 use crate::service::page::{CursorKey, PageRequest, page_size};
 use crate::service::{event_type as types_svc, processing};
 
-/// A typed kind of event.
-pub struct EventType(pub event_type::Model);
+/// A typed kind of event. Shared with the request's loader, not copied.
+pub struct EventType(pub Arc<event_type::Model>);
+
+impl From<event_type::Model> for EventType {
+    fn from(model: event_type::Model) -> Self {
+        EventType(Arc::new(model))
+    }
+}
 
 #[Object]
 impl EventType {
@@ -39,8 +46,8 @@ impl EventType {
         &self.0.description
     }
     /// JSON Schema that payloads must match; null accepts any payload.
-    async fn payload_schema(&self) -> Option<&Value> {
-        self.0.payload_schema.as_ref()
+    async fn payload_schema(&self) -> Option<RawJson> {
+        self.0.payload_schema.as_ref().map(RawJson::of)
     }
     /// Priority of events that give none.
     async fn default_priority(&self) -> i32 {
@@ -171,8 +178,8 @@ impl Event {
         self.0.priority
     }
     /// Its payload, valid against the event type's schema.
-    async fn payload(&self) -> &Value {
-        &self.0.payload
+    async fn payload(&self) -> RawJson {
+        RawJson::of(&self.0.payload)
     }
     /// The engine that emitted it.
     async fn source_engine_id(&self) -> Option<Uuid> {

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod event;
+pub mod json;
 pub mod run;
 pub mod template;
 

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::engine::EngineInstance;
 use super::event::{Event, EventFilter, EventOrder};
+use super::json::RawJson;
 use super::template::ScenarioTemplate;
 use super::{loader, service_ctx};
 use crate::entity::scenario_run;
@@ -86,8 +87,8 @@ impl ScenarioRun {
         Ok(Status::parse(&self.0.status)?.into())
     }
     /// Free JSON parameters.
-    async fn parameters(&self) -> &Value {
-        &self.0.parameters
+    async fn parameters(&self) -> RawJson {
+        RawJson::of(&self.0.parameters)
     }
     /// The sequence of its latest event (0 before the first).
     async fn last_sequence(&self) -> i64 {
@@ -154,8 +155,8 @@ impl RunRelationship {
         self.0.strength
     }
     /// Free JSON.
-    async fn data(&self) -> &Value {
-        &self.0.data
+    async fn data(&self) -> RawJson {
+        RawJson::of(&self.0.data)
     }
     /// When the run changed it; null while it is the template's.
     async fn updated_at(&self) -> Option<DateTime<Utc>> {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::json::RawJson;
 use super::loader;
 use crate::entity::{agent_template, scenario_template};
 use crate::graphql::loaders::AgentTemplateId;
@@ -30,8 +31,8 @@ impl AgentTemplate {
         &self.0.description
     }
     /// The agent's definition, a JSON object.
-    async fn config(&self) -> &Value {
-        &self.0.config
+    async fn config(&self) -> RawJson {
+        RawJson::of(&self.0.config)
     }
     /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {

@@ -1,0 +1,52 @@
+//! JSON output that skips async-graphql's value tree. A `JSON` field of
+//! type `serde_json::Value` is converted into a `ConstValue` (an `IndexMap`
+//! and a shared name per key, a string per leaf) and serialized from that;
+//! a payload is opaque to GraphQL, so it is serialized once to text here
+//! and written into the response as it is.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use async_graphql::indexmap::IndexMap;
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value};
+
+/// A JSON value served as the `JSON` scalar, from its serialized text.
+pub struct RawJson(String);
+
+impl RawJson {
+    /// The text of `value`.
+    pub fn of(value: &serde_json::Value) -> Self {
+        RawJson(value.to_string())
+    }
+}
+
+/// The key by which async-graphql's serializer (feature `raw_value`) knows
+/// a value to write as raw JSON text; one shared name, not one per value.
+fn raw_value_key() -> &'static Name {
+    static KEY: OnceLock<Name> = OnceLock::new();
+    KEY.get_or_init(|| Name::new(async_graphql_value::RAW_VALUE_TOKEN))
+}
+
+impl OutputType for RawJson {
+    fn type_name() -> Cow<'static, str> {
+        <serde_json::Value as OutputType>::type_name()
+    }
+
+    // The same scalar as `serde_json::Value`'s, registered by that type, so
+    // the schema has one `JSON` whichever way a field produces it.
+    fn create_type_info(registry: &mut Registry) -> String {
+        <serde_json::Value as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        _ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        let mut raw = IndexMap::with_capacity(1);
+        raw.insert(raw_value_key().clone(), Value::String(self.0.clone()));
+        Ok(Value::Object(raw))
+    }
+}
