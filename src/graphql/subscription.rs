@@ -62,7 +62,10 @@ impl SubscriptionRoot {
             min_priority,
             after_sequence,
         };
-        let stream = subscription::events(service_ctx(ctx), hub(ctx), request).await?;
+        // Boxed: async-graphql keeps this resolver's future inline beside the
+        // stream for the subscription's whole life, so the setup's database
+        // reads would otherwise stay allocated in every idle subscription.
+        let stream = Box::pin(subscription::events(service_ctx(ctx), hub(ctx), request)).await?;
         let last = ctx.data_opt::<LastEvent>().cloned();
         Ok(stream.map(move |item| {
             if let (Ok(event), Some(last)) = (&item, &last) {
@@ -78,7 +81,12 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
         run_id: Uuid,
     ) -> Result<impl Stream<Item = Result<ScenarioRun>> + use<>> {
-        let stream = subscription::run_updates(service_ctx(ctx), hub(ctx), run_id).await?;
+        let stream = Box::pin(subscription::run_updates(
+            service_ctx(ctx),
+            hub(ctx),
+            run_id,
+        ))
+        .await?;
         Ok(stream.map(|item| item.map(ScenarioRun).map_err(Into::into)))
     }
 }

@@ -60,8 +60,14 @@ impl WsSettings {
 /// Most messages written before one flush.
 const WRITE_BATCH: usize = 64;
 
-/// Read and write buffer of each websocket.
-const WS_BUFFER_BYTES: usize = 4 * 1024;
+/// Read buffer of each websocket, allocated when it opens: clients send
+/// small messages (`subscribe` is a few hundred bytes); a larger one is read
+/// in more chunks.
+const WS_READ_BUFFER_BYTES: usize = 1024;
+
+/// Bytes buffered before a write goes to the socket (a threshold; the
+/// buffer grows only as messages need it).
+const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 
 /// Numbers connections in the logs.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -129,13 +135,12 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
                                        "extensions": {"code": "LIMIT_EXCEEDED"}}]});
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
     };
-    // tungstenite's default 128 KiB read buffer per connection (zero-filled on
-    // the first read) would be most of an idle subscription's memory; GraphQL messages are small, and a
-    // larger one still arrives, read in more chunks.
+    // tungstenite's default 128 KiB read buffer per connection (zero-filled
+    // on the first read) would be most of an idle subscription's memory.
     let ws = ws
         .protocols(["graphql-transport-ws", "graphql-ws"])
-        .read_buffer_size(WS_BUFFER_BYTES)
-        .write_buffer_size(WS_BUFFER_BYTES);
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES);
     let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some("graphql-ws") => Protocol::Legacy,
         _ => Protocol::TransportWs,
