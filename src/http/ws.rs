@@ -155,7 +155,7 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
     ws.on_upgrade(move |socket| {
         async move {
             tracing::debug!("websocket opened");
-            Connection::new(state, protocol).run(socket).await;
+            Connection::new(Arc::new(state), protocol).run(socket).await;
             tracing::debug!("websocket closed");
             drop(slot);
         }
@@ -223,7 +223,8 @@ enum Stop {
 }
 
 struct Connection {
-    state: AppState,
+    /// Shared with the connection's operations: one copy per connection.
+    state: Arc<AppState>,
     protocol: Protocol,
     /// Who `connection_init` authenticated; none before it.
     principal: Option<Principal>,
@@ -236,7 +237,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(state: AppState, protocol: Protocol) -> Self {
+    fn new(state: Arc<AppState>, protocol: Protocol) -> Self {
         // futures' channel, not tokio's: tokio's allocates its first block of
         // 32 slots up front, ~1.5 KiB per idle connection; this one allocates
         // per queued message.
@@ -473,7 +474,7 @@ impl Connection {
 /// Runs one operation: its responses as `next`, then `complete`; an operation
 /// that fails before its first result gets a single `error`.
 async fn operation(
-    state: AppState,
+    state: Arc<AppState>,
     principal: Principal,
     protocol: Protocol,
     id: String,
