@@ -179,13 +179,16 @@ pub async fn events(
     // Boxed: `unfold` keeps a slot for its state beside the future that
     // holds it, so an unboxed stream state would take its space twice in
     // every idle subscription.
-    Ok(futures::stream::unfold(Box::new(state), |mut state| async move {
-        let item = state.next().await?;
-        if item.is_err() {
-            state.finished = true;
-        }
-        Some((item, state))
-    }))
+    Ok(futures::stream::unfold(
+        Box::new(state),
+        |mut state| async move {
+            let item = state.next().await?;
+            if item.is_err() {
+                state.finished = true;
+            }
+            Some((item, state))
+        },
+    ))
 }
 
 fn reading() -> Backlog {

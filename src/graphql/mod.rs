@@ -11,7 +11,7 @@ pub mod subscription;
 pub mod types;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_graphql::{Schema, SchemaBuilder};
 
@@ -59,13 +59,43 @@ pub fn sdl() -> String {
     build_schema(None, &Limits::default()).sdl()
 }
 
-/// A fresh DataLoader for one request: batches nested fields, caches for
-/// that request only. (Subscriptions turn the cache off: they outlive the
-/// data they would cache.)
-pub fn request_loader(ctx: &Ctx) -> DataLoader<Loaders, HashMapCache> {
-    DataLoader::with_cache(
-        Loaders { ctx: ctx.clone() },
-        tokio::spawn,
-        HashMapCache::default(),
-    )
+/// The DataLoader of one request, made when a field first asks for it:
+/// many operations (mutations, most subscriptions) never do, and an idle
+/// subscription should not carry one. It batches nested fields and caches
+/// for that request only; subscriptions turn the cache off, as they outlive
+/// the data they would cache.
+pub struct RequestLoader {
+    cache: bool,
+    loader: OnceLock<DataLoader<Loaders, HashMapCache>>,
+}
+
+impl RequestLoader {
+    /// A loader that caches for the request (queries and mutations).
+    pub fn cached() -> Self {
+        RequestLoader {
+            cache: true,
+            loader: OnceLock::new(),
+        }
+    }
+
+    /// A loader that batches but never caches (subscriptions).
+    pub fn uncached() -> Self {
+        RequestLoader {
+            cache: false,
+            loader: OnceLock::new(),
+        }
+    }
+
+    /// The loader, made over `ctx` on first use.
+    pub fn get(&self, ctx: &Ctx) -> &DataLoader<Loaders, HashMapCache> {
+        self.loader.get_or_init(|| {
+            let loader = DataLoader::with_cache(
+                Loaders { ctx: ctx.clone() },
+                tokio::spawn,
+                HashMapCache::default(),
+            );
+            loader.enable_all_cache(self.cache);
+            loader
+        })
+    }
 }

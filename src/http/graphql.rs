@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{AppState, ErrorCode};
 use crate::error::AppError;
-use crate::graphql::request_loader;
+use crate::graphql::RequestLoader;
 use crate::service::auth;
 
 /// The GraphQL routes.
@@ -70,7 +70,7 @@ async fn execute(
             return request_error(status, err.code(), message);
         }
     };
-    let request = request.data(request_loader(&state.ctx)).data(principal);
+    let request = request.data(RequestLoader::cached()).data(principal);
     let response = state.graphql.execute(request).await;
     GraphQLResponse::from(response).into_response()
 }

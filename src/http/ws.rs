@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use super::{AppState, render};
 use crate::config::{Limits, Realtime};
+use crate::graphql::RequestLoader;
 use crate::graphql::error::internal_error;
-use crate::graphql::request_loader;
 use crate::graphql::subscription::LastEvent;
 use crate::metrics::Metrics;
 use crate::service::auth::{self, Principal};
@@ -482,12 +482,10 @@ async fn operation(
     mut out: mpsc::Sender<Outgoing>,
 ) {
     let _running = Running::start(&state.ctx.metrics);
-    let loader = request_loader(&state.ctx);
-    loader.enable_all_cache(false);
     let shape = render::shape_of(&payload.query, payload.operation_name.as_deref());
     let last_event = LastEvent::default();
     let mut request = async_graphql::Request::new(payload.query)
-        .data(loader)
+        .data(RequestLoader::uncached())
         .data(principal)
         .data(last_event.clone());
     if let Some(variables) = payload.variables {

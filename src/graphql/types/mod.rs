@@ -11,6 +11,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::dataloader::{DataLoader, HashMapCache};
 use async_graphql::{Context, OutputType};
 
+use super::RequestLoader;
 use super::loaders::Loaders;
 use crate::error::AppError;
 use crate::service::Ctx;
@@ -31,7 +32,7 @@ pub fn principal(ctx: &Context<'_>) -> async_graphql::Result<Principal> {
 
 /// The DataLoader of the current request.
 pub fn loader<'a>(ctx: &Context<'a>) -> &'a DataLoader<Loaders, HashMapCache> {
-    ctx.data_unchecked::<DataLoader<Loaders, HashMapCache>>()
+    ctx.data_unchecked::<RequestLoader>().get(service_ctx(ctx))
 }
 
 /// A Relay connection of a page, each row wrapped by `wrap`.
