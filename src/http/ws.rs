@@ -18,6 +18,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::channel::mpsc;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -63,7 +64,7 @@ const WRITE_BATCH: usize = 64;
 /// Read buffer of each websocket, allocated when it opens: clients send
 /// small messages (`subscribe` is a few hundred bytes); a larger one is read
 /// in more chunks.
-const WS_READ_BUFFER_BYTES: usize = 1024;
+const WS_READ_BUFFER_BYTES: usize = 512;
 
 /// Bytes buffered before a write goes to the socket (a threshold; the
 /// buffer grows only as messages need it).
@@ -152,10 +153,15 @@ pub fn upgrade(state: AppState, ws: WebSocketUpgrade) -> Response {
         connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
         protocol = ?protocol,
     );
+    // Captured as an Arc and split outside any future: an async block keeps
+    // what it captures for its whole life, so a captured state or socket
+    // would stay in every connection's task beside the copy in use.
+    let state = Arc::new(state);
     ws.on_upgrade(move |socket| {
+        let (sink, incoming) = socket.split();
         async move {
             tracing::debug!("websocket opened");
-            Connection::new(Arc::new(state), protocol).run(socket).await;
+            Connection::new(state, protocol).run(sink, incoming).await;
             tracing::debug!("websocket closed");
             drop(slot);
         }
@@ -253,8 +259,11 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
-        let (mut sink, mut incoming) = socket.split();
+    async fn run(
+        mut self,
+        mut sink: SplitSink<WebSocket, Message>,
+        mut incoming: SplitStream<WebSocket>,
+    ) {
         let mut out_rx = self.out_rx.take().expect("run once");
         let writer = tokio::spawn(async move {
             // Whatever is already queued goes out with one flush: a
