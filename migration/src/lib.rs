@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261126_000001_create_tables;
 mod m20261126_000002_seed_event_types;
 mod m20261127_000001_add_engine_owner;
+mod m20261127_000002_partial_idempotency_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_create_tables::Migration),
             Box::new(m20261126_000002_seed_event_types::Migration),
             Box::new(m20261127_000001_add_engine_owner::Migration),
+            Box::new(m20261127_000002_partial_idempotency_index::Migration),
         ]
     }
 }

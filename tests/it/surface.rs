@@ -7,13 +7,14 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, TestServer};
+use crate::common::{Backend, TestDb, TestServer};
 
 both_backends!(
     graphiql_health_and_introspection_work,
     query_limits_answer_limit_exceeded,
     malformed_requests_get_codes_and_change_nothing,
     graphiql_can_serve_its_scripts_from_a_local_folder,
+    migrations_roll_back_and_apply_again,
 );
 
 /// The introspection query GraphiQL and code generators send.
@@ -352,4 +353,31 @@ fn migrate_applies_every_migration() {
         );
         assert!(String::from_utf8_lossy(&output.stdout).contains("migrations applied"));
     }
+}
+
+/// Every migration's `down` undoes its `up`: all of them roll back on a
+/// migrated database, and apply again.
+async fn migrations_roll_back_and_apply_again(backend: Backend) {
+    use migration::{Migrator, MigratorTrait};
+    use scenario_hub::config::DatabaseConfig;
+    use scenario_hub::db::Db;
+
+    let db = TestDb::new(backend).await;
+    let config = DatabaseConfig {
+        database_url: db.url.clone(),
+        database_max_connections: 4,
+    };
+    let pool = Db::connect(&config).await.unwrap();
+    Migrator::up(&pool.conn, None).await.unwrap();
+    Migrator::down(&pool.conn, None).await.unwrap();
+    let pending = Migrator::get_pending_migrations(&pool.conn).await.unwrap();
+    assert_eq!(pending.len(), Migrator::migrations().len());
+    Migrator::up(&pool.conn, None).await.unwrap();
+    assert!(
+        Migrator::get_pending_migrations(&pool.conn)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    pool.conn.close().await.ok();
 }
