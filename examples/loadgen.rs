@@ -105,6 +105,20 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type BoxFut = Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 type Op = Arc<dyn Fn(usize, u64) -> BoxFut + Send + Sync>;
 
+/// An operation that posts `body(worker, iteration)` and counts `items` for
+/// each answered request.
+fn posting(
+    api: &Api,
+    items: u64,
+    body: impl Fn(usize, u64) -> String + Send + Sync + 'static,
+) -> Op {
+    let api = api.clone();
+    Arc::new(move |w, i| {
+        let (api, body) = (api.clone(), body(w, i));
+        Box::pin(async move { api.post(body).await.map(|_| items) })
+    })
+}
+
 /// One row of the result table.
 struct Row {
     workload: String,
@@ -486,12 +500,7 @@ async fn w1(args: &Args, api: &Api) -> Result<Row, String> {
     })
     .to_string();
     let sample = api.post(body.clone()).await?;
-    let api2 = api.clone();
-    let op: Op = Arc::new(move |_, _| {
-        let api = api2.clone();
-        let body = body.clone();
-        Box::pin(async move { api.post(body).await.map(|_| 1) })
-    });
+    let op = posting(api, 1, move |_, _| body.clone());
     let r = closed_loop(args, args.concurrency, op).await;
     Ok(loop_row(
         "W1 events(PRIORITY, first 50)",
@@ -509,15 +518,12 @@ async fn w2(args: &Args, api: &Api) -> Result<Row, String> {
     let f = fixture(api, "w2", Some(text_schema())).await?;
     let size = payload_300(0).to_string().len();
     let (run, event_type) = (f.run, f.event_type);
-    let api2 = api.clone();
-    let op: Op = Arc::new(move |w, i| {
-        let api = api2.clone();
-        let body = json!({
+    let op = posting(api, 1, move |w, i| {
+        json!({
             "query": "mutation($e: EventInput!) { publishEvent(input: $e) { id sequence } }",
             "variables": {"e": {"runId": run, "eventType": event_type, "payload": payload_300(w as u64 * 1_000_000 + i)}},
         })
-        .to_string();
-        Box::pin(async move { api.post(body).await.map(|_| 1) })
+        .to_string()
     });
     let r = closed_loop(args, args.concurrency, op).await;
     Ok(loop_row(
@@ -610,12 +616,7 @@ async fn w5(args: &Args, api: &Api) -> Result<Row, String> {
     })
     .to_string();
     let size = body.len();
-    let api2 = api.clone();
-    let op: Op = Arc::new(move |_, _| {
-        let api = api2.clone();
-        let body = body.clone();
-        Box::pin(async move { api.post(body).await.map(|_| BATCH as u64) })
-    });
+    let op = posting(api, BATCH as u64, move |_, _| body.clone());
     let r = closed_loop(args, args.batch_concurrency, op).await;
     Ok(loop_row(
         "W5 publishEvents x500",
