@@ -46,6 +46,12 @@ impl Executor {
         }
     }
 
+    /// `query` parsed, from the cache when its text was seen before; none
+    /// when it does not parse.
+    pub fn document(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
+        self.documents.document(query)
+    }
+
     /// Runs one request sent over HTTP. A panic inside it becomes an
     /// `INTERNAL` error of this request only.
     pub async fn execute(&self, mut request: Request) -> Response {

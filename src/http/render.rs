@@ -96,8 +96,12 @@ impl RenderCache {
 
 /// The cache key of a subscription's rendering: its query text and
 /// operation name, when what it selects of each event uses no variable.
-pub fn shape_of(query: &str, operation_name: Option<&str>) -> Option<Arc<str>> {
-    let document = async_graphql::parser::parse_query(query).ok()?;
+/// `document` is `query` parsed.
+pub fn shape_of(
+    document: &ExecutableDocument,
+    query: &str,
+    operation_name: Option<&str>,
+) -> Option<Arc<str>> {
     let operation = match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => operation,
         (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name)?,
@@ -113,7 +117,7 @@ pub fn shape_of(query: &str, operation_name: Option<&str>) -> Option<Arc<str>> {
         // The root field's arguments may differ: they only pick the events.
         let directive_args = field.node.directives.iter().flat_map(|d| &d.node.arguments);
         if has_variables(directive_args.map(|(_, v)| v))
-            || uses_variables(&field.node.selection_set.node, &document)
+            || uses_variables(&field.node.selection_set.node, document)
         {
             return None;
         }
@@ -153,7 +157,13 @@ fn uses_variables(set: &SelectionSet, document: &ExecutableDocument) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::shape_of;
+    use std::sync::Arc;
+
+    /// `shape_of` for a query text; none when it does not parse.
+    fn shape_of(query: &str, operation_name: Option<&str>) -> Option<Arc<str>> {
+        let document = async_graphql::parser::parse_query(query).ok()?;
+        super::shape_of(&document, query, operation_name)
+    }
 
     #[test]
     fn only_variable_free_selections_share_a_rendering() {

@@ -491,7 +491,10 @@ async fn operation(
     mut out: mpsc::Sender<Outgoing>,
 ) {
     let _running = Running::start(&state.ctx.metrics);
-    let shape = render::shape_of(&payload.query, payload.operation_name.as_deref());
+    // The executor parses the query once and keeps it; the shape reads that.
+    let shape = state.graphql.document(&payload.query).and_then(|document| {
+        render::shape_of(&document, &payload.query, payload.operation_name.as_deref())
+    });
     let last_event = LastEvent::default();
     let mut request = async_graphql::Request::new(payload.query)
         .data(RequestLoader::uncached())
