@@ -58,9 +58,7 @@ impl Executor {
         let operation = self.documents.prepare(&mut request);
         let query = request.query.clone();
         let mut response = catching_panics(self.schema.execute(request)).await;
-        for error in &mut response.errors {
-            add_code(error, Some(&query));
-        }
+        add_codes(&mut response, &query);
         self.count("http", operation.as_deref(), &response);
         response
     }
@@ -78,9 +76,7 @@ impl Executor {
         self.schema
             .execute_stream(request)
             .map(move |mut response| {
-                for error in &mut response.errors {
-                    add_code(error, Some(&query));
-                }
+                add_codes(&mut response, &query);
                 // The operation counts once, by its first response; its errors
                 // count each time.
                 if first {
@@ -112,6 +108,13 @@ impl Executor {
                 .unwrap_or("OTHER");
             self.metrics.error(code);
         }
+    }
+}
+
+/// Gives each error of `response` its code; `query` names the arguments.
+fn add_codes(response: &mut Response, query: &str) {
+    for error in &mut response.errors {
+        add_code(error, Some(query));
     }
 }
 

@@ -330,9 +330,7 @@ impl Connection {
                     }
                 }
                 _ = tick.tick() => {
-                    // A finished operation's task keeps its allocation until
-                    // its handle is dropped.
-                    self.operations.retain(|_, op| !op.is_finished());
+                    self.prune_finished();
                     let now = Instant::now();
                     if self.principal.is_none() && now >= init_deadline {
                         break Stop::Close(4408, "Connection initialisation timeout");
@@ -376,6 +374,13 @@ impl Connection {
         {
             abort.abort();
         }
+    }
+
+    /// Forgets operations that ended on their own: a finished task keeps its
+    /// allocation until its handle is dropped, and it no longer counts
+    /// against the connection's limit.
+    fn prune_finished(&mut self) {
+        self.operations.retain(|_, op| !op.is_finished());
     }
 
     /// Closes the connection (4403) once its key is revoked; checks every
@@ -441,7 +446,7 @@ impl Connection {
                     // graphql-transport-ws: "Subscriber for <id> already exists".
                     return Err(Stop::Close(4409, "Subscriber for this id already exists"));
                 }
-                self.operations.retain(|_, op| !op.is_finished());
+                self.prune_finished();
                 if self.operations.len() >= self.state.ws.max_subscriptions {
                     let error = json!([{"message": format!(
                         "at most {} subscriptions per connection", self.state.ws.max_subscriptions),
