@@ -196,6 +196,14 @@ pub struct Limits {
     /// Most subscriptions on one websocket connection.
     #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
     pub max_subscriptions_per_connection: usize,
+    /// Highest `maxInFlight` of an engine subscription.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1000)]
+    pub max_in_flight: usize,
+    /// Bytes a websocket connection may hold past its subscriptions'
+    /// priority queues (its writer queue and the socket's send buffer): a
+    /// bound in bytes keeps priority and fairness for large payloads.
+    #[arg(long, env = "WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub ws_send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -210,6 +218,8 @@ impl Default for Limits {
             max_query_complexity: 2000,
             max_ws_connections: 10_000,
             max_subscriptions_per_connection: 100,
+            max_in_flight: 1000,
+            ws_send_buffer_bytes: 256 * 1024,
         }
     }
 }

@@ -60,6 +60,15 @@ pub enum AppError {
     /// The change conflicts with stored data (a duplicate name, a template in use).
     #[error("{0}")]
     Conflict(String),
+    /// A record or lease extension named a lease that is no longer the
+    /// event's current one: it expired and the event went to another delivery.
+    #[error("lease {lease_id} of event {event_id} is no longer the current one")]
+    LeaseLost {
+        /// The event.
+        event_id: uuid::Uuid,
+        /// The stale lease.
+        lease_id: uuid::Uuid,
+    },
     /// No valid credentials were given.
     #[error("{0}")]
     Unauthenticated(String),
@@ -90,6 +99,7 @@ impl AppError {
             AppError::InvalidTransition { .. } => "INVALID_TRANSITION",
             AppError::RunClosed { .. } => "RUN_CLOSED",
             AppError::Conflict(_) => "CONFLICT",
+            AppError::LeaseLost { .. } => "LEASE_LOST",
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::LimitExceeded { .. } => "LIMIT_EXCEEDED",

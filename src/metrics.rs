@@ -127,6 +127,7 @@ impl Metrics {
             | "INVALID_TRANSITION"
             | "RUN_CLOSED"
             | "CONFLICT"
+            | "LEASE_LOST"
             | "UNAUTHENTICATED"
             | "FORBIDDEN"
             | "LIMIT_EXCEEDED"

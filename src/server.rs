@@ -99,13 +99,21 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let token = self.shutdown.clone();
+        let send_buffer =
+            crate::http::socket_send_buffer(self.state.ctx.limits.ws_send_buffer_bytes);
         let app = router(self.state);
         // Without TCP_NODELAY a small write (a websocket message, a short
         // response) that follows unacknowledged data waits for the peer's
         // delayed ACK: up to 40 ms on Linux, the whole tail of fan-out latency.
-        let listener = listener.tap_io(|tcp| {
+        let listener = listener.tap_io(move |tcp| {
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::debug!(error = %err, "could not set TCP_NODELAY");
+            }
+            // A fixed send buffer: on loopback the kernel would grow it to
+            // megabytes, and whatever waits there is out of priority order
+            // (part of WS_SEND_BUFFER_BYTES; the writer's queue holds the rest).
+            if let Err(err) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+                tracing::debug!(error = %err, "could not set SO_SNDBUF");
             }
         });
         let result = axum::serve(listener, app)

@@ -7,6 +7,7 @@ mod m20261126_000001_create_tables;
 mod m20261126_000002_seed_event_types;
 mod m20261127_000001_add_engine_owner;
 mod m20261127_000002_partial_idempotency_index;
+mod m20261202_000001_add_leased_delivery;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_seed_event_types::Migration),
             Box::new(m20261127_000001_add_engine_owner::Migration),
             Box::new(m20261127_000002_partial_idempotency_index::Migration),
+            Box::new(m20261202_000001_add_leased_delivery::Migration),
         ]
     }
 }

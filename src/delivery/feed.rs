@@ -25,21 +25,28 @@ pub struct FeedBatch {
     pub events: Vec<Arc<event_instance::Model>>,
 }
 
-/// An engine failed an event with attempts left.
-#[derive(Debug, Clone, Copy)]
-pub struct Retry {
-    /// The engine that gets the event again.
-    pub engine_id: Uuid,
-    /// The event.
-    pub event_id: Uuid,
+/// News about the leases of a run: what opens an engine's window or makes
+/// an event pending again, besides new events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseNews {
+    /// The engine recorded the event.
+    Recorded {
+        /// The engine.
+        engine_id: Uuid,
+        /// The event.
+        event_id: Uuid,
+    },
+    /// Some leases ended early (a subscription ended): their events are
+    /// pending again.
+    Released,
 }
 
 /// What a subscriber of a run receives.
 pub struct FeedReceiver {
     /// New events.
     pub batches: broadcast::Receiver<Arc<FeedBatch>>,
-    /// Events to deliver again to one engine.
-    pub retries: broadcast::Receiver<Retry>,
+    /// Records and released leases of the run.
+    pub leases: broadcast::Receiver<LeaseNews>,
     /// `batches` brings every event after this sequence.
     pub from: i64,
 }
@@ -53,8 +60,8 @@ pub struct RunFeed {
     /// The last sequence read, stored before its batch is sent: a receiver
     /// taken before reading it gets every event after it.
     cursor: Arc<AtomicI64>,
-    /// Failed events to deliver again.
-    retries: broadcast::Sender<Retry>,
+    /// Records and released leases.
+    leases: broadcast::Sender<LeaseNews>,
 }
 
 impl RunFeed {
@@ -62,36 +69,33 @@ impl RunFeed {
     pub fn start(run_id: Uuid, start: i64, hub: Arc<Hub>) -> (Arc<RunFeed>, FeedReceiver) {
         let (bell, bell_rx) = watch::channel(start);
         let (tx, _) = broadcast::channel(hub.config.feed_capacity);
-        let (retries, _) = broadcast::channel(hub.config.feed_capacity);
+        let (leases, _) = broadcast::channel(hub.config.feed_capacity);
         let cursor = Arc::new(AtomicI64::new(start));
         let feed = Arc::new(RunFeed {
             bell,
             tx: tx.clone(),
             cursor: cursor.clone(),
-            retries,
+            leases,
         });
         let receiver = feed.subscribe();
         tokio::spawn(run(run_id, hub, bell_rx, tx, cursor));
         (feed, receiver)
     }
 
-    /// Another receiver of the run's new events and retries.
+    /// Another receiver of the run's new events and lease news.
     pub fn subscribe(&self) -> FeedReceiver {
         let batches = self.tx.subscribe();
-        let retries = self.retries.subscribe();
+        let leases = self.leases.subscribe();
         FeedReceiver {
             batches,
-            retries,
+            leases,
             from: self.cursor.load(Ordering::SeqCst),
         }
     }
 
-    /// Delivers `event_id` again to the subscriptions of `engine_id`.
-    pub fn retry(&self, engine_id: Uuid, event_id: Uuid) {
-        let _ = self.retries.send(Retry {
-            engine_id,
-            event_id,
-        });
+    /// Tells the run's subscriptions about its leases.
+    pub fn tell(&self, news: LeaseNews) {
+        let _ = self.leases.send(news);
     }
 
     /// Whether anyone still listens.

@@ -8,6 +8,7 @@
 //! is new from the database by sequence, and a subscriber that misses a
 //! batch reads the gap from the database too.
 
+mod engine;
 mod feed;
 mod pg;
 pub mod subscription;
@@ -24,7 +25,7 @@ use uuid::Uuid;
 use crate::db::Db;
 use crate::entity::scenario_run;
 use crate::service::CommitListener;
-pub use feed::{FeedBatch, FeedReceiver, Retry};
+pub use feed::{FeedBatch, FeedReceiver, LeaseNews};
 
 /// How delivery is tuned.
 #[derive(Debug, Clone)]
@@ -194,14 +195,19 @@ pub enum Doorbell {
         /// Its highest committed sequence.
         sequence: i64,
     },
-    /// The engine failed the event with attempts left: deliver it again.
-    Retry {
+    /// The engine recorded the event: its window has room again.
+    Recorded {
         /// The run.
         run_id: Uuid,
         /// The event.
         event_id: Uuid,
-        /// The engine that failed it.
+        /// The engine.
         engine_id: Uuid,
+    },
+    /// Leases of the run were released early: their events are pending again.
+    Released {
+        /// The run.
+        run_id: Uuid,
     },
 }
 
@@ -210,21 +216,30 @@ impl Hub {
     pub fn ring_local(&self, doorbell: Doorbell) {
         match doorbell {
             Doorbell::Committed { run_id, sequence } => self.ring(run_id, sequence),
-            Doorbell::Retry {
+            Doorbell::Recorded {
                 run_id,
                 event_id,
                 engine_id,
-            } => {
-                let feed = self
-                    .feeds
-                    .lock()
-                    .expect("feeds lock poisoned")
-                    .get(&run_id)
-                    .cloned();
-                if let Some(feed) = feed {
-                    feed.retry(engine_id, event_id);
-                }
-            }
+            } => self.tell(
+                run_id,
+                LeaseNews::Recorded {
+                    engine_id,
+                    event_id,
+                },
+            ),
+            Doorbell::Released { run_id } => self.tell(run_id, LeaseNews::Released),
+        }
+    }
+
+    fn tell(&self, run_id: Uuid, news: LeaseNews) {
+        let feed = self
+            .feeds
+            .lock()
+            .expect("feeds lock poisoned")
+            .get(&run_id)
+            .cloned();
+        if let Some(feed) = feed {
+            feed.tell(news);
         }
     }
 
@@ -241,12 +256,16 @@ impl CommitListener for Hub {
         self.ring_everywhere(Doorbell::Committed { run_id, sequence });
     }
 
-    fn failed(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
-        self.ring_everywhere(Doorbell::Retry {
+    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
+        self.ring_everywhere(Doorbell::Recorded {
             run_id,
             event_id,
             engine_id,
         });
+    }
+
+    fn released(&self, run_id: Uuid) {
+        self.ring_everywhere(Doorbell::Released { run_id });
     }
 }
 

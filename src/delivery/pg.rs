@@ -20,8 +20,9 @@ use super::{Doorbell, Hub};
 pub const CHANNEL: &str = "scenario_hub_events";
 
 /// Sends one NOTIFY per run for each burst of commits, carrying the
-/// highest sequence of the burst as `replica/run_id:sequence`; retries go as
-/// `replica/retry:run_id:event_id:engine_id`.
+/// highest sequence of the burst as `replica/run_id:sequence`; records go
+/// as `replica/rec:run_id:event_id:engine_id`, released leases as
+/// `replica/rel:run_id` (once per run and burst).
 pub async fn send_notifications(
     url: String,
     replica: Uuid,
@@ -43,12 +44,18 @@ pub async fn send_notifications(
                     let head = heads.entry(run_id).or_insert(sequence);
                     *head = (*head).max(sequence);
                 }
-                Doorbell::Retry {
+                Doorbell::Recorded {
                     run_id,
                     event_id,
                     engine_id,
                 } => {
-                    payloads.push(format!("{replica}/retry:{run_id}:{event_id}:{engine_id}"));
+                    payloads.push(format!("{replica}/rec:{run_id}:{event_id}:{engine_id}"));
+                }
+                Doorbell::Released { run_id } => {
+                    let payload = format!("{replica}/rel:{run_id}");
+                    if !payloads.contains(&payload) {
+                        payloads.push(payload);
+                    }
                 }
             }
             next = doorbells.try_recv().ok();
@@ -157,12 +164,18 @@ async fn connect(url: &str) -> Result<PgListener, sqlx::Error> {
 fn parse(payload: &str) -> Option<(Uuid, Doorbell)> {
     let (replica, payload) = payload.split_once('/')?;
     let replica = replica.parse().ok()?;
-    if let Some(retry) = payload.strip_prefix("retry:") {
-        let mut parts = retry.split(':');
-        let doorbell = Doorbell::Retry {
+    if let Some(record) = payload.strip_prefix("rec:") {
+        let mut parts = record.split(':');
+        let doorbell = Doorbell::Recorded {
             run_id: parts.next()?.parse().ok()?,
             event_id: parts.next()?.parse().ok()?,
             engine_id: parts.next()?.parse().ok()?,
+        };
+        return Some((replica, doorbell));
+    }
+    if let Some(run) = payload.strip_prefix("rel:") {
+        let doorbell = Doorbell::Released {
+            run_id: run.parse().ok()?,
         };
         return Some((replica, doorbell));
     }
@@ -198,15 +211,19 @@ mod tests {
             ))
         );
         assert_eq!(
-            parse(&format!("{replica}/retry:{run}:{event}:{engine}")),
+            parse(&format!("{replica}/rec:{run}:{event}:{engine}")),
             Some((
                 replica,
-                Doorbell::Retry {
+                Doorbell::Recorded {
                     run_id: run,
                     event_id: event,
                     engine_id: engine
                 }
             ))
+        );
+        assert_eq!(
+            parse(&format!("{replica}/rel:{run}")),
+            Some((replica, Doorbell::Released { run_id: run }))
         );
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse(&format!("{replica}/{run}:x")), None);

@@ -1,12 +1,12 @@
 //! The streams behind `subscription { events }` and `runUpdated`.
 //!
-//! An `events` stream first sends its backlog from the database (with an
-//! `engineId`: the events routed to it and not yet recorded by it, highest
-//! priority first; with `afterSequence`: everything after it, in sequence
-//! order), then live events from the run's feed through a priority queue:
-//! whenever the client reads slower than events arrive, the most urgent one
-//! goes next. A subscriber that falls behind the feed, or whose queue is
-//! full, reads the gap from the database by sequence: nothing is dropped.
+//! With an `engineId`, `events` is an engine's flow-controlled, leased
+//! stream (`delivery::engine`). Otherwise it is a reader's: with
+//! `afterSequence` it first sends everything after it in sequence order,
+//! then live events from the run's feed through a priority queue: whenever
+//! the client reads slower than events arrive, the most urgent one goes
+//! next. A reader that falls behind the feed, or whose queue is full, reads
+//! the gap from the database by sequence: nothing is dropped.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashSet, VecDeque};
@@ -18,8 +18,9 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use super::{FeedBatch, Hub, Retry};
-use crate::entity::{engine_state, event_instance, scenario_run};
+use super::engine::{self, EngineRequest};
+use super::{FeedBatch, Hub};
+use crate::entity::{engine_state, event_delivery, event_instance, scenario_run};
 use crate::error::{AppError, AppResult};
 use crate::service::event::{EventCursor, EventFilter, EventOrder};
 use crate::service::event_type::{RELATIONSHIP_UPDATED, RUN_STATUS_CHANGED};
@@ -43,6 +44,20 @@ pub struct EventsRequest {
     pub min_priority: Option<i32>,
     /// Everything after this sequence first (without `engine_id`).
     pub after_sequence: Option<i64>,
+    /// With `engine_id`: most unrecorded deliveries at once (default 1).
+    pub max_in_flight: Option<i32>,
+    /// With `engine_id`: lease length, instead of each event type's.
+    pub lease_seconds: Option<i32>,
+}
+
+/// An event as a subscription sends it: with its lease when it went to an
+/// engine.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    /// The event, shared among subscribers.
+    pub event: Arc<event_instance::Model>,
+    /// The engine's lease of it; none for readers.
+    pub delivery: Option<Arc<event_delivery::Model>>,
 }
 
 /// A live event waiting in a subscription's queue: most urgent first, then
@@ -83,7 +98,7 @@ enum Backlog {
 
 /// Aborts a background task when dropped: the presence refresher lives as
 /// long as the subscription.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -96,7 +111,6 @@ struct EventStream {
     hub: Arc<Hub>,
     request: EventsRequest,
     types: Option<HashSet<String>>,
-    engine: Option<engine_state::Model>,
     order: EventOrder,
     /// The run's last sequence when the subscription started: the backlog
     /// covers up to it, the live part everything after.
@@ -108,21 +122,18 @@ struct EventStream {
     behind: bool,
     queue: BinaryHeap<Queued>,
     feed: broadcast::Receiver<Arc<FeedBatch>>,
-    /// Events an engine failed with attempts left, to deliver again.
-    retries: broadcast::Receiver<Retry>,
     /// The sequence of the event that closed the run, once known.
     closed_at: Option<i64>,
     finished: bool,
-    _presence: Option<AbortOnDrop>,
 }
 
-/// Starts an `events` subscription; errors (unknown run or engine) come
-/// before the first event.
+/// Starts an `events` subscription; errors (unknown run or engine, bad
+/// window) come before the first event.
 pub async fn events(
     ctx: &Ctx,
     hub: &Arc<Hub>,
     request: EventsRequest,
-) -> AppResult<impl Stream<Item = AppResult<Arc<event_instance::Model>>> + use<>> {
+) -> AppResult<impl Stream<Item = AppResult<Delivered>> + use<>> {
     let run = service::run::get(ctx, request.run_id)
         .await?
         .ok_or_else(|| {
@@ -131,30 +142,66 @@ pub async fn events(
                 format!("scenario run {} not found", request.run_id),
             )
         })?;
-    let engine = match request.engine_id {
-        None => None,
-        Some(engine_id) => {
-            let engine = service::engine::get(ctx, engine_id).await?.ok_or_else(|| {
-                AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
-            })?;
-            if engine.run_id != run.id {
+    let Some(engine_id) = request.engine_id else {
+        for (field, given) in [
+            ("maxInFlight", request.max_in_flight.is_some()),
+            ("leaseSeconds", request.lease_seconds.is_some()),
+        ] {
+            if given {
                 return Err(AppError::bad_input(
-                    "engineId",
-                    format!("engine {engine_id} belongs to another run"),
+                    field,
+                    format!("{field} applies to an engine's subscription: give engineId"),
                 ));
             }
-            Some(engine)
         }
+        return Ok(futures::future::Either::Left(reader(ctx, hub, request, &run)));
     };
-    let closed = RunStatus::parse(&run.status)?.is_terminal();
-    let (order, backlog) = match (&engine, request.after_sequence) {
-        (Some(_), _) => (EventOrder::Priority, reading()),
-        (None, Some(_)) => (EventOrder::Sequence, reading()),
-        (None, None) => (EventOrder::Sequence, Backlog::Done),
+    let engine = service::engine::get(ctx, engine_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
+        })?;
+    if engine.run_id != run.id {
+        return Err(AppError::bad_input(
+            "engineId",
+            format!("engine {engine_id} belongs to another run"),
+        ));
+    }
+    let max = ctx.limits.max_in_flight;
+    let max_in_flight = request.max_in_flight.unwrap_or(1);
+    if max_in_flight < 1 || max_in_flight as usize > max {
+        return Err(AppError::bad_input(
+            "maxInFlight",
+            format!("maxInFlight must be between 1 and {max}"),
+        ));
+    }
+    let lease_seconds = request
+        .lease_seconds
+        .map(|s| service::lease::check_seconds("leaseSeconds", s))
+        .transpose()?;
+    let request = EngineRequest {
+        engine,
+        event_types: request.event_types,
+        min_priority: request.min_priority,
+        max_in_flight: max_in_flight as usize,
+        lease_seconds,
     };
-    let presence = engine
-        .as_ref()
-        .map(|e| AbortOnDrop(tokio::spawn(keep_present(hub.clone(), e.engine_id))));
+    let stream = engine::events(ctx, hub, &run, request).await?;
+    Ok(futures::future::Either::Right(stream))
+}
+
+/// A reader's stream (no engine): backlog by sequence, then live events.
+fn reader(
+    ctx: &Ctx,
+    hub: &Arc<Hub>,
+    request: EventsRequest,
+    run: &scenario_run::Model,
+) -> impl Stream<Item = AppResult<Delivered>> + use<> {
+    let closed = RunStatus::parse(&run.status).is_ok_and(RunStatus::is_terminal);
+    let backlog = match request.after_sequence {
+        Some(_) => reading(),
+        None => Backlog::Done,
+    };
     // Everything up to `run.last_sequence` is the backlog's; the feed brings
     // what follows, and a feed already past it leaves a gap to read.
     let receiver = hub.subscribe(run.id, run.last_sequence);
@@ -163,32 +210,30 @@ pub async fn events(
         hub: hub.clone(),
         types: request.event_types.clone().map(|t| t.into_iter().collect()),
         request,
-        engine,
-        order,
+        order: EventOrder::Sequence,
         start: run.last_sequence,
         backlog,
         live_cursor: run.last_sequence,
         behind: receiver.from > run.last_sequence,
         queue: BinaryHeap::new(),
         feed: receiver.batches,
-        retries: receiver.retries,
         closed_at: closed.then_some(run.last_sequence),
         finished: false,
-        _presence: presence,
     };
     // Boxed: `unfold` keeps a slot for its state beside the future that
     // holds it, so an unboxed stream state would take its space twice in
     // every idle subscription.
-    Ok(futures::stream::unfold(
-        Box::new(state),
-        |mut state| async move {
-            let item = state.next().await?;
-            if item.is_err() {
-                state.finished = true;
-            }
-            Some((item, state))
-        },
-    ))
+    futures::stream::unfold(Box::new(state), |mut state| async move {
+        let item = state.next().await?;
+        if item.is_err() {
+            state.finished = true;
+        }
+        let item = item.map(|event| Delivered {
+            event,
+            delivery: None,
+        });
+        Some((item, state))
+    })
 }
 
 fn reading() -> Backlog {
@@ -233,13 +278,6 @@ impl EventStream {
                     Err(broadcast::error::RecvError::Lagged(_)) => self.behind = true,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                retry = self.retries.recv(), if self.engine.is_some() => {
-                    if let Ok(retry) = retry
-                        && let Err(err) = Box::pin(self.take_retry(retry)).await
-                    {
-                        return Some(Err(err));
-                    }
-                }
                 () = shutdown.cancelled() => return None,
             }
         }
@@ -259,10 +297,7 @@ impl EventStream {
             let filter = EventFilter {
                 event_types: self.request.event_types.clone(),
                 min_priority: self.request.min_priority,
-                after_sequence: self
-                    .request
-                    .after_sequence
-                    .filter(|_| self.engine.is_none()),
+                after_sequence: self.request.after_sequence,
                 until_sequence: Some(self.start),
                 pending_for: None,
                 source_engine_id: None,
@@ -272,7 +307,7 @@ impl EventStream {
                 &self.ctx,
                 self.request.run_id,
                 &filter,
-                self.engine.as_ref(),
+                None,
                 self.order,
                 PageRequest {
                     first: PAGE,
@@ -295,34 +330,9 @@ impl EventStream {
         }
     }
 
-    /// Queues an event that our engine failed with attempts left.
-    async fn take_retry(&mut self, retry: Retry) -> AppResult<()> {
-        let Some(engine) = &self.engine else {
-            return Ok(());
-        };
-        if retry.engine_id != engine.engine_id {
-            return Ok(());
-        }
-        // A retry may be stale (a later record, or news from two paths).
-        if let Some(event) = service::event::get(&self.ctx, retry.event_id).await?
-            && self.wants(&event)
-            && service::event::is_pending_for(&self.ctx, &event, retry.engine_id).await?
-        {
-            self.queue.push(Queued(Arc::new(event)));
-        }
-        Ok(())
-    }
-
     /// Moves what the feed already has into the queue, and fills gaps from
     /// the database, as far as the queue has room.
     async fn take_ready(&mut self) -> AppResult<()> {
-        while self.engine.is_some() {
-            match self.retries.try_recv() {
-                Ok(retry) => self.take_retry(retry).await?,
-                Err(TryRecvError::Lagged(_)) => continue,
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-            }
-        }
         loop {
             if self.queue.len() >= self.hub.config.queue_capacity {
                 return Ok(());
@@ -393,16 +403,6 @@ impl EventStream {
     }
 
     fn wants(&self, event: &event_instance::Model) -> bool {
-        if let Some(engine) = &self.engine {
-            let routed = match (event.target_engine_id, &event.target_engine_type) {
-                (Some(target), _) => target == engine.engine_id,
-                (None, Some(engine_type)) => *engine_type == engine.engine_type,
-                (None, None) => true,
-            };
-            if !routed {
-                return false;
-            }
-        }
         self.types
             .as_ref()
             .is_none_or(|t| t.contains(&event.event_type))
@@ -414,7 +414,7 @@ impl EventStream {
 }
 
 /// Whether `event` is the status change that puts its run into a terminal status.
-fn closes_run(event: &event_instance::Model) -> bool {
+pub(super) fn closes_run(event: &event_instance::Model) -> bool {
     event.event_type == RUN_STATUS_CHANGED
         && event.payload["to"]
             .as_str()
@@ -423,7 +423,7 @@ fn closes_run(event: &event_instance::Model) -> bool {
 }
 
 /// Refreshes the engine's `lastSeenAt` while it holds a subscription.
-async fn keep_present(hub: Arc<Hub>, engine_id: Uuid) {
+pub(super) async fn keep_present(hub: Arc<Hub>, engine_id: Uuid) {
     let mut tick = tokio::time::interval(hub.config.presence_interval);
     loop {
         tick.tick().await;

@@ -21,6 +21,8 @@ pub struct Model {
     pub target_engine_type: Option<String>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTimeUtc,
+    /// A delayed event is pending for engines only from this time.
+    pub deliver_at: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -17,6 +17,10 @@ pub struct Model {
     pub payload_schema: Option<Json>,
     pub default_priority: i32,
     pub max_attempts: i32,
+    /// How long a delivery holds an event before it goes to an engine again.
+    pub lease_seconds: i32,
+    /// The backoff after a failed attempt, doubled per attempt.
+    pub retry_delay_seconds: i32,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

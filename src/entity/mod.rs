@@ -5,6 +5,7 @@
 pub mod agent_template;
 pub mod api_key;
 pub mod engine_state;
+pub mod event_delivery;
 pub mod event_instance;
 pub mod event_processing;
 pub mod event_type;

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::error::LoadError;
 use crate::entity::{
-    agent_template, event_instance, event_processing, event_type, scenario_run, scenario_template,
+    agent_template, event_delivery, event_instance, event_processing, event_type, scenario_run,
+    scenario_template,
 };
 use crate::service::{self, Ctx};
 
@@ -37,6 +38,9 @@ pub struct ProcessingsOf(pub Uuid);
 /// An event type by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventTypeName(pub String);
+/// The live leases of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InFlightOf(pub Uuid);
 
 impl Loader<RunId> for Loaders {
     type Value = scenario_run::Model;
@@ -132,5 +136,24 @@ impl Loader<EventTypeName> for Loaders {
             .into_iter()
             .map(|r| (EventTypeName(r.name.clone()), Arc::new(r)))
             .collect())
+    }
+}
+
+impl Loader<InFlightOf> for Loaders {
+    type Value = Vec<event_delivery::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[InFlightOf],
+    ) -> Result<HashMap<InFlightOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::lease::in_flight(&self.ctx, &ids).await?;
+        let mut out: HashMap<InFlightOf, Self::Value> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
+        for row in rows {
+            out.entry(InFlightOf(row.engine_id)).or_default().push(row);
+        }
+        Ok(out)
     }
 }

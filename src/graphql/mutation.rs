@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use super::types::engine::{EngineInstance, RegisterEngineInput};
 use super::types::event::{
-    CompleteEventInput, CompleteEventPayload, CreateEventTypeInput, Event, EventInput, EventType,
-    EventTypePatch, Processing, RecordProcessingInput,
+    CompleteEventInput, CompleteEventPayload, CreateEventTypeInput, Delivery, Event, EventInput,
+    EventType, EventTypePatch, ExtendLeaseInput, Processing, RecordProcessingInput,
 };
 use super::types::run::{
     CreateScenarioRunInput, RunRelationship, RunStatus, ScenarioRun, SetRelationshipInput,
@@ -228,6 +228,14 @@ impl MutationRoot {
         Ok(Processing(
             service::processing::record(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
+    }
+
+    /// Renews an engine's lease of an event it is still working on (a
+    /// heartbeat); `LEASE_LOST` when the lease is no longer current.
+    async fn extend_lease(&self, ctx: &Context<'_>, input: ExtendLeaseInput) -> Result<Delivery> {
+        let delivery =
+            service::lease::extend(service_ctx(ctx), &principal(ctx)?, input.into()).await?;
+        Ok(Delivery(std::sync::Arc::new(delivery)))
     }
 
     /// Records processing, publishes the emitted events and saves the

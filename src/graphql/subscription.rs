@@ -10,8 +10,7 @@ use super::types::event::Event;
 use super::types::run::ScenarioRun;
 use super::types::service_ctx;
 use crate::delivery::Hub;
-use crate::delivery::subscription::{self, EventsRequest};
-use crate::entity::event_instance;
+use crate::delivery::subscription::{self, Delivered, EventsRequest};
 
 /// The root of every subscription.
 pub struct SubscriptionRoot;
@@ -20,16 +19,16 @@ pub struct SubscriptionRoot;
 /// set by the stream when it yields, read by the transport right after, so
 /// that it can serialize each event once for every subscriber.
 #[derive(Clone, Default)]
-pub struct LastEvent(Arc<Mutex<Option<Arc<event_instance::Model>>>>);
+pub struct LastEvent(Arc<Mutex<Option<Delivered>>>);
 
 impl LastEvent {
     /// The event of the latest response, if it was an `events` item.
-    pub fn take(&self) -> Option<Arc<event_instance::Model>> {
+    pub fn take(&self) -> Option<Delivered> {
         self.0.lock().expect("last event poisoned").take()
     }
 
-    fn set(&self, event: &Arc<event_instance::Model>) {
-        *self.0.lock().expect("last event poisoned") = Some(event.clone());
+    fn set(&self, delivered: &Delivered) {
+        *self.0.lock().expect("last event poisoned") = Some(delivered.clone());
     }
 }
 
@@ -39,13 +38,16 @@ fn hub<'a>(ctx: &Context<'a>) -> &'a Arc<Hub> {
 
 #[Subscription]
 impl SubscriptionRoot {
-    /// The events of a run as they commit. With `engineId`: first that
-    /// engine's backlog (events routed to it and not yet recorded by it, or
-    /// failed below `maxAttempts`), most urgent first, then live events
-    /// routed to it. With `afterSequence`: every event after it in sequence
-    /// order, then live ones. With neither: live events only. Live events
-    /// wait in a priority queue, so a slow reader gets the most urgent one
-    /// next. Completes after the status change that closes the run.
+    /// The events of a run as they commit. With `engineId`: the events
+    /// pending for that engine, most urgent first, at most `maxInFlight`
+    /// (default 1) unrecorded at once: each record lets the next most
+    /// urgent one go. Each is leased (`Event.delivery`) for `leaseSeconds`
+    /// (default: its type's); an expired or released lease sends the event
+    /// again. With `afterSequence`: every event after it in sequence order,
+    /// then live ones. With neither: live events only. A reader's live
+    /// events wait in a priority queue, so a slow reader gets the most
+    /// urgent one next. Completes once the run is closed (for an engine:
+    /// and nothing is left pending or in flight).
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -54,6 +56,8 @@ impl SubscriptionRoot {
         event_types: Option<Vec<String>>,
         min_priority: Option<i32>,
         after_sequence: Option<i64>,
+        max_in_flight: Option<i32>,
+        lease_seconds: Option<i32>,
     ) -> Result<impl Stream<Item = Result<Event>> + use<>> {
         let request = EventsRequest {
             run_id,
@@ -61,6 +65,8 @@ impl SubscriptionRoot {
             event_types,
             min_priority,
             after_sequence,
+            max_in_flight,
+            lease_seconds,
         };
         // Boxed: async-graphql keeps this resolver's future inline beside the
         // stream for the subscription's whole life, so the setup's database
@@ -68,10 +74,11 @@ impl SubscriptionRoot {
         let stream = Box::pin(subscription::events(service_ctx(ctx), hub(ctx), request)).await?;
         let last = ctx.data_opt::<LastEvent>().cloned();
         Ok(stream.map(move |item| {
-            if let (Ok(event), Some(last)) = (&item, &last) {
-                last.set(event);
+            if let (Ok(delivered), Some(last)) = (&item, &last) {
+                last.set(delivered);
             }
-            item.map(Event).map_err(Into::into)
+            item.map(|d| Event(d.event, d.delivery))
+                .map_err(Into::into)
         }))
     }
 

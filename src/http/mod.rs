@@ -11,7 +11,7 @@ mod ws;
 
 pub use graphiql::GraphiqlAssets;
 pub use render::RenderCache;
-pub use ws::WsSettings;
+pub use ws::{WsSettings, socket_send_buffer};
 
 use axum::Router;
 use axum::http::{StatusCode, header};

@@ -110,6 +110,12 @@ pub fn shape_of(
     if operation.node.ty != OperationType::Subscription {
         return None;
     }
+    // `Event.delivery` is each engine's own lease: a query that may select
+    // it renders per subscriber (a plain text test, so it errs on the side
+    // of not sharing).
+    if query.contains("delivery") {
+        return None;
+    }
     for root in &operation.node.selection_set.node.items {
         let Selection::Field(field) = &root.node else {
             return None;
@@ -182,5 +188,10 @@ mod tests {
             "queries are not shared"
         );
         assert!(shape_of("not graphql", None).is_none());
+        let with_lease = "subscription($r: UUID!, $e: UUID) { events(runId: $r, engineId: $e) { id delivery { leaseId } } }";
+        assert!(
+            shape_of(with_lease, None).is_none(),
+            "a lease is each subscriber's own"
+        );
     }
 }

@@ -54,6 +54,7 @@ impl IntoResponse for RestError {
             AppError::VersionConflict { .. }
             | AppError::Conflict(_)
             | AppError::RunClosed { .. }
+            | AppError::LeaseLost { .. }
             | AppError::InvalidTransition { .. } => StatusCode::CONFLICT,
             AppError::LimitExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +114,12 @@ struct ProcessBody {
     status: RestStatus,
     #[serde(default)]
     error: Option<String>,
+    /// The lease the engine was given; a stale one is refused (409 LEASE_LOST).
+    #[serde(default)]
+    lease_id: Option<Uuid>,
+    /// After a failure: deliver again no sooner than this.
+    #[serde(default)]
+    retry_after_seconds: Option<i32>,
 }
 
 /// Processing outcomes, in REST's lower case.
@@ -140,6 +147,8 @@ async fn process(
             RestStatus::Failed => ProcessingStatus::Failed,
         },
         error: input.error,
+        lease_id: input.lease_id,
+        retry_after_seconds: input.retry_after_seconds,
     };
     let recorded = processing::record(&state.ctx, &principal, record).await?;
     Ok(Json(processing_json(&recorded)))

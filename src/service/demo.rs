@@ -246,6 +246,8 @@ fn event_types() -> Vec<NewEventType> {
             payload_schema: Some(text_schema.clone()),
             default_priority: Some(10),
             max_attempts: Some(3),
+            lease_seconds: None,
+            retry_delay_seconds: None,
         },
         NewEventType {
             name: "actor_spoke".into(),
@@ -255,6 +257,8 @@ fn event_types() -> Vec<NewEventType> {
             payload_schema: Some(text_schema),
             default_priority: Some(5),
             max_attempts: Some(2),
+            lease_seconds: None,
+            retry_delay_seconds: None,
         },
         NewEventType {
             name: "action_taken".into(),
@@ -264,6 +268,8 @@ fn event_types() -> Vec<NewEventType> {
             payload_schema: None,
             default_priority: Some(5),
             max_attempts: Some(2),
+            lease_seconds: None,
+            retry_delay_seconds: None,
         },
         NewEventType {
             name: "metric_recorded".into(),
@@ -273,6 +279,8 @@ fn event_types() -> Vec<NewEventType> {
             payload_schema: None,
             default_priority: Some(1),
             max_attempts: Some(1),
+            lease_seconds: None,
+            retry_delay_seconds: None,
         },
     ]
 }
@@ -396,6 +404,7 @@ fn story(run_id: Uuid, engines: &[Uuid]) -> Vec<NewEvent> {
                 target_engine_id: target.map(|t: usize| engines[t]),
                 target_engine_type: None,
                 idempotency_key: Some(format!("demo-{round}-{i}")),
+                deliver_at: None,
             });
         }
     }

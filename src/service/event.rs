@@ -8,15 +8,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait,
     QueryFilter, QueryOrder, QuerySelect,
 };
+use chrono::SubsecRound;
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::page::{CursorKey, Page, PageRequest, into_page};
+use super::pending::Scope;
 use super::run::RunStatus;
 use super::{Ctx, json_size, now};
 use crate::entity::{engine_state, event_instance, event_processing, event_type, scenario_run};
@@ -43,6 +45,8 @@ pub struct NewEvent {
     pub target_engine_type: Option<String>,
     /// Publishing again with the same key in the same run returns the first event.
     pub idempotency_key: Option<String>,
+    /// Pending for engines only from this time.
+    pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An event that passed validation and waits to be inserted.
@@ -244,6 +248,7 @@ pub(crate) async fn insert_prepared(
                 target_engine_type: p.input.target_engine_type.clone(),
                 idempotency_key: p.input.idempotency_key.clone(),
                 created_at,
+                deliver_at: p.input.deliver_at.map(|at| at.trunc_subsecs(6)),
             };
             next += 1;
             if let Some(key) = &model.idempotency_key {
@@ -315,29 +320,6 @@ pub async fn processings_of(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_proc
         .await?)
 }
 
-/// Whether `event` is still pending for `engine_id`: no record, or a FAILED
-/// record with attempts left.
-pub async fn is_pending_for(
-    ctx: &Ctx,
-    event: &event_instance::Model,
-    engine_id: Uuid,
-) -> AppResult<bool> {
-    let Some(record) = event_processing::Entity::find_by_id((event.id, engine_id))
-        .one(&ctx.db.conn)
-        .await?
-    else {
-        return Ok(true);
-    };
-    if record.status == super::processing::ProcessingStatus::Processed.as_str() {
-        return Ok(false);
-    }
-    let max_attempts = event_type::Entity::find_by_id(event.event_type.clone())
-        .one(&ctx.db.conn)
-        .await?
-        .map_or(1, |t| t.max_attempts);
-    Ok(record.attempts < max_attempts)
-}
-
 /// Which events of a run to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -403,52 +385,6 @@ fn other_order() -> AppError {
     AppError::bad_input("after", "after is a cursor of the other order")
 }
 
-/// Events routed to `engine` (of its run): targeted at it, at its type, or at
-/// nobody in particular.
-pub fn routed_to(engine: &engine_state::Model) -> Condition {
-    use event_instance::Column as E;
-    Condition::any()
-        .add(E::TargetEngineId.eq(engine.engine_id))
-        .add(
-            Condition::all().add(E::TargetEngineId.is_null()).add(
-                Condition::any()
-                    .add(E::TargetEngineType.is_null())
-                    .add(E::TargetEngineType.eq(engine.engine_type.clone())),
-            ),
-        )
-}
-
-/// Events that `engine` has not recorded for good: no record, or a FAILED
-/// record with fewer attempts than the event type's `maxAttempts`.
-pub fn not_done_by(engine_id: Uuid) -> Condition {
-    use event_processing::Column as P;
-    let done = Query::select()
-        .expr(Expr::val(1))
-        .from(event_processing::Entity)
-        .inner_join(
-            event_type::Entity,
-            Expr::col((event_type::Entity, event_type::Column::Name))
-                .equals((event_instance::Entity, event_instance::Column::EventType)),
-        )
-        .and_where(
-            Expr::col((event_processing::Entity, P::EventId))
-                .equals((event_instance::Entity, event_instance::Column::Id)),
-        )
-        .and_where(Expr::col((event_processing::Entity, P::EngineId)).eq(engine_id))
-        .and_where(
-            Expr::col((event_processing::Entity, P::Status))
-                .eq(super::processing::ProcessingStatus::Processed.as_str())
-                .or(
-                    Expr::col((event_processing::Entity, P::Attempts)).gte(Expr::col((
-                        event_type::Entity,
-                        event_type::Column::MaxAttempts,
-                    ))),
-                ),
-        )
-        .to_owned();
-    Condition::all().add(Expr::exists(done).not())
-}
-
 /// A page of the events of `run_id`.
 pub async fn list(
     ctx: &Ctx,
@@ -478,17 +414,18 @@ pub async fn list(
             Some(engine)
         }
     };
-    read_page(ctx, run_id, &filter, pending_for.as_ref(), order, page).await
+    let pending = pending_for.as_ref().map(|e| (e, Scope::Outstanding));
+    read_page(ctx, run_id, &filter, pending, order, page).await
 }
 
-/// A page of the events of `run_id`, the run and `pending_for` (the engine of
-/// `filter.pendingFor`) already checked: what a subscription reads page after
-/// page without checking them again.
+/// A page of the events of `run_id`, the run and the engine of `pending`
+/// already checked (only events pending for it, in that scope of the rule):
+/// what a subscription reads page after page without checking them again.
 pub async fn read_page(
     ctx: &Ctx,
     run_id: Uuid,
     filter: &EventFilter,
-    pending_for: Option<&engine_state::Model>,
+    pending: Option<(&engine_state::Model, Scope)>,
     order: EventOrder,
     page: PageRequest<EventCursor>,
 ) -> AppResult<Page<EventCursor, event_instance::Model>> {
@@ -509,10 +446,8 @@ pub async fn read_page(
     if let Some(source) = filter.source_engine_id {
         query = query.filter(E::SourceEngineId.eq(source));
     }
-    if let Some(engine) = pending_for {
-        query = query
-            .filter(routed_to(engine))
-            .filter(not_done_by(engine.engine_id));
+    if let Some((engine, scope)) = pending {
+        query = query.filter(super::pending::condition(scope, engine, now()));
     }
     let limit = page.first as u64 + 1;
     let rows = match (order, page.after) {

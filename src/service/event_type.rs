@@ -36,6 +36,10 @@ pub struct NewEventType {
     pub default_priority: Option<i32>,
     /// How often an engine may fail one event (at least 1).
     pub max_attempts: Option<i32>,
+    /// How long a delivery leases one event (default 300 s).
+    pub lease_seconds: Option<i32>,
+    /// The backoff after a first failure, doubled per attempt (default 0).
+    pub retry_delay_seconds: Option<i32>,
 }
 
 /// Changes to an event type. `Some(None)` clears a nullable field.
@@ -53,6 +57,10 @@ pub struct EventTypePatch {
     pub default_priority: Option<i32>,
     /// New maximum of attempts.
     pub max_attempts: Option<i32>,
+    /// New lease length.
+    pub lease_seconds: Option<i32>,
+    /// New retry delay.
+    pub retry_delay_seconds: Option<i32>,
 }
 
 fn check_type_name(name: &str) -> AppResult<()> {
@@ -76,6 +84,17 @@ fn check_max_attempts(field: &str, max_attempts: i32) -> AppResult<i32> {
     Ok(max_attempts)
 }
 
+fn check_retry_delay(field: &str, seconds: i32) -> AppResult<i32> {
+    let max = super::lease::MAX_RETRY_DELAY.num_seconds();
+    if !(0..=max).contains(&i64::from(seconds)) {
+        return Err(AppError::bad_input(
+            field,
+            format!("retryDelaySeconds must be between 0 and {max}"),
+        ));
+    }
+    Ok(seconds)
+}
+
 fn check_schema(field: &str, schema: Option<Value>) -> AppResult<Option<Value>> {
     if let Some(schema) = &schema {
         super::check_json(field, schema)?;
@@ -96,6 +115,12 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
     }
     let payload_schema = check_schema("input.payloadSchema", input.payload_schema)?;
     let max_attempts = check_max_attempts("input.maxAttempts", input.max_attempts.unwrap_or(1))?;
+    let lease_seconds =
+        super::lease::check_seconds("input.leaseSeconds", input.lease_seconds.unwrap_or(300))?;
+    let retry_delay_seconds = check_retry_delay(
+        "input.retryDelaySeconds",
+        input.retry_delay_seconds.unwrap_or(0),
+    )?;
     if get(ctx, &input.name).await?.is_some() {
         return Err(AppError::Conflict(format!(
             "event type {:?} already exists",
@@ -110,6 +135,8 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
         payload_schema: Set(payload_schema),
         default_priority: Set(input.default_priority.unwrap_or(0)),
         max_attempts: Set(max_attempts),
+        lease_seconds: Set(lease_seconds),
+        retry_delay_seconds: Set(retry_delay_seconds),
     };
     Ok(model.insert(&ctx.db.conn).await?)
 }
@@ -147,6 +174,12 @@ pub async fn update(ctx: &Ctx, name: &str, patch: EventTypePatch) -> AppResult<e
     }
     if let Some(max_attempts) = patch.max_attempts {
         model.max_attempts = Set(check_max_attempts("patch.maxAttempts", max_attempts)?);
+    }
+    if let Some(seconds) = patch.lease_seconds {
+        model.lease_seconds = Set(super::lease::check_seconds("patch.leaseSeconds", seconds)?);
+    }
+    if let Some(seconds) = patch.retry_delay_seconds {
+        model.retry_delay_seconds = Set(check_retry_delay("patch.retryDelaySeconds", seconds)?);
     }
     Ok(model.update(&ctx.db.conn).await?)
 }

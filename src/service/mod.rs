@@ -9,7 +9,9 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod event_type;
+pub mod lease;
 pub mod page;
+pub mod pending;
 pub mod processing;
 pub mod relationship;
 pub mod run;
@@ -30,9 +32,14 @@ pub trait CommitListener: Send + Sync {
     /// Run `run_id` has committed events up to `last_sequence`.
     fn committed(&self, run_id: Uuid, last_sequence: i64);
 
-    /// Engine `engine_id` failed event `event_id` of run `run_id` with
-    /// attempts left: the event is pending for it again.
-    fn failed(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid);
+    /// Engine `engine_id` recorded event `event_id` of run `run_id`: its
+    /// window has room again, and a failure with attempts left makes the
+    /// event pending again.
+    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid);
+
+    /// Leases of run `run_id` were released before they expired: their
+    /// events are pending again.
+    fn released(&self, run_id: Uuid);
 }
 
 /// A listener for contexts without delivery (command line tools).
@@ -40,7 +47,8 @@ struct NoListener;
 
 impl CommitListener for NoListener {
     fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
-    fn failed(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid) {}
+    fn recorded(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid) {}
+    fn released(&self, _run_id: Uuid) {}
 }
 
 /// What every service call needs: the database, the limits, and the caches
@@ -80,9 +88,14 @@ impl Ctx {
         self
     }
 
-    /// Tells the listener, after the commit, that an engine may get `event_id` again.
-    pub fn announce_retry(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
-        self.listener.failed(run_id, event_id, engine_id);
+    /// Tells the listener, after the commit, that an engine recorded `event_id`.
+    pub fn announce_recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
+        self.listener.recorded(run_id, event_id, engine_id);
+    }
+
+    /// Tells the listener that leases of `run_id` were released.
+    pub fn announce_released(&self, run_id: Uuid) {
+        self.listener.released(run_id);
     }
 
     /// Tells the listener of the runs and highest sequences among `events`,

@@ -5,6 +5,7 @@
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
+use chrono::TimeDelta;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -60,6 +61,12 @@ pub struct Record {
     pub status: ProcessingStatus,
     /// Why it failed.
     pub error: Option<String>,
+    /// The lease the engine was given with the event; a stale one fails
+    /// with `LEASE_LOST` and changes nothing.
+    pub lease_id: Option<Uuid>,
+    /// After a failure: deliver again no sooner than this (else the event
+    /// type's `retryDelaySeconds`, doubled per attempt).
+    pub retry_after_seconds: Option<i32>,
 }
 
 /// Records processing in its own transaction.
@@ -78,6 +85,15 @@ pub async fn record(
 }
 
 fn check_error(input: &Record) -> AppResult<()> {
+    if let Some(seconds) = input.retry_after_seconds {
+        let max = super::lease::MAX_RETRY_DELAY.num_seconds();
+        if !(0..=max).contains(&i64::from(seconds)) {
+            return Err(AppError::bad_input(
+                "input.retryAfterSeconds",
+                format!("retryAfterSeconds must be between 0 and {max}"),
+            ));
+        }
+    }
     if let Some(error) = &input.error {
         super::check_text("input.error", error)?;
     }
@@ -134,25 +150,27 @@ struct Recorded {
     processing: event_processing::Model,
     /// The `error_occurred` event, when this failure was final.
     published: Vec<event_instance::Model>,
-    /// The run, when this failure leaves the event pending for the engine:
-    /// its live subscription gets the event again.
-    retry_in: Option<uuid::Uuid>,
+    /// The event's run.
+    run_id: Uuid,
 }
 
 impl Recorded {
-    /// Tells delivery, after the commit, what this record changed.
+    /// Tells delivery, after the commit, what this record changed: the
+    /// engine's window has room again, and a failure may be sent again.
     fn announce(&self, ctx: &Ctx, more: &[event_instance::Model]) {
         let mut published = self.published.clone();
         published.extend(more.iter().cloned());
         ctx.announce(&published);
-        if let Some(run_id) = self.retry_in {
-            ctx.announce_retry(run_id, self.processing.event_id, self.processing.engine_id);
-        }
+        ctx.announce_recorded(
+            self.run_id,
+            self.processing.event_id,
+            self.processing.engine_id,
+        );
     }
 }
 
-/// Writes the record inside `txn`, publishing `error_occurred` when this
-/// failure is final.
+/// Writes the record inside `txn`, ends the engine's lease (fenced by
+/// `lease_id`), and publishes `error_occurred` when this failure is final.
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     use event_processing::Column as P;
     let (event, _engine) = load_pair(txn, input).await?;
@@ -176,34 +194,53 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
         )
         .exec_with_returning(txn)
         .await?;
-
-    if input.status == ProcessingStatus::Failed {
-        let max_attempts = event_type::Entity::find_by_id(event.event_type.clone())
-            .one(txn)
-            .await?
-            .map_or(1, |t| t.max_attempts);
-        // Only the failure that reaches the limit is final; later ones are not news.
-        if processing.attempts == max_attempts {
-            let published = publish_error(ctx, txn, &event, &processing).await?;
-            return Ok(Recorded {
-                processing,
-                published,
-                retry_in: None,
-            });
-        }
-        if processing.attempts < max_attempts {
-            return Ok(Recorded {
-                processing,
-                published: Vec::new(),
-                retry_in: Some(event.run_id),
-            });
-        }
-    }
+    let etype = event_type::Entity::find_by_id(event.event_type.clone())
+        .one(txn)
+        .await?;
+    let max_attempts = etype.as_ref().map_or(1, |t| t.max_attempts);
+    let failed = input.status == ProcessingStatus::Failed;
+    let retry = failed && processing.attempts < max_attempts;
+    let not_before = retry.then(|| {
+        let delay = match input.retry_after_seconds {
+            Some(seconds) => TimeDelta::seconds(seconds.into()),
+            None => backoff(
+                etype.as_ref().map_or(0, |t| t.retry_delay_seconds),
+                processing.attempts,
+            ),
+        };
+        now() + delay
+    });
+    super::lease::settle_in(
+        txn,
+        super::lease::Settlement {
+            event_id: input.event_id,
+            engine_id: input.engine_id,
+            lease_id: input.lease_id,
+            done: !retry,
+            not_before,
+        },
+    )
+    .await?;
+    // Only the failure that reaches the limit is final; later ones are not news.
+    let published = if failed && processing.attempts == max_attempts {
+        publish_error(ctx, txn, &event, &processing).await?
+    } else {
+        Vec::new()
+    };
     Ok(Recorded {
         processing,
-        published: Vec::new(),
-        retry_in: None,
+        published,
+        run_id: event.run_id,
     })
+}
+
+/// The wait before attempt `failures + 1`: the type's delay doubled per
+/// failure so far, at most [`super::lease::MAX_RETRY_DELAY`].
+pub fn backoff(retry_delay_seconds: i32, failures: i32) -> TimeDelta {
+    let max = super::lease::MAX_RETRY_DELAY.num_seconds();
+    let doublings = Ord::min(u32::try_from(failures.saturating_sub(1)).unwrap_or(0), 32);
+    let seconds = i64::from(Ord::max(retry_delay_seconds, 0)).saturating_mul(1_i64 << doublings);
+    TimeDelta::seconds(Ord::min(seconds, max))
 }
 
 async fn publish_error(

@@ -5,11 +5,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::event::Delivery;
 use super::json::RawJson;
-use super::loader;
 use super::run::ScenarioRun;
+use super::{loader, service_ctx};
 use crate::entity::engine_state;
-use crate::graphql::loaders::RunId;
+use crate::graphql::loaders::{InFlightOf, RunId};
 use crate::service::engine as svc;
 
 /// One running engine (an instance, never a type) and its checkpointed state.
@@ -59,6 +60,20 @@ impl EngineInstance {
     /// Whether it was seen in the last 30 seconds.
     async fn online(&self) -> bool {
         svc::is_online(&self.0)
+    }
+    /// How many events are routed to it and not done by it (in flight,
+    /// waiting, delayed or backing off).
+    async fn pending_count(&self, ctx: &Context<'_>) -> Result<i64> {
+        Ok(crate::service::pending::count(service_ctx(ctx), &self.0).await? as i64)
+    }
+    /// The deliveries it holds unrecorded, with their leases.
+    async fn in_flight(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
+        let found = loader(ctx).load_one(InFlightOf(self.0.engine_id)).await?;
+        Ok(found
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| Delivery(std::sync::Arc::new(d)))
+            .collect())
     }
 }
 

@@ -12,7 +12,7 @@ use super::engine::EngineInstance;
 use super::json::RawJson;
 use super::run::ScenarioRun;
 use super::{connection, loader, service_ctx};
-use crate::entity::{event_instance, event_processing, event_type};
+use crate::entity::{event_delivery, event_instance, event_processing, event_type};
 use crate::graphql::loaders::{EventId, EventTypeName, ProcessingsOf, RunId};
 use crate::service::event::{self as svc, EventCursor};
 use crate::service::page::{CursorKey, PageRequest, page_size};
@@ -57,6 +57,17 @@ impl EventType {
     async fn max_attempts(&self) -> i32 {
         self.0.max_attempts
     }
+    /// How long a delivery to an engine leases one event before it goes
+    /// out again (a subscription's `leaseSeconds` overrides it).
+    async fn lease_seconds(&self) -> i32 {
+        self.0.lease_seconds
+    }
+    /// The wait before a failed event is delivered again, doubled per
+    /// failed attempt (at most an hour); a record's `retryAfterSeconds`
+    /// overrides it.
+    async fn retry_delay_seconds(&self) -> i32 {
+        self.0.retry_delay_seconds
+    }
 }
 
 /// A new event type.
@@ -76,6 +87,11 @@ pub struct CreateEventTypeInput {
     pub default_priority: Option<i32>,
     /// How often an engine may fail one event (default 1).
     pub max_attempts: Option<i32>,
+    /// How long a delivery leases one event, 1 to 86,400 (default 300).
+    pub lease_seconds: Option<i32>,
+    /// The wait before a failed event goes out again, doubled per failed
+    /// attempt, 0 to 3,600 (default 0).
+    pub retry_delay_seconds: Option<i32>,
 }
 
 impl From<CreateEventTypeInput> for types_svc::NewEventType {
@@ -88,6 +104,8 @@ impl From<CreateEventTypeInput> for types_svc::NewEventType {
             payload_schema: input.payload_schema,
             default_priority: input.default_priority,
             max_attempts: input.max_attempts,
+            lease_seconds: input.lease_seconds,
+            retry_delay_seconds: input.retry_delay_seconds,
         }
     }
 }
@@ -107,6 +125,10 @@ pub struct EventTypePatch {
     pub default_priority: Option<i32>,
     /// New maximum of attempts.
     pub max_attempts: Option<i32>,
+    /// New lease length.
+    pub lease_seconds: Option<i32>,
+    /// New retry delay.
+    pub retry_delay_seconds: Option<i32>,
 }
 
 fn maybe<T>(value: MaybeUndefined<T>) -> Option<Option<T>> {
@@ -126,16 +148,51 @@ impl From<EventTypePatch> for types_svc::EventTypePatch {
             payload_schema: maybe(patch.payload_schema),
             default_priority: patch.default_priority,
             max_attempts: patch.max_attempts,
+            lease_seconds: patch.lease_seconds,
+            retry_delay_seconds: patch.retry_delay_seconds,
         }
     }
 }
 
-/// An event of a run. Shared, not copied, among the subscribers it is sent to.
-pub struct Event(pub Arc<event_instance::Model>);
+/// An event of a run. Shared, not copied, among the subscribers it is
+/// sent to; with its lease when it went to an engine's subscription.
+pub struct Event(
+    pub Arc<event_instance::Model>,
+    pub Option<Arc<event_delivery::Model>>,
+);
 
 impl From<event_instance::Model> for Event {
     fn from(model: event_instance::Model) -> Self {
-        Event(Arc::new(model))
+        Event(Arc::new(model), None)
+    }
+}
+
+/// One delivery of an event to an engine: its lease.
+pub struct Delivery(pub Arc<event_delivery::Model>);
+
+#[Object]
+impl Delivery {
+    /// The engine the event was delivered to.
+    async fn engine_id(&self) -> Uuid {
+        self.0.engine_id
+    }
+    /// The event.
+    async fn event_id(&self) -> Uuid {
+        self.0.event_id
+    }
+    /// How many times the event has been delivered to this engine, from 1.
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    /// The lease: name it when recording (`leaseId`) so that a record after
+    /// the event went to another delivery fails with `LEASE_LOST`.
+    async fn lease_id(&self) -> Option<Uuid> {
+        self.0.lease_id
+    }
+    /// When the lease ends unless it is extended (`extendLease`) or the
+    /// event is recorded; then the event is delivered again.
+    async fn lease_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.0.lease_expires_at
     }
 }
 
@@ -215,6 +272,15 @@ impl Event {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
     }
+    /// A delayed event is delivered to engines only from this time.
+    async fn deliver_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deliver_at
+    }
+    /// This delivery's lease, when the event came through an engine's
+    /// subscription; null elsewhere.
+    async fn delivery(&self) -> Option<Delivery> {
+        self.1.clone().map(Delivery)
+    }
     /// What each engine recorded for it.
     async fn processed_by(&self, ctx: &Context<'_>) -> Result<Vec<Processing>> {
         let found = loader(ctx).load_one(ProcessingsOf(self.0.id)).await?;
@@ -247,6 +313,9 @@ pub struct EventInput {
     pub target_engine_type: Option<String>,
     /// Publishing again with the same key in the same run returns the first event.
     pub idempotency_key: Option<String>,
+    /// Deliver to engines only from this time (the event is published at
+    /// once; readers with `afterSequence` see it).
+    pub deliver_at: Option<DateTime<Utc>>,
 }
 
 impl From<EventInput> for svc::NewEvent {
@@ -261,6 +330,7 @@ impl From<EventInput> for svc::NewEvent {
             target_engine_id: input.target_engine_id,
             target_engine_type: input.target_engine_type,
             idempotency_key: input.idempotency_key,
+            deliver_at: input.deliver_at,
         }
     }
 }
@@ -423,6 +493,12 @@ pub struct RecordProcessingInput {
     pub status: ProcessingStatus,
     /// Why it failed.
     pub error: Option<String>,
+    /// The lease of the delivery being recorded; a lease that is no longer
+    /// current fails with `LEASE_LOST` and records nothing.
+    pub lease_id: Option<Uuid>,
+    /// After a failure: deliver again no sooner than this many seconds
+    /// (0 to 3,600; else the event type's `retryDelaySeconds`, doubled).
+    pub retry_after_seconds: Option<i32>,
 }
 
 impl From<RecordProcessingInput> for processing::Record {
@@ -432,6 +508,8 @@ impl From<RecordProcessingInput> for processing::Record {
             engine_id: input.engine_id,
             status: input.status.into(),
             error: input.error,
+            lease_id: input.lease_id,
+            retry_after_seconds: input.retry_after_seconds,
         }
     }
 }
@@ -447,6 +525,9 @@ pub struct CompleteEventInput {
     pub status: ProcessingStatus,
     /// Why it failed.
     pub error: Option<String>,
+    /// The lease of the delivery being completed; a lease that is no longer
+    /// current fails with `LEASE_LOST` and changes nothing.
+    pub lease_id: Option<Uuid>,
     /// Events to publish; `sourceEngineId` defaults to the engine and
     /// `parentEventId` to the completed event.
     #[graphql(default)]
@@ -465,10 +546,36 @@ impl From<CompleteEventInput> for processing::Completion {
                 engine_id: input.engine_id,
                 status: input.status.into(),
                 error: input.error,
+                lease_id: input.lease_id,
+                retry_after_seconds: None,
             },
             emit: input.emit.into_iter().map(Into::into).collect(),
             state: input.state,
             expected_version: input.expected_version,
+        }
+    }
+}
+
+/// A lease to renew.
+#[derive(InputObject)]
+pub struct ExtendLeaseInput {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine holding it.
+    pub engine_id: Uuid,
+    /// The lease it holds.
+    pub lease_id: Uuid,
+    /// The lease runs this long from now (1 to 86,400).
+    pub seconds: i32,
+}
+
+impl From<ExtendLeaseInput> for crate::service::lease::Extension {
+    fn from(input: ExtendLeaseInput) -> Self {
+        crate::service::lease::Extension {
+            event_id: input.event_id,
+            engine_id: input.engine_id,
+            lease_id: input.lease_id,
+            seconds: input.seconds,
         }
     }
 }

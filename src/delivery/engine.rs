@@ -1,0 +1,443 @@
+//! An engine's `events` subscription: flow-controlled and leased.
+//!
+//! At most `maxInFlight` delivered events are unrecorded at once. Whenever
+//! the window has room and something may have become deliverable (a new
+//! event, a record, a released or expired lease, a delayed event or a
+//! backoff coming due), the stream asks the service layer for the most
+//! urgent deliverable events (`service::pending`, one rule) and leases them
+//! (`service::lease::claim`, one conditional upsert). Engine clients read
+//! the socket eagerly, so the order that counts is the order in which the
+//! server lets events go; with `maxInFlight: 1` that is exactly priority
+//! order at the moment the engine records its previous event.
+//!
+//! The feed only wakes the stream here: what to send is always read from
+//! the database, so a missed doorbell costs latency (until the periodic
+//! check), never an event. In-flight leases are re-read when one of them
+//! is due to expire and every `poll_interval`, which also catches a record
+//! whose doorbell was lost.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use uuid::Uuid;
+
+use super::subscription::{AbortOnDrop, Delivered, closes_run, keep_present};
+use super::{FeedBatch, Hub, LeaseNews};
+use crate::entity::{engine_state, event_instance};
+use crate::error::AppResult;
+use crate::service::event::{EventFilter, EventOrder};
+use crate::service::lease::{self, Wanted};
+use crate::service::page::PageRequest;
+use crate::service::pending::{self, Scope};
+use crate::service::run::RunStatus;
+use crate::service::{self, Ctx};
+
+/// What an engine subscription asks for, checked.
+#[derive(Debug, Clone)]
+pub struct EngineRequest {
+    /// The engine, registered on the run.
+    pub engine: engine_state::Model,
+    /// Only these event types.
+    pub event_types: Option<Vec<String>>,
+    /// Only events of at least this priority.
+    pub min_priority: Option<i32>,
+    /// Most unrecorded deliveries at once.
+    pub max_in_flight: usize,
+    /// Lease length for every event, instead of each event type's.
+    pub lease_seconds: Option<i32>,
+}
+
+/// A delivery the engine has not recorded yet.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    lease_id: Uuid,
+    expires: DateTime<Utc>,
+}
+
+struct EngineStream {
+    ctx: Ctx,
+    hub: Arc<Hub>,
+    request: EngineRequest,
+    types: Option<HashSet<String>>,
+    /// Lease length by event type, read once per type.
+    lease_seconds: HashMap<String, i32>,
+    in_flight: HashMap<Uuid, Held>,
+    /// Leased, not yet handed to the client.
+    ready: VecDeque<Delivered>,
+    /// Something may be deliverable: read the database when there is room.
+    dirty: bool,
+    /// The next time something may come due on its own, when known.
+    next_due: Option<DateTime<Utc>>,
+    /// `next_due` must be read again.
+    timers_stale: bool,
+    /// When in-flight leases are next re-read.
+    next_check: Option<tokio::time::Instant>,
+    feed: broadcast::Receiver<Arc<FeedBatch>>,
+    leases: broadcast::Receiver<LeaseNews>,
+    /// The highest sequence the feed brought.
+    live_cursor: i64,
+    /// The run is in a terminal status.
+    closed: bool,
+    finished: bool,
+    _presence: AbortOnDrop,
+}
+
+/// Starts an engine subscription: takes over the engine's own unrecorded
+/// deliveries (a restarted engine gets them again at once), then leases
+/// what is most urgent as the window allows.
+pub async fn events(
+    ctx: &Ctx,
+    hub: &Arc<Hub>,
+    run: &crate::entity::scenario_run::Model,
+    request: EngineRequest,
+) -> AppResult<impl Stream<Item = AppResult<Delivered>> + use<>> {
+    let engine_id = request.engine.engine_id;
+    // Feed receivers first: nothing said after this is missed.
+    let receiver = hub.subscribe(run.id, run.last_sequence);
+    if lease::take_over(ctx, engine_id).await? > 0 {
+        ctx.announce_released(run.id);
+    }
+    let presence = AbortOnDrop(tokio::spawn(keep_present(hub.clone(), engine_id)));
+    let state = EngineStream {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
+        types: request
+            .event_types
+            .clone()
+            .map(|t| t.into_iter().collect()),
+        request,
+        lease_seconds: HashMap::new(),
+        in_flight: HashMap::new(),
+        ready: VecDeque::new(),
+        dirty: true,
+        next_due: None,
+        timers_stale: true,
+        next_check: None,
+        feed: receiver.batches,
+        leases: receiver.leases,
+        live_cursor: run.last_sequence,
+        closed: RunStatus::parse(&run.status)?.is_terminal(),
+        finished: false,
+        _presence: presence,
+    };
+    // Boxed, as in `subscription::events`.
+    Ok(futures::stream::unfold(
+        Box::new(state),
+        |mut state| async move {
+            let item = state.next().await?;
+            if item.is_err() {
+                state.finished = true;
+            }
+            Some((item, state))
+        },
+    ))
+}
+
+impl EngineStream {
+    async fn next(&mut self) -> Option<AppResult<Delivered>> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if let Some(delivered) = self.ready.pop_front() {
+                return Some(Ok(delivered));
+            }
+            self.absorb();
+            if let Err(err) = Box::pin(self.step()).await {
+                return Some(Err(err));
+            }
+            if !self.ready.is_empty() {
+                continue;
+            }
+            if self.closed && !self.dirty && self.in_flight.is_empty() {
+                self.finished = true;
+                return None;
+            }
+            if self.dirty && self.in_flight.len() < self.request.max_in_flight {
+                continue;
+            }
+            let wake = self.wake_at();
+            let shutdown = self.hub.shutdown_token().clone();
+            tokio::select! {
+                received = self.feed.recv() => match received {
+                    Ok(batch) => self.take_batch(&batch),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.missed(),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                news = self.leases.recv() => match news {
+                    Ok(news) => self.take_news(news),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.missed(),
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                () = sleep_until(wake) => {}
+                () = shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Reads the database as far as there is reason to: in-flight leases
+    /// that are due for a look, timers, then the next deliverable events.
+    async fn step(&mut self) -> AppResult<()> {
+        let now = tokio::time::Instant::now();
+        let expiring = self
+            .in_flight
+            .values()
+            .map(|h| h.expires)
+            .min()
+            .is_some_and(|t| t <= Utc::now());
+        if expiring || self.next_check.is_some_and(|t| t <= now) {
+            self.check_in_flight().await?;
+        }
+        if self.next_due.is_some_and(|t| t <= Utc::now()) {
+            self.next_due = None;
+            self.dirty = true;
+            self.timers_stale = true;
+        }
+        if self.dirty && self.in_flight.len() < self.request.max_in_flight {
+            self.refill().await?;
+        }
+        if self.timers_stale && !self.dirty {
+            self.next_due = lease::next_due(&self.ctx, &self.request.engine, Utc::now()).await?;
+            self.timers_stale = false;
+        }
+        Ok(())
+    }
+
+    /// When to wake without news: a lease due to expire, the next timer,
+    /// the next look at in-flight leases.
+    fn wake_at(&self) -> Option<tokio::time::Instant> {
+        let now_utc = Utc::now();
+        let now = tokio::time::Instant::now();
+        let instant = |t: DateTime<Utc>| now + (t - now_utc).to_std().unwrap_or_default();
+        let expiry = self.in_flight.values().map(|h| h.expires).min();
+        [expiry, self.next_due]
+            .into_iter()
+            .flatten()
+            .map(instant)
+            .chain(self.next_check)
+            .min()
+    }
+
+    /// Takes what the feed and the lease news already hold, without waiting.
+    fn absorb(&mut self) {
+        loop {
+            match self.feed.try_recv() {
+                Ok(batch) => self.take_batch(&batch),
+                Err(TryRecvError::Lagged(_)) => self.missed(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        loop {
+            match self.leases.try_recv() {
+                Ok(news) => self.take_news(news),
+                Err(TryRecvError::Lagged(_)) => self.missed(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+    }
+
+    /// Something was missed: read everything again.
+    fn missed(&mut self) {
+        self.dirty = true;
+        self.timers_stale = true;
+        self.next_check = Some(tokio::time::Instant::now());
+    }
+
+    fn take_batch(&mut self, batch: &FeedBatch) {
+        if batch.after > self.live_cursor {
+            // A gap: its events are in the database, where the refill reads.
+            self.missed();
+        }
+        for event in &batch.events {
+            if event.sequence <= self.live_cursor {
+                continue;
+            }
+            self.live_cursor = event.sequence;
+            if closes_run(event) {
+                self.closed = true;
+                self.dirty = true;
+            }
+            if self.wants(event) {
+                self.dirty = true;
+                if event.deliver_at.is_some() {
+                    self.timers_stale = true;
+                }
+            }
+        }
+    }
+
+    fn take_news(&mut self, news: LeaseNews) {
+        match news {
+            LeaseNews::Recorded {
+                engine_id,
+                event_id,
+            } if engine_id == self.request.engine.engine_id => {
+                self.in_flight.remove(&event_id);
+                self.dirty = true;
+                // A failure may come back after a backoff.
+                self.timers_stale = true;
+            }
+            LeaseNews::Recorded { .. } => {}
+            LeaseNews::Released => self.dirty = true,
+        }
+    }
+
+    fn wants(&self, event: &event_instance::Model) -> bool {
+        pending::is_routed(event, &self.request.engine)
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.contains(&event.event_type))
+            && self
+                .request
+                .min_priority
+                .is_none_or(|p| event.priority >= p)
+    }
+
+    /// Re-reads the in-flight leases: recorded, taken over, expired or extended.
+    async fn check_in_flight(&mut self) -> AppResult<()> {
+        let ids: Vec<Uuid> = self.in_flight.keys().copied().collect();
+        let rows = lease::of_events(&self.ctx, self.request.engine.engine_id, &ids).await?;
+        let rows: HashMap<Uuid, _> = rows.into_iter().map(|r| (r.event_id, r)).collect();
+        let now = Utc::now();
+        self.in_flight.retain(|event_id, held| {
+            let current = rows.get(event_id).filter(|row| {
+                row.lease_id == Some(held.lease_id)
+                    && !row.done
+                    && row.lease_expires_at.is_some_and(|t| t > now)
+            });
+            match current.and_then(|row| row.lease_expires_at) {
+                Some(expires) => {
+                    held.expires = expires;
+                    true
+                }
+                None => false,
+            }
+        });
+        if self.in_flight.len() < ids.len() {
+            self.dirty = true;
+            self.timers_stale = true;
+        }
+        self.next_check = (!self.in_flight.is_empty())
+            .then(|| tokio::time::Instant::now() + self.hub.config.poll_interval);
+        Ok(())
+    }
+
+    /// Leases the most urgent deliverable events into the window's room.
+    async fn refill(&mut self) -> AppResult<()> {
+        let room = self.request.max_in_flight - self.in_flight.len();
+        let filter = EventFilter {
+            event_types: self.request.event_types.clone(),
+            min_priority: self.request.min_priority,
+            ..Default::default()
+        };
+        let page = service::event::read_page(
+            &self.ctx,
+            self.request.engine.run_id,
+            &filter,
+            Some((&self.request.engine, Scope::Deliverable)),
+            EventOrder::Priority,
+            PageRequest {
+                first: room,
+                after: None,
+            },
+        )
+        .await?;
+        let events: Vec<event_instance::Model> = page.rows.into_iter().map(|(_, e)| e).collect();
+        if events.is_empty() {
+            self.dirty = false;
+            return Ok(());
+        }
+        self.learn_types(&events).await?;
+        let wanted: Vec<Wanted> = events
+            .iter()
+            .map(|e| Wanted {
+                event_id: e.id,
+                seconds: self
+                    .request
+                    .lease_seconds
+                    .or_else(|| self.lease_seconds.get(&e.event_type).copied())
+                    .unwrap_or(300),
+            })
+            .collect();
+        let claimed = lease::claim(&self.ctx, self.request.engine.engine_id, &wanted).await?;
+        let mut claimed: HashMap<Uuid, _> = claimed.into_iter().map(|d| (d.event_id, d)).collect();
+        let asked = events.len();
+        let mut taken = 0;
+        for event in events {
+            let Some(delivery) = claimed.remove(&event.id) else {
+                continue;
+            };
+            taken += 1;
+            let expires = delivery.lease_expires_at.unwrap_or_else(Utc::now);
+            let lease_id = delivery.lease_id.unwrap_or_default();
+            self.in_flight.insert(event.id, Held { lease_id, expires });
+            self.ready.push_back(Delivered {
+                event: Arc::new(event),
+                delivery: Some(Arc::new(delivery)),
+            });
+        }
+        self.next_check
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.hub.config.poll_interval);
+        // All that was deliverable fit, or others took what was left: the
+        // next news or timer says when to look again.
+        if (asked < room && taken == asked) || taken == 0 {
+            self.dirty = false;
+            self.timers_stale = true;
+        }
+        Ok(())
+    }
+
+    /// Reads the lease length of event types not seen yet.
+    async fn learn_types(&mut self, events: &[event_instance::Model]) -> AppResult<()> {
+        let missing: Vec<String> = events
+            .iter()
+            .map(|e| &e.event_type)
+            .filter(|t| !self.lease_seconds.contains_key(*t))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        for t in service::event_type::get_many(&self.ctx, &missing).await? {
+            self.lease_seconds.insert(t.name, t.lease_seconds);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EngineStream {
+    /// A subscription that ends (socket closed, client completed, server
+    /// stopping) releases what it holds, so the events go out again at once.
+    fn drop(&mut self) {
+        let leases: Vec<Uuid> = self.in_flight.values().map(|h| h.lease_id).collect();
+        if leases.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ctx = self.ctx.clone();
+        let engine_id = self.request.engine.engine_id;
+        let run_id = self.request.engine.run_id;
+        runtime.spawn(async move {
+            match lease::release(&ctx, engine_id, &leases).await {
+                Ok(0) => {}
+                Ok(_) => ctx.announce_released(run_id),
+                Err(err) => tracing::warn!(%engine_id, error = %err, "releasing leases failed"),
+            }
+        });
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

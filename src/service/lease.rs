@@ -1,0 +1,339 @@
+//! Leases: each delivery to an engine leases the event for a while, so a
+//! crashed or hung engine's events come back. A claim is one conditional
+//! upsert on `event_deliveries`, so two subscriptions never hold one event
+//! for one engine at once; records and extensions that name a lease which
+//! is no longer current are fenced off with `LEASE_LOST`.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
+    StatementBuilder,
+};
+use uuid::Uuid;
+
+use super::auth::{Access, Principal};
+use super::{Ctx, now};
+use crate::entity::{engine_state, event_delivery, event_instance};
+use crate::error::{AppError, AppResult};
+
+/// Shortest and longest lease, in seconds.
+pub const LEASE_SECONDS: std::ops::RangeInclusive<i32> = 1..=86_400;
+
+/// The longest backoff after a failed attempt.
+pub const MAX_RETRY_DELAY: TimeDelta = TimeDelta::hours(1);
+
+/// Checks a lease length given by a client.
+pub fn check_seconds(field: &str, seconds: i32) -> AppResult<i32> {
+    if !LEASE_SECONDS.contains(&seconds) {
+        return Err(AppError::bad_input(
+            field,
+            format!(
+                "{field} must be between {} and {} seconds",
+                LEASE_SECONDS.start(),
+                LEASE_SECONDS.end()
+            ),
+        ));
+    }
+    Ok(seconds)
+}
+
+/// One event to lease, for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    /// The event.
+    pub event_id: Uuid,
+    /// The lease's length.
+    pub seconds: i32,
+}
+
+/// Leases `wanted` to `engine_id` where nothing holds them (no live lease,
+/// no backoff, not done), in one statement; returns the deliveries taken,
+/// each with a new `lease_id` and its `attempt` counted. An event that
+/// another subscription took meanwhile is left out.
+pub async fn claim(
+    ctx: &Ctx,
+    engine_id: Uuid,
+    wanted: &[Wanted],
+) -> AppResult<Vec<event_delivery::Model>> {
+    use event_delivery::Column as D;
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at = now();
+    let mut insert = Query::insert();
+    insert.into_table(event_delivery::Entity).columns([
+        D::EventId,
+        D::EngineId,
+        D::LeaseId,
+        D::Attempt,
+        D::LeaseExpiresAt,
+        D::Done,
+        D::DeliveredAt,
+    ]);
+    for w in wanted {
+        insert.values_panic([
+            w.event_id.into(),
+            engine_id.into(),
+            Uuid::now_v7().into(),
+            1.into(),
+            (at + TimeDelta::seconds(w.seconds.into())).into(),
+            false.into(),
+            at.into(),
+        ]);
+    }
+    let existing = |column: D| Expr::col((event_delivery::Entity, column));
+    insert
+        .on_conflict(
+            OnConflict::columns([D::EventId, D::EngineId])
+                .update_columns([D::LeaseId, D::LeaseExpiresAt, D::DeliveredAt])
+                .value(D::Attempt, existing(D::Attempt).add(1))
+                .action_and_where(
+                    existing(D::Done)
+                        .eq(false)
+                        .and(
+                            existing(D::LeaseExpiresAt)
+                                .is_null()
+                                .or(existing(D::LeaseExpiresAt).lte(at)),
+                        )
+                        .and(
+                            existing(D::NotBefore)
+                                .is_null()
+                                .or(existing(D::NotBefore).lte(at)),
+                        ),
+                )
+                .to_owned(),
+        )
+        .returning_all();
+    let conn = &ctx.db.conn;
+    let statement = StatementBuilder::build(&insert, &conn.get_database_backend());
+    Ok(event_delivery::Entity::find()
+        .from_raw_sql(statement)
+        .all(conn)
+        .await?)
+}
+
+/// What an engine says when it records an event it may hold a lease on.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine.
+    pub engine_id: Uuid,
+    /// The lease the engine holds, when it says which.
+    pub lease_id: Option<Uuid>,
+    /// The engine is done with the event for good.
+    pub done: bool,
+    /// A failed attempt's backoff: the event is not sent again before this.
+    pub not_before: Option<DateTime<Utc>>,
+}
+
+/// Ends the engine's lease of the event inside a recording transaction,
+/// marking it done or backing off. With a `lease_id` that is not the
+/// current one, fails with `LEASE_LOST` (the caller's transaction then
+/// rolls back, so nothing of the record stays).
+pub async fn settle_in<C: ConnectionTrait>(conn: &C, settlement: Settlement) -> AppResult<()> {
+    use event_delivery::Column as D;
+    match settlement.lease_id {
+        Some(lease_id) => {
+            // An UPDATE, so PostgreSQL locks the row and checks the lease
+            // against the latest committed claim.
+            let updated = event_delivery::Entity::update_many()
+                .col_expr(D::LeaseExpiresAt, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(D::NotBefore, Expr::value(settlement.not_before))
+                .col_expr(D::Done, Expr::value(settlement.done))
+                .filter(D::EventId.eq(settlement.event_id))
+                .filter(D::EngineId.eq(settlement.engine_id))
+                .filter(D::LeaseId.eq(lease_id))
+                .exec(conn)
+                .await?;
+            if updated.rows_affected == 0 {
+                return Err(AppError::LeaseLost {
+                    event_id: settlement.event_id,
+                    lease_id,
+                });
+            }
+        }
+        None => {
+            let row = event_delivery::ActiveModel {
+                event_id: sea_orm::Set(settlement.event_id),
+                engine_id: sea_orm::Set(settlement.engine_id),
+                lease_id: sea_orm::Set(None),
+                attempt: sea_orm::Set(0),
+                lease_expires_at: sea_orm::Set(None),
+                not_before: sea_orm::Set(settlement.not_before),
+                done: sea_orm::Set(settlement.done),
+                delivered_at: sea_orm::Set(None),
+            };
+            event_delivery::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([D::EventId, D::EngineId])
+                        .update_columns([D::LeaseExpiresAt, D::NotBefore, D::Done])
+                        .to_owned(),
+                )
+                .exec_without_returning(conn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// An engine's request to keep a lease longer.
+#[derive(Debug, Clone, Copy)]
+pub struct Extension {
+    /// The event.
+    pub event_id: Uuid,
+    /// The engine holding it.
+    pub engine_id: Uuid,
+    /// The lease it holds.
+    pub lease_id: Uuid,
+    /// The new lease runs this long from now.
+    pub seconds: i32,
+}
+
+/// Renews a lease (a heartbeat of an engine working long on one event);
+/// `LEASE_LOST` when the lease is no longer the event's current one or the
+/// event is done.
+pub async fn extend(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: Extension,
+) -> AppResult<event_delivery::Model> {
+    use event_delivery::Column as D;
+    principal.require(Access::Engine)?;
+    check_seconds("input.seconds", input.seconds)?;
+    let expires = now() + TimeDelta::seconds(input.seconds.into());
+    let rows = event_delivery::Entity::update_many()
+        .col_expr(D::LeaseExpiresAt, Expr::value(expires))
+        .filter(D::EventId.eq(input.event_id))
+        .filter(D::EngineId.eq(input.engine_id))
+        .filter(D::LeaseId.eq(input.lease_id))
+        .filter(D::Done.eq(false))
+        .exec_with_returning(&ctx.db.conn)
+        .await?;
+    if let Some(row) = rows.into_iter().next() {
+        return Ok(row);
+    }
+    if event_instance::Entity::find_by_id(input.event_id)
+        .one(&ctx.db.conn)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found(
+            "input.eventId",
+            format!("event {} not found", input.event_id),
+        ));
+    }
+    if engine_state::Entity::find_by_id(input.engine_id)
+        .one(&ctx.db.conn)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found(
+            "input.engineId",
+            format!("engine {} is not registered", input.engine_id),
+        ));
+    }
+    Err(AppError::LeaseLost {
+        event_id: input.event_id,
+        lease_id: input.lease_id,
+    })
+}
+
+/// Ends the live leases among `lease_ids` of `engine_id` (a subscription
+/// that ended): their events are pending again at once. Returns how many.
+pub async fn release(ctx: &Ctx, engine_id: Uuid, lease_ids: &[Uuid]) -> AppResult<u64> {
+    use event_delivery::Column as D;
+    if lease_ids.is_empty() {
+        return Ok(0);
+    }
+    let result = event_delivery::Entity::update_many()
+        .col_expr(D::LeaseExpiresAt, Expr::value(None::<DateTime<Utc>>))
+        .filter(D::EngineId.eq(engine_id))
+        .filter(D::LeaseId.is_in(lease_ids.iter().copied()))
+        .filter(D::LeaseExpiresAt.is_not_null())
+        .exec(&ctx.db.conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Ends every live lease of `engine_id`: a new subscription of the engine
+/// (a restarted process) takes over what its previous one held.
+pub async fn take_over(ctx: &Ctx, engine_id: Uuid) -> AppResult<u64> {
+    use event_delivery::Column as D;
+    let result = event_delivery::Entity::update_many()
+        .col_expr(D::LeaseExpiresAt, Expr::value(None::<DateTime<Utc>>))
+        .filter(D::EngineId.eq(engine_id))
+        .filter(D::LeaseExpiresAt.is_not_null())
+        .exec(&ctx.db.conn)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// The delivery rows of `engine_id` for `event_ids`.
+pub async fn of_events(
+    ctx: &Ctx,
+    engine_id: Uuid,
+    event_ids: &[Uuid],
+) -> AppResult<Vec<event_delivery::Model>> {
+    use event_delivery::Column as D;
+    Ok(event_delivery::Entity::find()
+        .filter(D::EngineId.eq(engine_id))
+        .filter(D::EventId.is_in(event_ids.iter().copied()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// The live leases of the engines among `engine_ids`.
+pub async fn in_flight(
+    ctx: &Ctx,
+    engine_ids: &[Uuid],
+) -> AppResult<Vec<event_delivery::Model>> {
+    use event_delivery::Column as D;
+    Ok(event_delivery::Entity::find()
+        .filter(D::EngineId.is_in(engine_ids.iter().copied()))
+        .filter(D::LeaseExpiresAt.gt(now()))
+        .filter(D::Done.eq(false))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// The earliest time after `at` at which an event of `engine`'s run may
+/// become deliverable to it without anyone saying so: a delayed event's
+/// `deliverAt`, a backoff's end, or the end of a lease held elsewhere.
+pub async fn next_due(
+    ctx: &Ctx,
+    engine: &engine_state::Model,
+    at: DateTime<Utc>,
+) -> AppResult<Option<DateTime<Utc>>> {
+    use event_delivery::Column as D;
+    use event_instance::Column as E;
+    let conn = &ctx.db.conn;
+    let delayed: Option<DateTime<Utc>> = event_instance::Entity::find()
+        .select_only()
+        .column_as(E::DeliverAt.min(), "at")
+        .filter(E::RunId.eq(engine.run_id))
+        .filter(E::DeliverAt.gt(at))
+        .filter(super::pending::routed_to(engine))
+        .into_tuple::<Option<DateTime<Utc>>>()
+        .one(conn)
+        .await?
+        .flatten();
+    let rows: Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = event_delivery::Entity::find()
+        .select_only()
+        .column(D::NotBefore)
+        .column(D::LeaseExpiresAt)
+        .filter(D::EngineId.eq(engine.engine_id))
+        .filter(D::Done.eq(false))
+        .filter(D::NotBefore.gt(at).or(D::LeaseExpiresAt.gt(at)))
+        .into_tuple()
+        .all(conn)
+        .await?;
+    let held = rows
+        .into_iter()
+        .flat_map(|(a, b)| [a, b])
+        .flatten()
+        .filter(|t| *t > at)
+        .min();
+    Ok([delayed, held].into_iter().flatten().min())
+}
