@@ -104,10 +104,7 @@ pub async fn events(
     let state = EngineStream {
         ctx: ctx.clone(),
         hub: hub.clone(),
-        types: request
-            .event_types
-            .clone()
-            .map(|t| t.into_iter().collect()),
+        types: request.event_types.clone().map(|t| t.into_iter().collect()),
         request,
         lease_seconds: HashMap::new(),
         in_flight: HashMap::new(),
@@ -152,7 +149,9 @@ impl EngineStream {
             if !self.ready.is_empty() {
                 continue;
             }
-            if self.closed && !self.dirty && self.in_flight.is_empty() {
+            // A closed run's stream ends once nothing more can go out: what
+            // is still in flight is released, and can be recorded all the same.
+            if self.closed && !self.dirty && self.in_flight.len() < self.request.max_in_flight {
                 self.finished = true;
                 return None;
             }

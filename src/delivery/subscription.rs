@@ -154,13 +154,13 @@ pub async fn events(
                 ));
             }
         }
-        return Ok(futures::future::Either::Left(reader(ctx, hub, request, &run)));
+        return Ok(futures::future::Either::Left(reader(
+            ctx, hub, request, &run,
+        )));
     };
-    let engine = service::engine::get(ctx, engine_id)
-        .await?
-        .ok_or_else(|| {
-            AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
-        })?;
+    let engine = service::engine::get(ctx, engine_id).await?.ok_or_else(|| {
+        AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
+    })?;
     if engine.run_id != run.id {
         return Err(AppError::bad_input(
             "engineId",

@@ -77,8 +77,7 @@ impl SubscriptionRoot {
             if let (Ok(delivered), Some(last)) = (&item, &last) {
                 last.set(delivered);
             }
-            item.map(|d| Event(d.event, d.delivery))
-                .map_err(Into::into)
+            item.map(|d| Event(d.event, d.delivery)).map_err(Into::into)
         }))
     }
 

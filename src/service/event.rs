@@ -8,12 +8,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::SubsecRound;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
-use chrono::SubsecRound;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -285,10 +285,7 @@ pub async fn of_events(
 }
 
 /// The live leases of the engines among `engine_ids`.
-pub async fn in_flight(
-    ctx: &Ctx,
-    engine_ids: &[Uuid],
-) -> AppResult<Vec<event_delivery::Model>> {
+pub async fn in_flight(ctx: &Ctx, engine_ids: &[Uuid]) -> AppResult<Vec<event_delivery::Model>> {
     use event_delivery::Column as D;
     Ok(event_delivery::Entity::find()
         .filter(D::EngineId.is_in(engine_ids.iter().copied()))

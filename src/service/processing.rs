@@ -3,9 +3,9 @@
 //! `maxAttempts` is final and publishes `error_occurred` in the same
 //! transaction. `complete` records, emits and checkpoints all or nothing.
 
+use chrono::TimeDelta;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
-use chrono::TimeDelta;
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -111,7 +111,7 @@ async fn an_engine_resumes_after_the_server_is_killed(backend: Backend) {
     ws.subscribe(
         "e",
         ENGINE_EVENTS,
-        json!({"run": run, "engine": engine, "types": ["job"]}),
+        json!({"run": run, "engine": engine, "types": ["job"], "max": 100}),
     )
     .await;
     let mut rest = HashSet::new();

@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod backpressure;
 mod concurrency;
 mod crash;
 mod demo;
@@ -11,6 +12,7 @@ mod engines;
 mod events;
 mod example_engine;
 mod hostile;
+mod leases;
 mod loaders;
 mod observability;
 mod processing;

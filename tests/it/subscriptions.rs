@@ -66,7 +66,7 @@ async fn backlog_arrives_by_priority_then_live_events(backend: Backend) {
     ws.subscribe(
         "1",
         ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["job"]}),
+        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 1000}),
     )
     .await;
     let mut received = Vec::new();
@@ -202,7 +202,7 @@ async fn an_engine_resumes_where_it_stopped(backend: Backend) {
     ws.subscribe(
         "e2",
         ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["job"]}),
+        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 100}),
     )
     .await;
     let mut again = HashSet::new();
@@ -242,13 +242,13 @@ async fn a_reader_that_pauses_loses_nothing(backend: Backend) {
     .await;
     let s = scenario(&server, "pause").await;
     event_type(&server, "tick", json!(null), 0, 1).await;
-    let engine = register(&server, &s.run, "AnalystEngine").await;
+    let start = last_sequence(&server, &s.run).await;
 
     let mut ws = WsClient::ready(server.addr).await;
     ws.subscribe(
         "slow",
         ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["tick"]}),
+        json!({"run": s.run, "types": ["tick"], "after": start}),
     )
     .await;
     // Make sure the subscription is live before the flood.
@@ -364,7 +364,7 @@ async fn streams_complete_when_the_run_closes(backend: Backend) {
     ws.subscribe(
         "late",
         ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine}),
+        json!({"run": s.run, "engine": engine, "max": 100}),
     )
     .await;
     let mut types = Vec::new();

@@ -47,6 +47,7 @@ pub(super) async fn operation(
     let shape = state.graphql.document(&payload.query).and_then(|document| {
         render::shape_of(&document, &payload.query, payload.operation_name.as_deref())
     });
+    let per_subscriber = render::selects_delivery(&payload.query);
     let last_event = LastEvent::default();
     let mut request = async_graphql::Request::new(payload.query)
         .data(RequestLoader::uncached())
@@ -81,7 +82,9 @@ pub(super) async fn operation(
         let event = last_event.take();
         let created_at = event.as_ref().map(|delivered| delivered.event.created_at);
         let message = match (&shape, event) {
-            (Some(shape), Some(event)) if response.errors.is_empty() => {
+            (Some(shape), Some(event))
+                if response.errors.is_empty() && (event.delivery.is_none() || !per_subscriber) =>
+            {
                 let payload = state.renders.payload(event.event.id, shape, || {
                     serde_json::to_string(&response).expect("responses serialize")
                 });

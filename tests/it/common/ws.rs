@@ -156,8 +156,93 @@ impl WsClient {
     pub async fn drop_connection(mut self) {
         let _ = self.socket.close(None).await;
     }
+
+    /// Opens `/graphql` over a socket whose receive buffer is `bytes`, and
+    /// completes the handshake: a slow reader whose kernel does not soak up
+    /// megabytes for it, so what the server holds is what the test sees.
+    pub async fn ready_with_receive_buffer(addr: std::net::SocketAddr, bytes: u32) -> WsClient {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(bytes).unwrap();
+        let stream = socket.connect(addr).await.expect("tcp connects");
+        stream.set_nodelay(true).unwrap();
+        let mut request = format!("ws://{addr}/graphql")
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connects");
+        let mut client = WsClient {
+            socket,
+            answer_pings: true,
+        };
+        client
+            .send(json!({"type": "connection_init", "payload": {}}))
+            .await;
+        assert_eq!(client.message().await["type"], "connection_ack");
+        client
+    }
+
+    /// Reads everything the server sends into memory as soon as it arrives,
+    /// as engine clients (Python gql, Node graphql-ws) do; the test then
+    /// handles messages at its own pace.
+    pub fn eager(self) -> EagerReader {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (mut sink, mut stream) = self.socket.split();
+        let task = tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                let Message::Text(text) = frame else { continue };
+                let message: Value = serde_json::from_str(&text).expect("JSON message");
+                if message["type"] == "ping" {
+                    let pong = json!({"type": "pong"}).to_string();
+                    if sink.send(Message::Text(pong.into())).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                if tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        EagerReader { rx, task }
+    }
+}
+
+/// A websocket whose messages are read eagerly into an in-memory queue.
+pub struct EagerReader {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EagerReader {
+    /// The next `events` event of `id`, from memory (waiting for it if none is there).
+    pub async fn next_event(&mut self, id: &str) -> Value {
+        let message = tokio::time::timeout(PATIENCE, self.rx.recv())
+            .await
+            .expect("the server sent an event in time")
+            .expect("the connection is open");
+        assert_eq!(message["id"], id, "{message}");
+        assert_eq!(message["type"], "next", "{message}");
+        assert!(message["payload"].get("errors").is_none(), "{message}");
+        message["payload"]["data"]["events"].clone()
+    }
+
+    /// How many messages arrived and wait in memory, unhandled.
+    pub fn buffered(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Drops the connection without a word, as a crashed process would.
+    pub fn kill(self) {
+        self.task.abort();
+    }
 }
 
 /// The subscription every engine in these tests uses.
-pub const ENGINE_EVENTS: &str = "subscription($run: UUID!, $engine: UUID, $types: [String!], $after: Int) {
-    events(runId: $run, engineId: $engine, eventTypes: $types, afterSequence: $after) { id sequence priority eventType payload } }";
+pub const ENGINE_EVENTS: &str = "subscription($run: UUID!, $engine: UUID, $types: [String!], $after: Int, $max: Int, $lease: Int) {
+    events(runId: $run, engineId: $engine, eventTypes: $types, afterSequence: $after, maxInFlight: $max, leaseSeconds: $lease) {
+        id sequence priority eventType payload delivery { engineId attempt leaseId leaseExpiresAt } } }";
