@@ -15,6 +15,7 @@ mod hostile;
 mod leases;
 mod loaders;
 mod observability;
+mod pending;
 mod processing;
 mod properties;
 mod protocol;

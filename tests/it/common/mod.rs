@@ -292,6 +292,11 @@ impl TestServer {
         digest
     }
 
+    /// The server's service context, for tests of service-layer rules.
+    pub fn ctx(&self) -> &scenario_hub::service::Ctx {
+        &self.ctx
+    }
+
     /// SQL statements the server has sent so far.
     pub fn statements(&self) -> u64 {
         self.ctx.db.stats.statements()
