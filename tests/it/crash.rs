@@ -300,7 +300,11 @@ async fn replicas_share_windows_and_timers() {
         )
         .await;
     let second = ws.next_event("e").await;
-    assert_eq!(second["id"], jobs[1].as_str(), "the record on B opened A's window");
+    assert_eq!(
+        second["id"],
+        jobs[1].as_str(),
+        "the record on B opened A's window"
+    );
 
     // A delayed event, then one due now: once A has sent the second, its
     // feed has read past the first, and B may go.
