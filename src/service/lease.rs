@@ -316,7 +316,8 @@ pub async fn next_due(
         .one(conn)
         .await?
         .flatten();
-    let rows: Vec<(Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = event_delivery::Entity::find()
+    type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let rows: Vec<Times> = event_delivery::Entity::find()
         .select_only()
         .column(D::NotBefore)
         .column(D::LeaseExpiresAt)
