@@ -25,6 +25,8 @@ const DELIVERED: &str = "scenario_hub_events_delivered_total";
 const LAG: &str = "scenario_hub_delivery_lag_seconds";
 const CONNECTIONS: &str = "scenario_hub_websocket_connections";
 const SUBSCRIPTIONS: &str = "scenario_hub_subscriptions";
+const LEASES_EXPIRED: &str = "scenario_hub_leases_expired_total";
+const IN_FLIGHT: &str = "scenario_hub_events_in_flight";
 const POOL_SIZE: &str = "scenario_hub_db_pool_connections";
 const POOL_IDLE: &str = "scenario_hub_db_pool_idle_connections";
 const POOL_MAX: &str = "scenario_hub_db_pool_max_connections";
@@ -40,6 +42,8 @@ pub struct Metrics {
     lag: Histogram,
     connections: Gauge,
     subscriptions: Gauge,
+    leases_expired: Counter,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -58,7 +62,7 @@ impl Metrics {
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
             let name = KeyName::from_const_str(name);
             match name.as_str() {
-                REQUESTS | ERRORS | PUBLISHED | DELIVERED => {
+                REQUESTS | ERRORS | PUBLISHED | DELIVERED | LEASES_EXPIRED => {
                     recorder.describe_counter(name, unit, help.into())
                 }
                 LAG => recorder.describe_histogram(name, unit, help.into()),
@@ -88,6 +92,16 @@ impl Metrics {
         );
         describe(CONNECTIONS, None, "Open GraphQL websocket connections.");
         describe(SUBSCRIPTIONS, None, "Running websocket operations.");
+        describe(
+            LEASES_EXPIRED,
+            None,
+            "Deliveries whose lease ran out unrecorded on this server's subscriptions.",
+        );
+        describe(
+            IN_FLIGHT,
+            None,
+            "Events delivered to engines on this server and not yet recorded.",
+        );
         describe(POOL_SIZE, None, "Database pool connections open.");
         describe(POOL_IDLE, None, "Database pool connections idle.");
         describe(POOL_MAX, None, "Database pool size limit.");
@@ -98,6 +112,9 @@ impl Metrics {
             connections: recorder.register_gauge(&Key::from_static_name(CONNECTIONS), &METADATA),
             subscriptions: recorder
                 .register_gauge(&Key::from_static_name(SUBSCRIPTIONS), &METADATA),
+            leases_expired: recorder
+                .register_counter(&Key::from_static_name(LEASES_EXPIRED), &METADATA),
+            in_flight: recorder.register_gauge(&Key::from_static_name(IN_FLIGHT), &METADATA),
             operation_names: Mutex::new(HashSet::new()),
             recorder,
         }
@@ -161,6 +178,16 @@ impl Metrics {
     /// A websocket operation started (`+1`) or ended (`-1`).
     pub fn subscriptions(&self, change: f64) {
         self.subscriptions.increment(change);
+    }
+
+    /// `count` leases ran out unrecorded.
+    pub fn leases_expired(&self, count: usize) {
+        self.leases_expired.increment(count as u64);
+    }
+
+    /// Events in flight to engines changed by `change`.
+    pub fn in_flight(&self, change: f64) {
+        self.in_flight.increment(change);
     }
 
     /// The Prometheus text of every metric, with the pool's use now.

@@ -65,6 +65,8 @@ struct EngineStream {
     /// Lease length by event type, read once per type.
     lease_seconds: HashMap<String, i32>,
     in_flight: HashMap<Uuid, Held>,
+    /// `in_flight.len()` as last added to the server's in-flight gauge.
+    counted: usize,
     /// Leased, not yet handed to the client.
     ready: VecDeque<Delivered>,
     /// Something may be deliverable: read the database when there is room.
@@ -108,6 +110,7 @@ pub async fn events(
         request,
         lease_seconds: HashMap::new(),
         in_flight: HashMap::new(),
+        counted: 0,
         ready: VecDeque::new(),
         dirty: true,
         next_due: None,
@@ -143,7 +146,9 @@ impl EngineStream {
                 return Some(Ok(delivered));
             }
             self.absorb();
-            if let Err(err) = Box::pin(self.step()).await {
+            let stepped = Box::pin(self.step()).await;
+            self.count_in_flight();
+            if let Err(err) = stepped {
                 return Some(Err(err));
             }
             if !self.ready.is_empty() {
@@ -203,6 +208,13 @@ impl EngineStream {
             self.timers_stale = false;
         }
         Ok(())
+    }
+
+    /// Brings the server's in-flight gauge up to date with this window.
+    fn count_in_flight(&mut self) {
+        let now = self.in_flight.len();
+        self.ctx.metrics.in_flight(now as f64 - self.counted as f64);
+        self.counted = now;
     }
 
     /// When to wake without news: a lease due to expire, the next timer,
@@ -302,6 +314,18 @@ impl EngineStream {
         let rows = lease::of_events(&self.ctx, self.request.engine.engine_id, &ids).await?;
         let rows: HashMap<Uuid, _> = rows.into_iter().map(|r| (r.event_id, r)).collect();
         let now = Utc::now();
+        let expired = self
+            .in_flight
+            .iter()
+            .filter(|(event_id, held)| {
+                rows.get(event_id).is_some_and(|row| {
+                    row.lease_id == Some(held.lease_id)
+                        && !row.done
+                        && row.lease_expires_at.is_some_and(|t| t <= now)
+                })
+            })
+            .count();
+        self.ctx.metrics.leases_expired(expired);
         self.in_flight.retain(|event_id, held| {
             let current = rows.get(event_id).filter(|row| {
                 row.lease_id == Some(held.lease_id)
@@ -414,6 +438,7 @@ impl Drop for EngineStream {
     /// A subscription that ends (socket closed, client completed, server
     /// stopping) releases what it holds, so the events go out again at once.
     fn drop(&mut self) {
+        self.ctx.metrics.in_flight(-(self.counted as f64));
         let leases: Vec<Uuid> = self.in_flight.values().map(|h| h.lease_id).collect();
         if leases.is_empty() {
             return;
