@@ -32,7 +32,6 @@ use crate::service::event::{EventFilter, EventOrder};
 use crate::service::lease::{self, Wanted};
 use crate::service::page::PageRequest;
 use crate::service::pending::{self, Scope};
-use crate::service::run::RunStatus;
 use crate::service::{self, Ctx};
 
 /// What an engine subscription asks for, checked.
@@ -102,7 +101,11 @@ pub async fn events(
     if lease::take_over(ctx, engine_id).await? > 0 {
         ctx.announce_released(run.id);
     }
-    let presence = AbortOnDrop(tokio::spawn(keep_present(hub.clone(), engine_id)));
+    let presence = AbortOnDrop(tokio::spawn(keep_present(
+        ctx.clone(),
+        hub.config.presence_interval,
+        engine_id,
+    )));
     let state = EngineStream {
         ctx: ctx.clone(),
         hub: hub.clone(),
@@ -119,7 +122,7 @@ pub async fn events(
         feed: receiver.batches,
         leases: receiver.leases,
         live_cursor: run.last_sequence,
-        closed: RunStatus::parse(&run.status)?.is_terminal(),
+        closed: run.status.is_terminal(),
         finished: false,
         _presence: presence,
     };

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::Hub;
 use crate::entity::event_instance;
+use crate::service;
 
 /// Events read in one statement.
 const PAGE: u64 = 1000;
@@ -135,13 +135,7 @@ async fn run(
     loop {
         while first_pass || *bell.borrow_and_update() > cursor {
             first_pass = false;
-            let page = event_instance::Entity::find()
-                .filter(event_instance::Column::RunId.eq(run_id))
-                .filter(event_instance::Column::Sequence.gt(cursor))
-                .order_by_asc(event_instance::Column::Sequence)
-                .limit(PAGE)
-                .all(&db)
-                .await;
+            let page = service::event::after_sequence(&db, run_id, cursor, PAGE).await;
             let events = match page {
                 Ok(events) => events,
                 Err(err) => {

@@ -17,13 +17,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::entity::scenario_run;
 use crate::service::CommitListener;
 pub use feed::{FeedBatch, FeedReceiver, LeaseNews};
 
@@ -156,14 +154,7 @@ impl Hub {
         if runs.is_empty() {
             return;
         }
-        let heads = scenario_run::Entity::find()
-            .select_only()
-            .column(scenario_run::Column::Id)
-            .column(scenario_run::Column::LastSequence)
-            .filter(scenario_run::Column::Id.is_in(runs))
-            .into_tuple::<(Uuid, i64)>()
-            .all(&self.db.conn)
-            .await;
+        let heads = crate::service::run::last_sequences(&self.db.conn, runs).await;
         match heads {
             Ok(heads) => {
                 for (run_id, sequence) in heads {

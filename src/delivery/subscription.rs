@@ -13,14 +13,12 @@ use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use futures::Stream;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use uuid::Uuid;
 
 use super::engine::{self, EngineRequest};
 use super::{FeedBatch, Hub};
-use crate::entity::{engine_state, event_delivery, event_instance, scenario_run};
+use crate::entity::{event_delivery, event_instance, scenario_run};
 use crate::error::{AppError, AppResult};
 use crate::service::event::{EventCursor, EventFilter, EventOrder};
 use crate::service::event_type::{RELATIONSHIP_UPDATED, RUN_STATUS_CHANGED};
@@ -158,15 +156,7 @@ pub async fn events(
             ctx, hub, request, &run,
         )));
     };
-    let engine = service::engine::get(ctx, engine_id).await?.ok_or_else(|| {
-        AppError::not_found("engineId", format!("engine {engine_id} is not registered"))
-    })?;
-    if engine.run_id != run.id {
-        return Err(AppError::bad_input(
-            "engineId",
-            format!("engine {engine_id} belongs to another run"),
-        ));
-    }
+    let engine = service::engine::get_in_run(ctx, engine_id, run.id, "engineId").await?;
     let max = ctx.limits.max_in_flight;
     let max_in_flight = request.max_in_flight.unwrap_or(1);
     if max_in_flight < 1 || max_in_flight as usize > max {
@@ -197,7 +187,7 @@ fn reader(
     request: EventsRequest,
     run: &scenario_run::Model,
 ) -> impl Stream<Item = AppResult<Delivered>> + use<> {
-    let closed = RunStatus::parse(&run.status).is_ok_and(RunStatus::is_terminal);
+    let closed = run.status.is_terminal();
     let backlog = match request.after_sequence {
         Some(_) => reading(),
         None => Backlog::Done,
@@ -357,13 +347,13 @@ impl EventStream {
             .queue_capacity
             .saturating_sub(self.queue.len())
             .clamp(1, PAGE);
-        let events = event_instance::Entity::find()
-            .filter(event_instance::Column::RunId.eq(self.request.run_id))
-            .filter(event_instance::Column::Sequence.gt(self.live_cursor))
-            .order_by_asc(event_instance::Column::Sequence)
-            .limit(room as u64)
-            .all(&self.ctx.db.conn)
-            .await?;
+        let events = service::event::after_sequence(
+            &self.ctx.db.conn,
+            self.request.run_id,
+            self.live_cursor,
+            room as u64,
+        )
+        .await?;
         if events.len() < room {
             // Caught up: the feed's batches after this overlap, and are deduplicated.
             self.behind = false;
@@ -418,24 +408,16 @@ pub(super) fn closes_run(event: &event_instance::Model) -> bool {
     event.event_type == RUN_STATUS_CHANGED
         && event.payload["to"]
             .as_str()
-            .and_then(|to| RunStatus::parse(to).ok())
+            .and_then(RunStatus::parse)
             .is_some_and(RunStatus::is_terminal)
 }
 
 /// Refreshes the engine's `lastSeenAt` while it holds a subscription.
-pub(super) async fn keep_present(hub: Arc<Hub>, engine_id: Uuid) {
-    let mut tick = tokio::time::interval(hub.config.presence_interval);
+pub(super) async fn keep_present(ctx: Ctx, every: std::time::Duration, engine_id: Uuid) {
+    let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let result = engine_state::Entity::update_many()
-            .col_expr(
-                engine_state::Column::LastSeenAt,
-                Expr::value(service::now()),
-            )
-            .filter(engine_state::Column::EngineId.eq(engine_id))
-            .exec(&hub.db().conn)
-            .await;
-        if let Err(err) = result {
+        if let Err(err) = service::engine::touch(&ctx, engine_id).await {
             tracing::warn!(%engine_id, error = %err, "presence refresh failed");
         }
     }
@@ -451,7 +433,7 @@ pub async fn run_updates(
     let run = service::run::get(ctx, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
-    let done = RunStatus::parse(&run.status)?.is_terminal();
+    let done = run.status.is_terminal();
     // A change between the read above and the feed's position is announced
     // by the first batch's gap.
     let feed = hub.subscribe(run_id, run.last_sequence).batches;
@@ -484,15 +466,12 @@ pub async fn run_updates(
                 if !changed {
                     continue;
                 }
-                let run = match scenario_run::Entity::find_by_id(run_id)
-                    .one(&ctx.db.conn)
-                    .await
-                {
+                let run = match service::run::get(&ctx, run_id).await {
                     Ok(Some(run)) => run,
                     Ok(None) => return None,
-                    Err(err) => return Some((Err(err.into()), (ctx, hub, feed, cursor, true))),
+                    Err(err) => return Some((Err(err), (ctx, hub, feed, cursor, true))),
                 };
-                let done = RunStatus::parse(&run.status).is_ok_and(RunStatus::is_terminal);
+                let done = run.status.is_terminal();
                 cursor = cursor.max(run.last_sequence);
                 return Some((Ok(run), (ctx, hub, feed, cursor, done)));
             }

@@ -11,7 +11,7 @@ pub struct Model {
     pub event_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
     pub engine_id: Uuid,
-    pub status: String,
+    pub status: ProcessingStatus,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
     pub attempts: i32,
@@ -19,3 +19,25 @@ pub struct Model {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// What an engine says it did with an event, stored as its upper-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum ProcessingStatus {
+    /// Handled.
+    #[sea_orm(string_value = "PROCESSED")]
+    Processed,
+    /// Failed; delivered again until `maxAttempts` is reached.
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
+}
+
+impl ProcessingStatus {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessingStatus::Processed => "PROCESSED",
+            ProcessingStatus::Failed => "FAILED",
+        }
+    }
+}

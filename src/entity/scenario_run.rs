@@ -11,7 +11,7 @@ pub struct Model {
     pub id: Uuid,
     pub template_id: Uuid,
     pub name: String,
-    pub status: String,
+    pub status: RunStatus,
     #[sea_orm(column_type = "JsonBinary")]
     pub parameters: Json,
     pub last_sequence: i64,
@@ -21,3 +21,41 @@ pub struct Model {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// Where a run is in its lifecycle, stored as its upper-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum RunStatus {
+    /// Created, not started.
+    #[sea_orm(string_value = "PENDING")]
+    Pending,
+    /// Under way.
+    #[sea_orm(string_value = "RUNNING")]
+    Running,
+    /// Halted for now.
+    #[sea_orm(string_value = "PAUSED")]
+    Paused,
+    /// Finished well (terminal).
+    #[sea_orm(string_value = "COMPLETED")]
+    Completed,
+    /// Finished badly (terminal).
+    #[sea_orm(string_value = "FAILED")]
+    Failed,
+    /// Stopped by someone (terminal).
+    #[sea_orm(string_value = "CANCELLED")]
+    Cancelled,
+}
+
+impl RunStatus {
+    /// The stored form (also the `from`/`to` of `run_status_changed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "PENDING",
+            RunStatus::Running => "RUNNING",
+            RunStatus::Paused => "PAUSED",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Cancelled => "CANCELLED",
+        }
+    }
+}

@@ -195,10 +195,11 @@ impl MutationRoot {
     /// Publishes one event.
     async fn publish_event(&self, ctx: &Context<'_>, input: EventInput) -> Result<Event> {
         principal(ctx)?.require(Access::Engine)?;
-        let events = service::event::publish(service_ctx(ctx), vec![input.into()], "input", |_| {
-            "input".into()
-        })
-        .await?;
+        let events =
+            service::publish::publish(service_ctx(ctx), vec![input.into()], "input", |_| {
+                "input".into()
+            })
+            .await?;
         Ok(Event::from(
             events.into_iter().next().expect("one input, one event"),
         ))
@@ -212,7 +213,7 @@ impl MutationRoot {
     ) -> Result<Vec<Event>> {
         principal(ctx)?.require(Access::Engine)?;
         let inputs = inputs.into_iter().map(Into::into).collect();
-        let events = service::event::publish(service_ctx(ctx), inputs, "inputs", |i| {
+        let events = service::publish::publish(service_ctx(ctx), inputs, "inputs", |i| {
             format!("inputs.{i}")
         })
         .await?;

@@ -158,7 +158,7 @@ fn processing_json(record: &event_processing::Model) -> Value {
     json!({
         "event_id": record.event_id,
         "engine_id": record.engine_id,
-        "status": record.status.to_lowercase(),
+        "status": record.status.as_str().to_lowercase(),
         "error": record.error,
         "attempts": record.attempts,
         "processed_at": record.processed_at.to_rfc3339(),

@@ -10,8 +10,8 @@ use uuid::Uuid;
 use super::Ctx;
 use super::agent_template::{self, NewAgentTemplate};
 use super::engine::{self, Registration};
-use super::event::{self, NewEvent};
 use super::event_type::{self, NewEventType};
+use super::publish::{self, NewEvent};
 use super::run::{self, NewRun, RunStatus};
 use super::scenario_template::{self, AgentRole, EventFlow, NewScenarioTemplate, ScenarioConfig};
 use crate::entity::{
@@ -133,7 +133,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
 
     // Idempotency keys make a second call publish nothing.
     let inputs = story(run_id, &engine_ids);
-    event::publish(ctx, inputs, "demo", |i| format!("demo.{i}")).await?;
+    publish::publish(ctx, inputs, "demo", |i| format!("demo.{i}")).await?;
     let events = run::get(ctx, run_id)
         .await?
         .map_or(0, |run| run.last_sequence);
@@ -306,7 +306,7 @@ async fn running_run(ctx: &Ctx, template_id: Uuid) -> AppResult<Uuid> {
             .await?
         }
     };
-    if run.status == RunStatus::Pending.as_str() {
+    if run.status == RunStatus::Pending {
         run::set_status(ctx, run.id, RunStatus::Running).await?;
     }
     Ok(run.id)

@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::{Access, Principal};
-use super::run::RunStatus;
 use super::{Ctx, json_size, now};
 use crate::entity::engine_state;
 use crate::error::{AppError, AppResult};
@@ -72,12 +71,7 @@ pub async fn register(
             format!("scenario run {} not found", input.run_id),
         )
     })?;
-    if RunStatus::parse(&run.status)?.is_terminal() {
-        return Err(AppError::RunClosed {
-            run_id: run.id,
-            status: run.status,
-        });
-    }
+    super::publish::require_open(&run)?;
     let engine_id = input.engine_id.unwrap_or_else(Uuid::new_v4);
     let at = now();
     let model = engine_state::ActiveModel {
@@ -203,6 +197,37 @@ pub async fn get(ctx: &Ctx, engine_id: Uuid) -> AppResult<Option<engine_state::M
     Ok(engine_state::Entity::find_by_id(engine_id)
         .one(&ctx.db.conn)
         .await?)
+}
+
+/// The engine `engine_id`, which must be registered on `run_id`;
+/// `field` names it in errors (NOT_FOUND, or BAD_USER_INPUT for another run).
+pub async fn get_in_run(
+    ctx: &Ctx,
+    engine_id: Uuid,
+    run_id: Uuid,
+    field: &str,
+) -> AppResult<engine_state::Model> {
+    let engine = get(ctx, engine_id).await?.ok_or_else(|| {
+        AppError::not_found(field, format!("engine {engine_id} is not registered"))
+    })?;
+    if engine.run_id != run_id {
+        return Err(AppError::bad_input(
+            field,
+            format!("engine {engine_id} belongs to another run"),
+        ));
+    }
+    Ok(engine)
+}
+
+/// Notes a sign of life of the engine (`lastSeenAt`), as its subscription
+/// does every few seconds.
+pub async fn touch(ctx: &Ctx, engine_id: Uuid) -> AppResult<()> {
+    engine_state::Entity::update_many()
+        .col_expr(engine_state::Column::LastSeenAt, Expr::value(now()))
+        .filter(engine_state::Column::EngineId.eq(engine_id))
+        .exec(&ctx.db.conn)
+        .await?;
+    Ok(())
 }
 
 /// The engines of a run, optionally of one type, in registration order.

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod page;
 pub mod pending;
 pub mod processing;
+pub mod publish;
 pub mod relationship;
 pub mod run;
 pub mod scenario_template;

@@ -47,7 +47,7 @@ pub struct Facts<'a> {
 pub fn holds(scope: Scope, facts: &Facts<'_>, now: DateTime<Utc>) -> bool {
     let outstanding = is_routed(facts.event, facts.engine)
         && facts.processing.is_none_or(|p| {
-            p.status != ProcessingStatus::Processed.as_str() && p.attempts < facts.max_attempts
+            p.status != ProcessingStatus::Processed && p.attempts < facts.max_attempts
         });
     match scope {
         Scope::Outstanding => outstanding,
@@ -127,7 +127,7 @@ fn not_done_by(engine_id: Uuid) -> Condition {
         .and_where(Expr::col((event_processing::Entity, P::EngineId)).eq(engine_id))
         .and_where(
             Expr::col((event_processing::Entity, P::Status))
-                .eq(ProcessingStatus::Processed.as_str())
+                .eq(ProcessingStatus::Processed)
                 .or(
                     Expr::col((event_processing::Entity, P::Attempts)).gte(Expr::col((
                         event_type::Entity,

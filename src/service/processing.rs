@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::{Access, Principal};
-use super::event::{NewEvent, insert_prepared, prepare};
 use super::event_type::ERROR_OCCURRED;
-use super::run::RunStatus;
+use super::publish::{NewEvent, insert_prepared, prepare};
 use super::{Ctx, now};
 use crate::entity::{engine_state, event_instance, event_processing, event_type, scenario_run};
 use crate::error::{AppError, AppResult};
@@ -20,35 +19,7 @@ use crate::error::{AppError, AppResult};
 /// Longest error text kept on a processing record, in bytes.
 pub const MAX_ERROR_BYTES: usize = 64 * 1024;
 
-/// What an engine says it did with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessingStatus {
-    /// Handled.
-    Processed,
-    /// Failed; delivered again until `maxAttempts` is reached.
-    Failed,
-}
-
-impl ProcessingStatus {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessingStatus::Processed => "PROCESSED",
-            ProcessingStatus::Failed => "FAILED",
-        }
-    }
-
-    /// Reads the stored form.
-    pub fn parse(stored: &str) -> AppResult<Self> {
-        match stored {
-            "PROCESSED" => Ok(ProcessingStatus::Processed),
-            "FAILED" => Ok(ProcessingStatus::Failed),
-            other => Err(AppError::internal(format!(
-                "unknown processing status {other:?}"
-            ))),
-        }
-    }
-}
+pub use crate::entity::event_processing::ProcessingStatus;
 
 /// A processing record to write.
 #[derive(Debug, Clone)]
@@ -177,7 +148,7 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
     let row = event_processing::ActiveModel {
         event_id: Set(input.event_id),
         engine_id: Set(input.engine_id),
-        status: Set(input.status.as_str().to_owned()),
+        status: Set(input.status),
         error: Set(input.error.clone()),
         attempts: Set(1),
         processed_at: Set(now()),
@@ -253,7 +224,7 @@ async fn publish_error(
     let run = scenario_run::Entity::find_by_id(event.run_id)
         .one(txn)
         .await?;
-    if run.is_none_or(|r| RunStatus::parse(&r.status).is_ok_and(RunStatus::is_terminal)) {
+    if run.is_none_or(|r| r.status.is_terminal()) {
         return Ok(Vec::new());
     }
     let error_event = NewEvent {

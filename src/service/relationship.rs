@@ -10,9 +10,8 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::event::{NewEvent, insert_prepared, prepare};
 use super::event_type::RELATIONSHIP_UPDATED;
-use super::run::RunStatus;
+use super::publish::{NewEvent, insert_prepared, prepare};
 use super::scenario_template::roles_of;
 use super::{Ctx, now};
 use crate::entity::{run_relationship, scenario_run};
@@ -74,12 +73,7 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
             format!("scenario run {} not found", input.run_id),
         )
     })?;
-    if RunStatus::parse(&run.status)?.is_terminal() {
-        return Err(AppError::RunClosed {
-            run_id: run.id,
-            status: run.status,
-        });
-    }
+    super::publish::require_open(&run)?;
     let template = super::scenario_template::get(ctx, run.template_id)
         .await?
         .ok_or_else(|| AppError::internal("run without template"))?;

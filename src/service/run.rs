@@ -7,54 +7,20 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::event::{NewEvent, insert_prepared, prepare};
 use super::event_type::RUN_STATUS_CHANGED;
 use super::page::{self, Page, PageRequest};
+use super::publish::{NewEvent, insert_prepared, prepare};
 use super::{Ctx, check_name, now};
 use crate::entity::scenario_run;
 use crate::error::{AppError, AppResult};
 
-/// Where a run is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RunStatus {
-    /// Created, not started.
-    Pending,
-    /// Under way.
-    Running,
-    /// Halted for now.
-    Paused,
-    /// Finished well (terminal).
-    Completed,
-    /// Finished badly (terminal).
-    Failed,
-    /// Stopped by someone (terminal).
-    Cancelled,
-}
+pub use crate::entity::scenario_run::RunStatus;
 
 impl RunStatus {
-    /// The stored form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "PENDING",
-            RunStatus::Running => "RUNNING",
-            RunStatus::Paused => "PAUSED",
-            RunStatus::Completed => "COMPLETED",
-            RunStatus::Failed => "FAILED",
-            RunStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    /// Reads the stored form.
-    pub fn parse(stored: &str) -> AppResult<Self> {
-        Ok(match stored {
-            "PENDING" => RunStatus::Pending,
-            "RUNNING" => RunStatus::Running,
-            "PAUSED" => RunStatus::Paused,
-            "COMPLETED" => RunStatus::Completed,
-            "FAILED" => RunStatus::Failed,
-            "CANCELLED" => RunStatus::Cancelled,
-            other => return Err(AppError::internal(format!("unknown run status {other:?}"))),
-        })
+    /// Reads the stored form (as in a `run_status_changed` payload).
+    pub fn parse(stored: &str) -> Option<Self> {
+        use sea_orm::ActiveEnum;
+        RunStatus::try_from_value(&stored.to_owned()).ok()
     }
 
     /// Whether the run is over and takes no more events.
@@ -107,7 +73,7 @@ pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> 
         id: Set(Uuid::now_v7()),
         template_id: Set(input.template_id),
         name: Set(name),
-        status: Set(RunStatus::Pending.as_str().to_owned()),
+        status: Set(RunStatus::Pending),
         parameters: Set(input.parameters.unwrap_or_else(|| json!({}))),
         last_sequence: Set(0),
         created_at: Set(now()),
@@ -121,10 +87,10 @@ pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> 
 pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<scenario_run::Model> {
     let txn = ctx.db.begin_write().await?;
     // Lock the run first: two concurrent changes must not both pass the check.
-    let run = super::event::bump_sequence(&txn, run_id, 0)
+    let run = super::publish::bump_sequence(&txn, run_id, 0)
         .await?
         .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
-    let from = RunStatus::parse(&run.status)?;
+    let from = run.status;
     if !from.can_become(to) {
         return Err(AppError::InvalidTransition {
             from: from.as_str().into(),
@@ -142,7 +108,7 @@ pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<sce
 
     let at = now();
     let mut update = scenario_run::Entity::update_many()
-        .col_expr(scenario_run::Column::Status, Expr::value(to.as_str()))
+        .col_expr(scenario_run::Column::Status, Expr::value(to))
         .filter(scenario_run::Column::Id.eq(run_id));
     if to == RunStatus::Running && run.started_at.is_none() {
         update = update.col_expr(scenario_run::Column::StartedAt, Expr::value(at));
@@ -183,7 +149,7 @@ pub async fn list(
 ) -> AppResult<Page<Uuid, scenario_run::Model>> {
     let mut query = scenario_run::Entity::find();
     if let Some(status) = status {
-        query = query.filter(scenario_run::Column::Status.eq(status.as_str()));
+        query = query.filter(scenario_run::Column::Status.eq(status));
     }
     if let Some(template_id) = template_id {
         query = query.filter(scenario_run::Column::TemplateId.eq(template_id));
@@ -192,4 +158,20 @@ pub async fn list(
         m.id
     })
     .await
+}
+
+/// The `last_sequence` of each run among `ids`: the periodic delivery check.
+pub async fn last_sequences<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    ids: Vec<Uuid>,
+) -> AppResult<Vec<(Uuid, i64)>> {
+    use sea_orm::QuerySelect;
+    Ok(scenario_run::Entity::find()
+        .select_only()
+        .column(scenario_run::Column::Id)
+        .column(scenario_run::Column::LastSequence)
+        .filter(scenario_run::Column::Id.is_in(ids))
+        .into_tuple::<(Uuid, i64)>()
+        .all(conn)
+        .await?)
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::TimeDelta;
+use scenario_hub::entity::event_processing::ProcessingStatus;
 use scenario_hub::entity::{engine_state, event_delivery, event_instance, event_processing};
 use scenario_hub::service::pending::{self, Facts, Scope};
 use sea_orm::{ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter};
@@ -37,11 +38,11 @@ async fn the_pending_rule_and_its_twin_agree(backend: Backend) {
         json!({"targetEngineType": "NarratorEngine"}),
     ];
     let times = [None, Some(past), Some(future)];
-    let records: [Option<(&str, i32)>; 4] = [
+    let records: [Option<(ProcessingStatus, i32)>; 4] = [
         None,
-        Some(("PROCESSED", 1)),
-        Some(("FAILED", 1)),
-        Some(("FAILED", 2)),
+        Some((ProcessingStatus::Processed, 1)),
+        Some((ProcessingStatus::Failed, 1)),
+        Some((ProcessingStatus::Failed, 2)),
     ];
     type Holds = (
         Option<chrono::DateTime<chrono::Utc>>,
@@ -85,7 +86,7 @@ async fn the_pending_rule_and_its_twin_agree(backend: Backend) {
                             event_processing::Model {
                                 event_id: event,
                                 engine_id: actor_id,
-                                status: (*status).into(),
+                                status: *status,
                                 error: None,
                                 attempts: *attempts,
                                 processed_at: now,

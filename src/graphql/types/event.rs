@@ -318,9 +318,9 @@ pub struct EventInput {
     pub deliver_at: Option<DateTime<Utc>>,
 }
 
-impl From<EventInput> for svc::NewEvent {
+impl From<EventInput> for crate::service::publish::NewEvent {
     fn from(input: EventInput) -> Self {
-        svc::NewEvent {
+        crate::service::publish::NewEvent {
             run_id: input.run_id,
             event_type: input.event_type,
             priority: input.priority,
@@ -463,7 +463,7 @@ impl Processing {
     }
     /// The latest outcome.
     async fn status(&self) -> Result<ProcessingStatus> {
-        Ok(match processing::ProcessingStatus::parse(&self.0.status)? {
+        Ok(match self.0.status {
             processing::ProcessingStatus::Processed => ProcessingStatus::Processed,
             processing::ProcessingStatus::Failed => ProcessingStatus::Failed,
         })

@@ -84,7 +84,7 @@ impl ScenarioRun {
     }
     /// Where it is in its lifecycle.
     async fn status(&self) -> Result<RunStatus> {
-        Ok(Status::parse(&self.0.status)?.into())
+        Ok(self.0.status.into())
     }
     /// Free JSON parameters.
     async fn parameters(&self) -> RawJson {
