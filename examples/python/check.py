@@ -3,9 +3,13 @@
 
 Seeds a run over GraphQL/HTTP (a scenario template, a RUNNING run, the
 `prompt` and `reply` event types, N prompts), runs engine.py for K < N
-events, runs it again with the same --engine-id for the rest, then checks
-what the server stored: one PROCESSED record per prompt, N replies, and the
-engine's state. Exits non-zero with a message on the first thing wrong.
+events (three at a time), runs it again with the same --engine-id for the
+rest, then checks what the server stored: one PROCESSED record per prompt,
+N replies, and the engine's state. Then leases, each on a run of its own:
+prompts that take longer than their lease are kept by the engine's
+heartbeat (each delivered once), and an engine whose event a restarted
+instance took over hears LEASE_LOST, lets go and keeps running. Exits
+non-zero with a message on the first thing wrong.
 
 `check.sh` starts a fresh server and calls this; by hand:
 
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import queue
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -119,24 +125,67 @@ def seed(api: Api, prompts: int) -> tuple[str, list[dict[str, Any]]]:
     return run, published
 
 
-def run_engine(url: str, run: str, engine_id: str, key: str | None, max_events: int) -> None:
+def engine_command(url: str, run: str, engine_id: str, key: str | None, *extra: str) -> list[str]:
     command = [
         sys.executable, "-u", str(ENGINE),
         "--url", url, "--run-id", run, "--engine-id", engine_id,
-        "--engine-type", "PromptEngine", "--max-events", str(max_events),
+        "--engine-type", "PromptEngine", *extra,
     ]  # fmt: skip
     if key:
         command += ["--api-key", key]
+    return command
+
+
+def run_engine(
+    url: str, run: str, engine_id: str, key: str | None, max_events: int, *extra: str
+) -> list[str]:
+    """Runs engine.py until it has handled `max_events`; returns its output lines."""
+    command = engine_command(url, run, engine_id, key, "--max-events", str(max_events), *extra)
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired as e:
+        output = [o.decode() if isinstance(o, bytes) else o or "" for o in (e.stdout, e.stderr)]
         raise CheckFailed(
             f"engine.py did not handle {max_events} events within 60 s; its output:\n"
-            f"{e.stdout or ''}{e.stderr or ''}"
+            + "".join(output)
         ) from e
-    output = (done.stdout + done.stderr).strip()
-    print("\n".join(f"    {line}" for line in output.splitlines()))
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    print("\n".join(f"    {line}" for line in lines))
     expect(done.returncode == 0, f"engine.py exited {done.returncode}")
+    return lines
+
+
+class Background:
+    """An engine.py running in the background, its output read line by line."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Reads (and shows) its output up to a line containing `text`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise CheckFailed(f"engine.py printed no {text!r} within {timeout} s") from None
+            print(f"    {line}")
+            if text in line:
+                return
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
 
 
 def engine_state(api: Api, engine_id: str) -> tuple[dict[str, Any], int]:
@@ -175,8 +224,8 @@ def check(args: argparse.Namespace) -> None:
     run, published = seed(admin, n)
     print(f"seeded run {run} with {n} prompts; engine {engine_id}")
 
-    print(f"engine.py, first start, --max-events {k}:")
-    run_engine(args.url, run, engine_id, engine_key, k)
+    print(f"engine.py, first start, --max-events {k} --max-in-flight 3:")
+    run_engine(args.url, run, engine_id, engine_key, k, "--max-in-flight", "3")
     state, version = engine_state(admin, engine_id)
     expect(
         state.get("handled") == k and version == k + 1,
@@ -239,6 +288,71 @@ def check(args: argparse.Namespace) -> None:
     print(
         f"ok: {n} prompts processed once each, {n} replies, state handled {n} at version {version}"
     )
+
+    check_heartbeat(args.url, admin, engine_key)
+    check_lease_lost(args.url, admin, engine_key)
+
+
+def expect_processed_once(api: Api, run: str, engine_id: str, n: int) -> None:
+    """Each prompt of the run PROCESSED once, by `engine_id`, whose state counts n."""
+    for p in all_events(api, run, "prompt", "sequence processedBy { engineId status attempts }"):
+        expect(
+            p["processedBy"] == [{"engineId": engine_id, "status": "PROCESSED", "attempts": 1}],
+            f"prompt sequence {p['sequence']}: processing records {p['processedBy']}",
+        )
+    state, version = engine_state(api, engine_id)
+    expect(
+        state.get("handled") == n and version == n + 1,
+        f"stored state {state} version {version}; expected handled {n}, version {n + 1}",
+    )
+
+
+def check_heartbeat(url: str, admin: Api, engine_key: str | None) -> None:
+    """Prompts that take 2.5 s against a 1 s lease: only the heartbeat keeps them."""
+    run, _ = seed(admin, 3)
+    engine_id = str(uuid.uuid4())
+    print("engine.py, 2.5 s per prompt, --lease-seconds 1 --max-in-flight 3:")
+    lines = run_engine(
+        url, run, engine_id, engine_key, 3,
+        "--lease-seconds", "1", "--work-seconds", "2.5", "--max-in-flight", "3",
+    )  # fmt: skip
+    completed = [line for line in lines if line.startswith("completed sequence")]
+    expect(
+        len(completed) == 3 and all(line.endswith(", attempt 1") for line in completed),
+        "each prompt should be completed once, on its first delivery",
+    )
+    expect(not any("lease lost" in line for line in lines), "a lease was lost")
+    expect_processed_once(admin, run, engine_id, 3)
+    print("ok: the heartbeat kept each lease; every prompt delivered once")
+
+
+def check_lease_lost(url: str, admin: Api, engine_key: str | None) -> None:
+    """A hung engine whose prompt a restarted instance takes over: LEASE_LOST, no crash."""
+    run, _ = seed(admin, 1)
+    engine_id = str(uuid.uuid4())
+    print("engine.py, hung on its prompt (--work-seconds 600, --lease-seconds 2):")
+    hung = Background(
+        engine_command(url, run, engine_id, engine_key, "--work-seconds", "600",
+                       "--lease-seconds", "2")
+    )  # fmt: skip
+    restarted: Background | None = None
+    try:
+        hung.wait_for("working on sequence")
+        print("engine.py, restarted with the same --engine-id, --max-events 1:")
+        restarted = Background(
+            engine_command(url, run, engine_id, engine_key, "--max-events", "1")
+        )
+        hung.wait_for("lease lost on sequence")
+        expect(hung.process.poll() is None, "the hung engine.py exited on LEASE_LOST")
+        hung.stop()
+        restarted.wait_for("handled 1 events, stopping")
+        expect(restarted.process.wait(timeout=30) == 0, "the restarted engine.py failed")
+    finally:
+        hung.stop()
+        if restarted is not None:
+            restarted.stop()
+    expect_processed_once(admin, run, engine_id, 1)
+    print("ok: the hung engine let go of its lost lease; the restarted one completed the prompt")
 
 
 def main() -> int:

@@ -5,13 +5,21 @@ It is the Python twin of ``examples/engine.rs``:
 
 1. ``registerEngine``: idempotent. A new engine starts from an initial state;
    an engine that gives its ``--engine-id`` again gets its stored state back.
-2. Subscribe to ``events(runId, engineId, eventTypes)`` over the websocket
-   (``graphql-transport-ws``). With its ``engineId`` the engine first gets
-   every event routed to it that it has not completed yet, most urgent first,
-   then live events.
-3. For each event, ``completeEvent``: the processing record (PROCESSED), a
-   reply event and the engine's new state (compare-and-set on
-   ``expectedVersion``), all in one transaction.
+2. Subscribe to ``events(runId, engineId, eventTypes, maxInFlight,
+   leaseSeconds)`` over the websocket (``graphql-transport-ws``). With its
+   ``engineId`` the engine gets the events routed to it that it has not
+   completed yet, most urgent first, at most ``--max-in-flight`` at once,
+   each leased to it for ``--lease-seconds`` (``Event.delivery``).
+3. It works on them side by side, extending each lease every third of
+   ``--lease-seconds`` while the work lasts (a heartbeat: an LLM call that
+   takes minutes keeps its event).
+4. For each event, ``completeEvent`` under its ``leaseId``: the processing
+   record (PROCESSED), a reply event and the engine's new state
+   (compare-and-set on ``expectedVersion``), all in one transaction.
+
+``LEASE_LOST`` (from a heartbeat or the completion) means the event went to
+another delivery (the lease ran out, or a restarted instance of the engine
+took it over): someone else has it now, so the engine drops it and goes on.
 
 Kill it at any point and start it again with the same ``--engine-id``: it
 resumes from its stored state with exactly the events it had not completed.
@@ -31,6 +39,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -72,6 +81,13 @@ class Reply(Model):
     text: str
 
 
+class Delivery(Model):
+    """This delivery of an event to the engine: its lease."""
+
+    lease_id: UUID
+    attempt: int  # 1 the first time the event is delivered to this engine
+
+
 class Event(Model):
     """An event as the subscription delivers it (the fields it asks for)."""
 
@@ -80,6 +96,7 @@ class Event(Model):
     priority: int
     event_type: str
     payload: dict[str, Any]
+    delivery: Delivery
 
 
 class EngineState(Model):
@@ -110,10 +127,19 @@ query EventType($name: String!) { eventType(name: $name) { name } }
 """
 
 EVENTS = """
-subscription Events($run: UUID!, $engine: UUID!, $types: [String!]) {
-  events(runId: $run, engineId: $engine, eventTypes: $types) {
+subscription Events($run: UUID!, $engine: UUID!, $types: [String!], $window: Int, $lease: Int) {
+  events(
+    runId: $run, engineId: $engine, eventTypes: $types, maxInFlight: $window, leaseSeconds: $lease
+  ) {
     id sequence priority eventType payload
+    delivery { leaseId attempt }
   }
+}
+"""
+
+EXTEND_LEASE = """
+mutation ExtendLease($input: ExtendLeaseInput!) {
+  extendLease(input: $input) { leaseExpiresAt }
 }
 """
 
@@ -126,6 +152,10 @@ mutation Complete($input: CompleteEventInput!) {
 
 class EngineError(Exception):
     """A failure worth a one-line message rather than a traceback."""
+
+
+class LeaseLost(Exception):
+    """`LEASE_LOST`: the event went to another delivery; someone else has it now."""
 
 
 def error_codes(error: TransportQueryError) -> list[str]:
@@ -153,8 +183,13 @@ def describe(error: TransportQueryError) -> str:
 # --- The engine's own work --------------------------------------------------
 
 
-def answer(event: Event, prompt: Prompt) -> Reply:
-    """Whatever the engine is for; here, a canned answer."""
+async def answer(event: Event, work_seconds: float) -> Reply:
+    """Whatever the engine is for; here, a pause and a canned answer.
+
+    Raises ValidationError for a payload it cannot use.
+    """
+    prompt = Prompt.model_validate(event.payload)
+    await asyncio.sleep(work_seconds)  # an LLM call, say
     return Reply(replied_to=event.sequence, text=f"you said: {prompt.text}")
 
 
@@ -168,8 +203,42 @@ class Api:
         self.session = session
 
     async def call(self, query: str, **variables: Any) -> dict[str, Any]:
-        """The `data` of one operation; GraphQL errors raise TransportQueryError."""
-        return await self.session.execute(GraphQLRequest(query, variable_values=variables))
+        """The `data` of one operation; GraphQL errors raise TransportQueryError
+        (LeaseLost for `LEASE_LOST`)."""
+        try:
+            data: dict[str, Any] = await self.session.execute(
+                GraphQLRequest(query, variable_values=variables)
+            )
+        except TransportQueryError as e:
+            if "LEASE_LOST" in error_codes(e):
+                raise LeaseLost(describe(e)) from e
+            raise
+        return data
+
+
+async def work_leased(api: Api, engine_id: UUID, event: Event, args: argparse.Namespace) -> Reply:
+    """Works on one event, extending its lease every third of --lease-seconds
+    until the work is done (a heartbeat). Raises LeaseLost, having stopped the
+    work, when the event went to another delivery."""
+    work = asyncio.create_task(answer(event, args.work_seconds))
+    lease = {
+        "eventId": str(event.id),
+        "engineId": str(engine_id),
+        "leaseId": str(event.delivery.lease_id),
+        "seconds": args.lease_seconds,
+    }
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=args.lease_seconds / 3)
+            if done:
+                return work.result()
+            try:
+                await api.call(EXTEND_LEASE, input=lease)
+            except (TransportQueryError, TransportError, OSError) as e:
+                # Two thirds of the lease are left: try again at the next beat.
+                print(f"could not extend the lease of sequence {event.sequence}: {e}", flush=True)
+    finally:
+        work.cancel()
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -209,45 +278,95 @@ async def run(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-        # Subscribe with our engineId: the backlog first, then live events.
+        # Subscribe with our engineId: what is pending for us, most urgent
+        # first, at most --max-in-flight at once, each leased for --lease-seconds.
         subscription = GraphQLRequest(
             EVENTS,
             variable_values={
                 "run": str(args.run_id),
                 "engine": str(engine.engine_id),
                 "types": [HANDLES],
+                "window": args.max_in_flight,
+                "lease": args.lease_seconds,
             },
         )
-        handled_now = 0
         async with ws as stream:
             async with contextlib.aclosing(stream.subscribe(subscription)) as events:
-                async for item in events:
-                    event = Event.model_validate(item["events"])
-                    engine = await complete(api, args.run_id, engine, event)
-                    handled_now += 1
-                    if args.max_events is not None and handled_now >= args.max_events:
-                        print(f"handled {handled_now} events, stopping", flush=True)
-                        return
-        # The server completes the stream once the run is COMPLETED, FAILED or CANCELLED.
-        print("the run is over", flush=True)
+                await work_on(api, args, engine, events)
 
 
-async def complete(api: Api, run_id: UUID, engine: Engine, event: Event) -> Engine:
-    """Records, replies and checkpoints one event in one transaction."""
+async def work_on(
+    api: Api, args: argparse.Namespace, engine: Engine, events: AsyncIterator[dict[str, Any]]
+) -> None:
+    """Works on the delivered events side by side and completes them one at a
+    time (each completion saves the state the one before left), until
+    --max-events or the end of the run."""
+    handled_now = 0
+    working: dict[asyncio.Task[Reply], Event] = {}
+    next_event: asyncio.Future[dict[str, Any]] = asyncio.ensure_future(anext(events))
+    try:
+        while True:
+            waiting: set[asyncio.Future[Any]] = {next_event, *working}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if next_event.done():
+                try:
+                    item = next_event.result()
+                except StopAsyncIteration:
+                    # The server completes the stream once the run is
+                    # COMPLETED, FAILED or CANCELLED.
+                    print("the run is over", flush=True)
+                    return
+                event = Event.model_validate(item["events"])
+                print(
+                    f"working on sequence {event.sequence} (attempt {event.delivery.attempt})",
+                    flush=True,
+                )
+                work = asyncio.create_task(work_leased(api, engine.engine_id, event, args))
+                working[work] = event
+                next_event = asyncio.ensure_future(anext(events))
+            for work in [task for task in working if task.done()]:
+                event = working.pop(work)
+                try:
+                    engine = await complete(api, args.run_id, engine, event, work)
+                except LeaseLost:
+                    print(
+                        f"lease lost on sequence {event.sequence}: someone else has it now,"
+                        " moving on",
+                        flush=True,
+                    )
+                    continue
+                handled_now += 1
+                if args.max_events is not None and handled_now >= args.max_events:
+                    print(f"handled {handled_now} events, stopping", flush=True)
+                    return
+    finally:
+        # Unfinished work is dropped: closing the subscription hands its
+        # events back to the server at once.
+        unfinished: list[asyncio.Future[Any]] = [next_event, *working]
+        for future in unfinished:
+            future.cancel()
+        await asyncio.gather(*unfinished, return_exceptions=True)
+
+
+async def complete(
+    api: Api, run_id: UUID, engine: Engine, event: Event, work: asyncio.Future[Reply]
+) -> Engine:
+    """Records, replies and checkpoints one worked event in one transaction,
+    under its lease. Raises LeaseLost when the lease was lost meanwhile."""
     completion: dict[str, Any] = {
         "eventId": str(event.id),
         "engineId": str(engine.engine_id),
+        "leaseId": str(event.delivery.lease_id),
         "expectedVersion": engine.version,
     }
     try:
-        prompt = Prompt.model_validate(event.payload)
+        reply = work.result()  # LeaseLost when a heartbeat found the lease gone
     except ValidationError as e:
         # A payload the engine cannot use: record the failure, keep the state.
         problems = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in e.errors())
         completion |= {"status": "FAILED", "error": f"bad prompt payload: {problems}"}
         outcome = "failed"
     else:
-        reply = answer(event, prompt)
         state = EngineState(handled=engine.state.handled + 1, last_sequence=event.sequence)
         completion |= {
             "status": "PROCESSED",
@@ -274,7 +393,8 @@ async def complete(api: Api, run_id: UUID, engine: Engine, event: Event) -> Engi
     engine = Engine.model_validate(data["completeEvent"]["engine"])
     print(
         f"{outcome} sequence {event.sequence} (priority {event.priority}),"
-        f" handled {engine.state.handled}, state version {engine.version}",
+        f" handled {engine.state.handled}, state version {engine.version},"
+        f" attempt {event.delivery.attempt}",
         flush=True,
     )
     return engine
@@ -292,6 +412,24 @@ def main() -> int:
         "--max-events",
         type=int,
         help="exit after handling N events (default: until the run closes)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=1,
+        help="how many events it works on at once (the subscription's maxInFlight; default 1)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=int,
+        default=30,
+        help="how long each delivery is leased; extended every third of it meanwhile (default 30)",
+    )
+    parser.add_argument(
+        "--work-seconds",
+        type=float,
+        default=0.0,
+        help="pretend each prompt takes this long to answer (default 0)",
     )
     parser.add_argument(
         "--api-key",
