@@ -99,6 +99,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let token = self.shutdown.clone();
+        let hub = self.state.hub.clone();
         let send_buffer =
             crate::http::socket_send_buffer(self.state.ctx.limits.ws_send_buffer_bytes);
         let app = router(self.state);
@@ -123,6 +124,8 @@ impl App {
             })
             .await;
         self.shutdown.cancel();
+        // Ended engine subscriptions release their leases: let them finish.
+        hub.settle(Duration::from_secs(5)).await;
         result
     }
 }

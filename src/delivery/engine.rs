@@ -446,13 +446,13 @@ impl Drop for EngineStream {
         if leases.is_empty() {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        if tokio::runtime::Handle::try_current().is_err() {
             return;
-        };
+        }
         let ctx = self.ctx.clone();
         let engine_id = self.request.engine.engine_id;
         let run_id = self.request.engine.run_id;
-        runtime.spawn(async move {
+        self.hub.release(async move {
             match lease::release(&ctx, engine_id, &leases).await {
                 Ok(0) => {}
                 Ok(_) => ctx.announce_released(run_id),

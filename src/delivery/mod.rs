@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::db::Db;
@@ -68,6 +69,9 @@ pub struct Hub {
     /// Tags this process's NOTIFYs, so that its listener skips them: what
     /// happened here was already rung here.
     replica_id: Uuid,
+    /// Lease releases of ended subscriptions, waited for at shutdown so that
+    /// a stopped server's engines' events go out again at once elsewhere.
+    releases: TaskTracker,
 }
 
 impl Hub {
@@ -93,6 +97,7 @@ impl Hub {
             notify,
             shutdown: shutdown.clone(),
             replica_id: Uuid::new_v4(),
+            releases: TaskTracker::new(),
         });
         tokio::spawn(periodic_check(hub.clone()));
         if let Some(rx) = notify_rx {
@@ -168,6 +173,22 @@ impl Hub {
     /// The tag of this process's NOTIFYs.
     pub fn replica_id(&self) -> Uuid {
         self.replica_id
+    }
+
+    /// Runs a lease release in the background, tracked for shutdown.
+    pub fn release(&self, release: impl Future<Output = ()> + Send + 'static) {
+        self.releases.spawn(release);
+    }
+
+    /// Waits, at most `timeout`, for the lease releases under way.
+    pub async fn settle(&self, timeout: Duration) {
+        self.releases.close();
+        if tokio::time::timeout(timeout, self.releases.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("lease releases still running at shutdown");
+        }
     }
 
     /// Cancelled when the server shuts down.

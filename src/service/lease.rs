@@ -192,8 +192,9 @@ pub struct Extension {
 }
 
 /// Renews a lease (a heartbeat of an engine working long on one event);
-/// `LEASE_LOST` when the lease is no longer the event's current one or the
-/// event is done.
+/// `LEASE_LOST` when the lease is not live any more: expired, released (a
+/// restarted engine took its events over), replaced, or the event is done.
+/// A lapsed lease is not revived: its event may be on its way elsewhere.
 pub async fn extend(
     ctx: &Ctx,
     principal: &Principal,
@@ -202,12 +203,14 @@ pub async fn extend(
     use event_delivery::Column as D;
     principal.require(Access::Engine)?;
     check_seconds("input.seconds", input.seconds)?;
-    let expires = now() + TimeDelta::seconds(input.seconds.into());
+    let at = now();
+    let expires = at + TimeDelta::seconds(input.seconds.into());
     let rows = event_delivery::Entity::update_many()
         .col_expr(D::LeaseExpiresAt, Expr::value(expires))
         .filter(D::EventId.eq(input.event_id))
         .filter(D::EngineId.eq(input.engine_id))
         .filter(D::LeaseId.eq(input.lease_id))
+        .filter(D::LeaseExpiresAt.gt(at))
         .filter(D::Done.eq(false))
         .exec_with_returning(&ctx.db.conn)
         .await?;

@@ -14,6 +14,7 @@ use crate::common::{Backend, TestDb};
 both_backends!(
     an_engine_resumes_after_the_server_is_killed,
     a_delayed_event_survives_a_killed_server,
+    a_stopping_server_releases_its_engines_leases,
 );
 
 /// A run with an engine and `n` events of type `job`, made through `client`.
@@ -335,4 +336,38 @@ async fn replicas_share_windows_and_timers() {
     let event = ws.next_event("e").await;
     assert_eq!(event["id"], delayed);
     assert!(chrono::Utc::now() >= at, "delivered before its time");
+}
+
+/// SIGTERM ends every subscription, and their unrecorded deliveries are
+/// released before the process exits: nothing waits for a lease to expire.
+async fn a_stopping_server_releases_its_engines_leases(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let server = ProcessServer::spawn(&db.url, &[]).await;
+    let client = Client::new(server.addr);
+    let (run, engine, jobs) = prepared_run(&client, 3).await;
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": run, "engine": engine, "types": ["job"], "max": 2}),
+    )
+    .await;
+    ws.next_event("e").await;
+    ws.next_event("e").await;
+    const IN_FLIGHT: &str =
+        "query($e: UUID!) { engine(engineId: $e) { inFlight { eventId } pendingCount } }";
+    let held = client.gql(IN_FLIGHT, json!({ "e": engine })).await;
+    assert_eq!(held["engine"]["inFlight"].as_array().unwrap().len(), 2);
+    assert!(server.stop("TERM").await.success());
+
+    let server = ProcessServer::spawn(&db.url, &[]).await;
+    let client = Client::new(server.addr);
+    let after = client.gql(IN_FLIGHT, json!({ "e": engine })).await;
+    assert_eq!(
+        after["engine"]["inFlight"],
+        json!([]),
+        "released at shutdown"
+    );
+    // Still pending: the three jobs and the run's status change.
+    assert_eq!(after["engine"]["pendingCount"], jobs.len() + 1);
 }

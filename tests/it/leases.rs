@@ -16,6 +16,7 @@ both_backends!(
     extended_leases_hold_and_released_leases_return,
     failures_back_off_and_delayed_events_wait,
     window_arguments_are_checked,
+    records_through_rest_and_the_websocket_open_the_window,
 );
 
 const COMPLETE: &str = "mutation($ev: UUID!, $e: UUID!, $l: UUID, $state: JSON) {
@@ -225,6 +226,15 @@ async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
         ("BAD_USER_INPUT", Some("input.seconds"))
     );
 
+    // A lease that lapsed is not revived: the first event's is gone.
+    let lapsed = server
+        .gql_err(
+            EXTEND,
+            json!({"ev": job["id"], "e": engine, "l": lease, "s": 30}),
+        )
+        .await;
+    assert_eq!(lapsed.code, "LEASE_LOST");
+
     // The connection drops: its unrecorded delivery is released at once.
     ws.drop_connection().await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -390,4 +400,84 @@ async fn window_arguments_are_checked(backend: Backend) {
         );
         assert_eq!(message["payload"][0]["extensions"]["field"], field);
     }
+}
+
+async fn records_through_rest_and_the_websocket_open_the_window(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "paths").await;
+    event_type(&server, "job", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let jobs: Vec<Value> = {
+        let mut jobs = Vec::new();
+        for i in 0..3 {
+            jobs.push(
+                publish(
+                    &server,
+                    json!({"runId": s.run, "eventType": "job", "priority": 10 - i}),
+                )
+                .await,
+            );
+        }
+        jobs
+    };
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 1}),
+    )
+    .await;
+    let first = ws.next_event("e").await;
+    assert_eq!(first["id"], jobs[0]["id"]);
+    // The REST adapter, with the lease in snake_case.
+    let response = server
+        .http
+        .put(server.url(&format!("/api/v1/events/{}/process", first["id"].as_str().unwrap())))
+        .json(&json!({"engine_id": engine, "status": "processed", "lease_id": first["delivery"]["leaseId"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let second = ws.next_event("e").await;
+    assert_eq!(second["id"], jobs[1]["id"]);
+    // A stale lease through REST is a 409 LEASE_LOST.
+    let stale = server
+        .http
+        .put(server.url(&format!("/api/v1/events/{}/process", second["id"].as_str().unwrap())))
+        .json(&json!({"engine_id": engine, "status": "processed", "lease_id": first["delivery"]["leaseId"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    let body: Value = stale.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "LEASE_LOST");
+    // A mutation over the same websocket.
+    ws.subscribe(
+        "m",
+        "mutation($ev: UUID!, $e: UUID!, $l: UUID) {
+            recordProcessing(input: {eventId: $ev, engineId: $e, status: PROCESSED, leaseId: $l}) { attempts } }",
+        json!({"ev": second["id"], "e": engine, "l": second["delivery"]["leaseId"]}),
+    )
+    .await;
+    let mut third = None;
+    let mut recorded = false;
+    while third.is_none() || !recorded {
+        let message = ws.message().await;
+        match (
+            message["id"].as_str().unwrap(),
+            message["type"].as_str().unwrap(),
+        ) {
+            ("m", "next") => {
+                assert_eq!(
+                    message["payload"]["data"]["recordProcessing"]["attempts"],
+                    1
+                );
+                recorded = true;
+            }
+            ("m", "complete") => {}
+            ("e", "next") => third = Some(message["payload"]["data"]["events"].clone()),
+            other => panic!("unexpected {other:?}: {message}"),
+        }
+    }
+    assert_eq!(third.unwrap()["id"], jobs[2]["id"]);
 }

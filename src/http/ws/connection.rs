@@ -123,6 +123,9 @@ impl Connection {
 
         for (_, operation) in self.operations.drain() {
             operation.abort();
+            // Dropped before the connection ends: an engine stream releases
+            // its leases on drop, and shutdown waits for those releases.
+            let _ = operation.await;
         }
         if let Stop::Close(code, reason) = stop {
             let _ = self.out.control(Outgoing::Close(code, reason));
