@@ -24,7 +24,7 @@ use futures::Stream;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use uuid::Uuid;
 
-use super::subscription::{AbortOnDrop, Delivered, closes_run, keep_present};
+use super::subscription::{AbortOnDrop, Delivered, closes_run, keep_present, selected};
 use super::{FeedBatch, Hub, LeaseNews};
 use crate::entity::{engine_state, event_instance};
 use crate::error::AppResult;
@@ -301,14 +301,7 @@ impl EngineStream {
 
     fn wants(&self, event: &event_instance::Model) -> bool {
         pending::is_routed(event, &self.request.engine)
-            && self
-                .types
-                .as_ref()
-                .is_none_or(|t| t.contains(&event.event_type))
-            && self
-                .request
-                .min_priority
-                .is_none_or(|p| event.priority >= p)
+            && selected(event, self.types.as_ref(), self.request.min_priority)
     }
 
     /// Re-reads the in-flight leases: recorded, taken over, expired or extended.

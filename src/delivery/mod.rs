@@ -137,15 +137,18 @@ impl Hub {
 
     /// Rings the run's doorbell in this process: it has committed up to `sequence`.
     pub fn ring(&self, run_id: Uuid, sequence: i64) {
-        let feed = self
-            .feeds
+        if let Some(feed) = self.feed(run_id) {
+            feed.ring(sequence);
+        }
+    }
+
+    /// The run's feed in this process, if it has subscribers.
+    fn feed(&self, run_id: Uuid) -> Option<Arc<feed::RunFeed>> {
+        self.feeds
             .lock()
             .expect("feeds lock poisoned")
             .get(&run_id)
-            .cloned();
-        if let Some(feed) = feed {
-            feed.ring(sequence);
-        }
+            .cloned()
     }
 
     /// Rings every watched run with its stored `last_sequence`: the periodic
@@ -244,13 +247,7 @@ impl Hub {
     }
 
     fn tell(&self, run_id: Uuid, news: LeaseNews) {
-        let feed = self
-            .feeds
-            .lock()
-            .expect("feeds lock poisoned")
-            .get(&run_id)
-            .cloned();
-        if let Some(feed) = feed {
+        if let Some(feed) = self.feed(run_id) {
             feed.tell(news);
         }
     }

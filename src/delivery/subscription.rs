@@ -393,14 +393,18 @@ impl EventStream {
     }
 
     fn wants(&self, event: &event_instance::Model) -> bool {
-        self.types
-            .as_ref()
-            .is_none_or(|t| t.contains(&event.event_type))
-            && self
-                .request
-                .min_priority
-                .is_none_or(|p| event.priority >= p)
+        selected(event, self.types.as_ref(), self.request.min_priority)
     }
+}
+
+/// Whether `event` passes a subscription's `eventTypes` and `minPriority`.
+pub(super) fn selected(
+    event: &event_instance::Model,
+    types: Option<&HashSet<String>>,
+    min_priority: Option<i32>,
+) -> bool {
+    types.is_none_or(|t| t.contains(&event.event_type))
+        && min_priority.is_none_or(|p| event.priority >= p)
 }
 
 /// Whether `event` is the status change that puts its run into a terminal status.

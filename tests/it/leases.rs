@@ -23,6 +23,34 @@ const COMPLETE: &str = "mutation($ev: UUID!, $e: UUID!, $l: UUID, $state: JSON) 
     completeEvent(input: {eventId: $ev, engineId: $e, status: PROCESSED, leaseId: $l, state: $state,
                           emit: [{runId: $run, eventType: \"job\"}]}) { processing { attempts } } }";
 
+/// A server with a RUNNING run, a `job` type (`max_attempts` 1), an engine,
+/// and a websocket subscribed for it as `e` with `window` (`max`, `lease`).
+struct Engine {
+    server: TestServer,
+    run: String,
+    engine: String,
+    ws: WsClient,
+}
+
+async fn engine_with(backend: Backend, tag: &str, window: Value) -> Engine {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, tag).await;
+    event_type(&server, "job", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let mut ws = WsClient::ready(server.addr).await;
+    let mut variables = json!({"run": s.run, "engine": engine, "types": ["job"]});
+    for (k, v) in window.as_object().unwrap() {
+        variables[k] = v.clone();
+    }
+    ws.subscribe("e", ENGINE_EVENTS, variables).await;
+    Engine {
+        server,
+        run: s.run,
+        engine,
+        ws,
+    }
+}
+
 /// Records `event` as PROCESSED with its lease.
 async fn record(server: &TestServer, engine: &str, event: &Value) -> Value {
     server
@@ -97,18 +125,13 @@ async fn urgent_events_overtake_a_slow_engines_backlog(backend: Backend) {
 }
 
 async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let s = scenario(&server, "expiry").await;
-    event_type(&server, "job", json!(null), 0, 1).await;
-    let engine = register(&server, &s.run, "ActorEngine").await;
-    let mut ws = WsClient::ready(server.addr).await;
-    ws.subscribe(
-        "e",
-        ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 1, "lease": 1}),
-    )
-    .await;
-    let job = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
+    let Engine {
+        server,
+        run,
+        engine,
+        mut ws,
+    } = engine_with(backend, "expiry", json!({"max": 1, "lease": 1})).await;
+    let job = publish(&server, json!({"runId": run, "eventType": "job"})).await;
     let first = ws.next_event("e").await;
     assert_eq!(first["id"], job["id"]);
     assert_eq!(first["delivery"]["attempt"], 1);
@@ -124,8 +147,8 @@ async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend
     // The hung engine wakes up and completes with its old lease: refused,
     // and nothing changes (no record, no emitted event, no sequence, no state).
     let before = server.digest().await;
-    let sequence = last_sequence(&server, &s.run).await;
-    let complete = COMPLETE.replace("$run", &format!("\"{}\"", s.run));
+    let sequence = last_sequence(&server, &run).await;
+    let complete = COMPLETE.replace("$run", &format!("\"{}\"", run));
     let late = server
         .gql_err(
             &complete,
@@ -142,7 +165,7 @@ async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend
         .await;
     assert_eq!(stale.code, "LEASE_LOST");
     assert_eq!(server.digest().await, before);
-    assert_eq!(last_sequence(&server, &s.run).await, sequence);
+    assert_eq!(last_sequence(&server, &run).await, sequence);
 
     // The current lease completes.
     let done = server
@@ -152,7 +175,7 @@ async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend
         )
         .await;
     assert_eq!(done["completeEvent"]["processing"]["attempts"], 1);
-    assert_eq!(last_sequence(&server, &s.run).await, sequence + 1);
+    assert_eq!(last_sequence(&server, &run).await, sequence + 1);
     // What it emitted is the next event; the completed one does not come back.
     let emitted = ws.next_event("e").await;
     assert_eq!(emitted["sequence"], sequence + 1);
@@ -160,18 +183,13 @@ async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend
 }
 
 async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
-    let server = TestServer::start(backend).await;
-    let s = scenario(&server, "extend").await;
-    event_type(&server, "job", json!(null), 0, 1).await;
-    let engine = register(&server, &s.run, "ActorEngine").await;
-    let mut ws = WsClient::ready(server.addr).await;
-    ws.subscribe(
-        "e",
-        ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 1, "lease": 1}),
-    )
-    .await;
-    let job = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
+    let Engine {
+        server,
+        run,
+        engine,
+        mut ws,
+    } = engine_with(backend, "extend", json!({"max": 1, "lease": 1})).await;
+    let job = publish(&server, json!({"runId": run, "eventType": "job"})).await;
     let event = ws.next_event("e").await;
     assert_eq!(event["id"], job["id"]);
     const EXTEND: &str = "mutation($ev: UUID!, $e: UUID!, $l: UUID!, $s: Int!) {
@@ -204,7 +222,7 @@ async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let answer = record(&server, &engine, &event).await;
     assert!(answer.get("errors").is_none(), "{answer}");
-    let next = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
+    let next = publish(&server, json!({"runId": run, "eventType": "job"})).await;
     let event = ws.next_event("e").await;
     assert_eq!(event["id"], next["id"]);
     // Bad extensions: a lease that is not the current one, bad lengths.
@@ -256,7 +274,7 @@ async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
     ws.subscribe(
         "e",
         ENGINE_EVENTS,
-        json!({"run": s.run, "engine": engine, "types": ["job"], "max": 1}),
+        json!({"run": run, "engine": engine, "types": ["job"], "max": 1}),
     )
     .await;
     let again = ws.next_event("e").await;
