@@ -288,11 +288,12 @@ impl EngineStream {
             LeaseNews::Recorded {
                 engine_id,
                 event_id,
+                again,
             } if engine_id == self.request.engine.engine_id => {
                 self.in_flight.remove(&event_id);
                 self.dirty = true;
                 // A failure may come back after a backoff.
-                self.timers_stale = true;
+                self.timers_stale |= again;
             }
             LeaseNews::Recorded { .. } => {}
             LeaseNews::Released => self.dirty = true,
@@ -402,9 +403,12 @@ impl EngineStream {
         self.next_check
             .get_or_insert_with(|| tokio::time::Instant::now() + self.hub.config.poll_interval);
         // All that was deliverable fit, or others took what was left: the
-        // next news or timer says when to look again.
-        if (asked < room && taken == asked) || taken == 0 {
+        // next news or timer says when to look again (when others hold
+        // some, the end of their leases is such a timer).
+        if asked < room && taken == asked {
             self.dirty = false;
+        } else if taken < asked {
+            self.dirty = taken > 0;
             self.timers_stale = true;
         }
         Ok(())

@@ -35,6 +35,8 @@ pub enum LeaseNews {
         engine_id: Uuid,
         /// The event.
         event_id: Uuid,
+        /// It failed with attempts left: pending again, maybe after a backoff.
+        again: bool,
     },
     /// Some leases ended early (a subscription ended): their events are
     /// pending again.

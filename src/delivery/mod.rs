@@ -218,6 +218,8 @@ pub enum Doorbell {
         event_id: Uuid,
         /// The engine.
         engine_id: Uuid,
+        /// It failed with attempts left: pending again, maybe after a backoff.
+        again: bool,
     },
     /// Leases of the run were released early: their events are pending again.
     Released {
@@ -235,11 +237,13 @@ impl Hub {
                 run_id,
                 event_id,
                 engine_id,
+                again,
             } => self.tell(
                 run_id,
                 LeaseNews::Recorded {
                     engine_id,
                     event_id,
+                    again,
                 },
             ),
             Doorbell::Released { run_id } => self.tell(run_id, LeaseNews::Released),
@@ -265,11 +269,12 @@ impl CommitListener for Hub {
         self.ring_everywhere(Doorbell::Committed { run_id, sequence });
     }
 
-    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
+    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool) {
         self.ring_everywhere(Doorbell::Recorded {
             run_id,
             event_id,
             engine_id,
+            again,
         });
     }
 

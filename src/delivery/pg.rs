@@ -21,7 +21,8 @@ pub const CHANNEL: &str = "scenario_hub_events";
 
 /// Sends one NOTIFY per run for each burst of commits, carrying the
 /// highest sequence of the burst as `replica/run_id:sequence`; records go
-/// as `replica/rec:run_id:event_id:engine_id`, released leases as
+/// as `replica/rec:run_id:event_id:engine_id:again` (`again` 1 or 0),
+/// released leases as
 /// `replica/rel:run_id` (once per run and burst).
 pub async fn send_notifications(
     url: String,
@@ -48,8 +49,12 @@ pub async fn send_notifications(
                     run_id,
                     event_id,
                     engine_id,
+                    again,
                 } => {
-                    payloads.push(format!("{replica}/rec:{run_id}:{event_id}:{engine_id}"));
+                    let again = u8::from(again);
+                    payloads.push(format!(
+                        "{replica}/rec:{run_id}:{event_id}:{engine_id}:{again}"
+                    ));
                 }
                 Doorbell::Released { run_id } => {
                     let payload = format!("{replica}/rel:{run_id}");
@@ -170,6 +175,11 @@ fn parse(payload: &str) -> Option<(Uuid, Doorbell)> {
             run_id: parts.next()?.parse().ok()?,
             event_id: parts.next()?.parse().ok()?,
             engine_id: parts.next()?.parse().ok()?,
+            again: match parts.next()? {
+                "1" => true,
+                "0" => false,
+                _ => return None,
+            },
         };
         return Some((replica, doorbell));
     }
@@ -211,15 +221,20 @@ mod tests {
             ))
         );
         assert_eq!(
-            parse(&format!("{replica}/rec:{run}:{event}:{engine}")),
+            parse(&format!("{replica}/rec:{run}:{event}:{engine}:1")),
             Some((
                 replica,
                 Doorbell::Recorded {
                     run_id: run,
                     event_id: event,
-                    engine_id: engine
+                    engine_id: engine,
+                    again: true,
                 }
             ))
+        );
+        assert_eq!(
+            parse(&format!("{replica}/rec:{run}:{event}:{engine}")),
+            None
         );
         assert_eq!(
             parse(&format!("{replica}/rel:{run}")),

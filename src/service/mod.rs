@@ -34,9 +34,9 @@ pub trait CommitListener: Send + Sync {
     fn committed(&self, run_id: Uuid, last_sequence: i64);
 
     /// Engine `engine_id` recorded event `event_id` of run `run_id`: its
-    /// window has room again, and a failure with attempts left makes the
-    /// event pending again.
-    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid);
+    /// window has room again; `again` when it failed with attempts left, so
+    /// the event is pending again (maybe after a backoff).
+    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool);
 
     /// Leases of run `run_id` were released before they expired: their
     /// events are pending again.
@@ -48,7 +48,7 @@ struct NoListener;
 
 impl CommitListener for NoListener {
     fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
-    fn recorded(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid) {}
+    fn recorded(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid, _again: bool) {}
     fn released(&self, _run_id: Uuid) {}
 }
 
@@ -90,8 +90,8 @@ impl Ctx {
     }
 
     /// Tells the listener, after the commit, that an engine recorded `event_id`.
-    pub fn announce_recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid) {
-        self.listener.recorded(run_id, event_id, engine_id);
+    pub fn announce_recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool) {
+        self.listener.recorded(run_id, event_id, engine_id, again);
     }
 
     /// Tells the listener that leases of `run_id` were released.

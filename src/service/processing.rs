@@ -123,6 +123,8 @@ struct Recorded {
     published: Vec<event_instance::Model>,
     /// The event's run.
     run_id: Uuid,
+    /// The failure left attempts: the event comes back to the engine.
+    again: bool,
 }
 
 impl Recorded {
@@ -136,6 +138,7 @@ impl Recorded {
             self.run_id,
             self.processing.event_id,
             self.processing.engine_id,
+            self.again,
         );
     }
 }
@@ -202,6 +205,7 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
         processing,
         published,
         run_id: event.run_id,
+        again: retry,
     })
 }
 
