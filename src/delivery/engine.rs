@@ -15,8 +15,17 @@
 //! check), never an event. In-flight leases are re-read when one of them
 //! is due to expire and every `poll_interval`, which also catches a record
 //! whose doorbell was lost.
+//!
+//! The reads go forward: the stream keeps a scan position in priority
+//! order, before which everything deliverable is already in its hands, so
+//! a backlog is read once, not once per record (done events stay in the
+//! priority index). What becomes deliverable before that position and is
+//! known by id (a more urgent live event, an own lease that expired, an
+//! own failure to retry) waits in `urgent`; anything else (released
+//! leases, a timer, a missed batch) starts the scan over.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -28,7 +37,7 @@ use super::subscription::{AbortOnDrop, Delivered, closes_run, keep_present, sele
 use super::{FeedBatch, Hub, LeaseNews};
 use crate::entity::{engine_state, event_instance};
 use crate::error::AppResult;
-use crate::service::event::{EventFilter, EventOrder};
+use crate::service::event::{EventCursor, EventFilter, EventOrder};
 use crate::service::lease::{self, Wanted};
 use crate::service::page::PageRequest;
 use crate::service::pending::{self, Scope};
@@ -54,6 +63,14 @@ pub struct EngineRequest {
 struct Held {
     lease_id: Uuid,
     expires: DateTime<Utc>,
+    at: Position,
+}
+
+/// An event's place in priority order (most urgent first), with its id.
+type Position = (Reverse<i32>, i64, Uuid);
+
+fn position(event: &event_instance::Model) -> Position {
+    (Reverse(event.priority), event.sequence, event.id)
 }
 
 struct EngineStream {
@@ -70,6 +87,11 @@ struct EngineStream {
     ready: VecDeque<Delivered>,
     /// Something may be deliverable: read the database when there is room.
     dirty: bool,
+    /// Where the next read in priority order starts (none: at the top).
+    /// Everything deliverable before it is in flight, or in `urgent`.
+    scan_after: Option<(i32, i64)>,
+    /// Deliverable events before `scan_after`, known by id, most urgent first.
+    urgent: BTreeSet<Position>,
     /// The next time something may come due on its own, when known.
     next_due: Option<DateTime<Utc>>,
     /// `next_due` must be read again.
@@ -116,6 +138,8 @@ pub async fn events(
         counted: 0,
         ready: VecDeque::new(),
         dirty: true,
+        scan_after: None,
+        urgent: BTreeSet::new(),
         next_due: None,
         timers_stale: true,
         next_check: None,
@@ -200,7 +224,7 @@ impl EngineStream {
         }
         if self.next_due.is_some_and(|t| t <= Utc::now()) {
             self.next_due = None;
-            self.dirty = true;
+            self.rescan();
             self.timers_stale = true;
         }
         if self.dirty && self.in_flight.len() < self.request.max_in_flight {
@@ -255,9 +279,29 @@ impl EngineStream {
 
     /// Something was missed: read everything again.
     fn missed(&mut self) {
-        self.dirty = true;
+        self.rescan();
         self.timers_stale = true;
         self.next_check = Some(tokio::time::Instant::now());
+    }
+
+    /// Something unknown may be deliverable anywhere: scan from the top.
+    fn rescan(&mut self) {
+        self.scan_after = None;
+        self.urgent.clear();
+        self.dirty = true;
+    }
+
+    /// Notes that the event at `at` may be deliverable: if the scan has
+    /// passed it, it waits in `urgent`.
+    fn reopen(&mut self, at: Position) {
+        let (Reverse(priority), sequence, _) = at;
+        let passed = self
+            .scan_after
+            .is_some_and(|(p, s)| priority > p || (priority == p && sequence <= s));
+        if passed {
+            self.urgent.insert(at);
+        }
+        self.dirty = true;
     }
 
     fn take_batch(&mut self, batch: &FeedBatch) {
@@ -275,9 +319,11 @@ impl EngineStream {
                 self.dirty = true;
             }
             if self.wants(event) {
-                self.dirty = true;
                 if event.deliver_at.is_some() {
+                    // Due later: the timer rescans then.
                     self.timers_stale = true;
+                } else {
+                    self.reopen(position(event));
                 }
             }
         }
@@ -290,13 +336,19 @@ impl EngineStream {
                 event_id,
                 again,
             } if engine_id == self.request.engine.engine_id => {
-                self.in_flight.remove(&event_id);
+                let held = self.in_flight.remove(&event_id);
                 self.dirty = true;
-                // A failure may come back after a backoff.
-                self.timers_stale |= again;
+                if again {
+                    // Back now, or after a backoff (then the timer rescans).
+                    match held {
+                        Some(held) => self.reopen(held.at),
+                        None => self.rescan(),
+                    }
+                    self.timers_stale = true;
+                }
             }
             LeaseNews::Recorded { .. } => {}
-            LeaseNews::Released => self.dirty = true,
+            LeaseNews::Released => self.rescan(),
         }
     }
 
@@ -311,7 +363,7 @@ impl EngineStream {
         let rows = lease::of_events(&self.ctx, self.request.engine.engine_id, &ids).await?;
         let rows: HashMap<Uuid, _> = rows.into_iter().map(|r| (r.event_id, r)).collect();
         let now = Utc::now();
-        let expired = self
+        let expired: Vec<Position> = self
             .in_flight
             .iter()
             .filter(|(event_id, held)| {
@@ -321,8 +373,12 @@ impl EngineStream {
                         && row.lease_expires_at.is_some_and(|t| t <= now)
                 })
             })
-            .count();
-        self.ctx.metrics.leases_expired(expired);
+            .map(|(_, held)| held.at)
+            .collect();
+        self.ctx.metrics.leases_expired(expired.len());
+        for at in expired {
+            self.reopen(at);
+        }
         self.in_flight.retain(|event_id, held| {
             let current = rows.get(event_id).filter(|row| {
                 row.lease_id == Some(held.lease_id)
@@ -346,9 +402,23 @@ impl EngineStream {
         Ok(())
     }
 
-    /// Leases the most urgent deliverable events into the window's room.
+    /// Leases the most urgent deliverable events into the window's room:
+    /// first those known to wait before the scan position, then the next
+    /// ones after it.
     async fn refill(&mut self) -> AppResult<()> {
         let room = self.request.max_in_flight - self.in_flight.len();
+        if !self.urgent.is_empty() {
+            let mut ids = Vec::new();
+            while ids.len() < room
+                && let Some((_, _, id)) = self.urgent.pop_first()
+            {
+                ids.push(id);
+            }
+            let mut events = service::event::get_many(&self.ctx, &ids).await?;
+            events.sort_by_key(position);
+            self.lease(events).await?;
+            return Ok(());
+        }
         let filter = EventFilter {
             event_types: self.request.event_types.clone(),
             min_priority: self.request.min_priority,
@@ -362,13 +432,27 @@ impl EngineStream {
             EventOrder::Priority,
             PageRequest {
                 first: room,
-                after: None,
+                after: self
+                    .scan_after
+                    .map(|(priority, sequence)| EventCursor::Priority(priority, sequence)),
             },
         )
         .await?;
         let events: Vec<event_instance::Model> = page.rows.into_iter().map(|(_, e)| e).collect();
-        if events.is_empty() {
+        if let Some(last) = events.last() {
+            self.scan_after = Some((last.priority, last.sequence));
+        }
+        if events.len() < room {
+            // Read to the end: the next news or timer says when to look again.
             self.dirty = false;
+        }
+        self.lease(events).await
+    }
+
+    /// Leases `events` (deliverable when read, most urgent first) and queues
+    /// those it got; one that another subscription took meanwhile is skipped.
+    async fn lease(&mut self, events: Vec<event_instance::Model>) -> AppResult<()> {
+        if events.is_empty() {
             return Ok(());
         }
         self.learn_types(&events).await?;
@@ -386,31 +470,27 @@ impl EngineStream {
         let claimed = lease::claim(&self.ctx, self.request.engine.engine_id, &wanted).await?;
         let mut claimed: HashMap<Uuid, _> = claimed.into_iter().map(|d| (d.event_id, d)).collect();
         let asked = events.len();
-        let mut taken = 0;
         for event in events {
             let Some(delivery) = claimed.remove(&event.id) else {
                 continue;
             };
-            taken += 1;
-            let expires = delivery.lease_expires_at.unwrap_or_else(Utc::now);
-            let lease_id = delivery.lease_id.unwrap_or_default();
-            self.in_flight.insert(event.id, Held { lease_id, expires });
+            let held = Held {
+                lease_id: delivery.lease_id.unwrap_or_default(),
+                expires: delivery.lease_expires_at.unwrap_or_else(Utc::now),
+                at: position(&event),
+            };
+            self.in_flight.insert(event.id, held);
             self.ready.push_back(Delivered {
                 event: Arc::new(event),
                 delivery: Some(Arc::new(delivery)),
             });
         }
-        self.next_check
-            .get_or_insert_with(|| tokio::time::Instant::now() + self.hub.config.poll_interval);
-        // All that was deliverable fit, or others took what was left: the
-        // next news or timer says when to look again (when others hold
-        // some, the end of their leases is such a timer).
-        if asked < room && taken == asked {
-            self.dirty = false;
-        } else if taken < asked {
-            self.dirty = taken > 0;
+        if self.ready.len() < asked {
+            // Held elsewhere, or backing off: the end of that is a timer.
             self.timers_stale = true;
         }
+        self.next_check
+            .get_or_insert_with(|| tokio::time::Instant::now() + self.hub.config.poll_interval);
         Ok(())
     }
 

@@ -143,6 +143,15 @@ async fn an_expired_lease_comes_back_and_fences_the_late_engine(backend: Backend
     assert_eq!(again["id"], job["id"]);
     assert_eq!(again["delivery"]["attempt"], 2);
     assert_ne!(again["delivery"]["leaseId"], first["delivery"]["leaseId"]);
+    // Kept while the test looks around (a one-second lease could lapse on a
+    // busy machine).
+    server
+        .gql(
+            "mutation($ev: UUID!, $e: UUID!, $l: UUID!) {
+                extendLease(input: {eventId: $ev, engineId: $e, leaseId: $l, seconds: 60}) { attempt } }",
+            json!({"ev": job["id"], "e": engine, "l": again["delivery"]["leaseId"]}),
+        )
+        .await;
 
     // The hung engine wakes up and completes with its old lease: refused,
     // and nothing changes (no record, no emitted event, no sequence, no state).
@@ -188,7 +197,7 @@ async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
         run,
         engine,
         mut ws,
-    } = engine_with(backend, "extend", json!({"max": 1, "lease": 1})).await;
+    } = engine_with(backend, "extend", json!({"max": 1, "lease": 2})).await;
     let job = publish(&server, json!({"runId": run, "eventType": "job"})).await;
     let event = ws.next_event("e").await;
     assert_eq!(event["id"], job["id"]);
@@ -217,9 +226,9 @@ async fn extended_leases_hold_and_released_leases_return(backend: Backend) {
     // The job, and the run's status change that every engine is sent.
     assert_eq!(in_flight["engine"]["pendingCount"], 2);
     assert_eq!(in_flight["engine"]["inFlight"][0]["leaseId"], *lease);
-    // Past the original second the lease still holds: the record with it
+    // Past the original two seconds the lease still holds: the record with it
     // succeeds, and the next thing on the socket is a new event, not this one.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let answer = record(&server, &engine, &event).await;
     assert!(answer.get("errors").is_none(), "{answer}");
     let next = publish(&server, json!({"runId": run, "eventType": "job"})).await;
