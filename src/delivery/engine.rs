@@ -106,6 +106,9 @@ struct EngineStream {
     closed: bool,
     finished: bool,
     _presence: AbortOnDrop,
+    /// Declared last: dropped after `drop` has started the lease release,
+    /// so shutdown, which waits for it, also waits for that release.
+    _open: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 /// Starts an engine subscription: takes over the engine's own unrecorded
@@ -149,6 +152,7 @@ pub async fn events(
         closed: run.status.is_terminal(),
         finished: false,
         _presence: presence,
+        _open: hub.track_stream(),
     };
     // Boxed, as in `subscription::events`.
     Ok(futures::stream::unfold(

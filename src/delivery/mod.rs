@@ -69,8 +69,10 @@ pub struct Hub {
     /// Tags this process's NOTIFYs, so that its listener skips them: what
     /// happened here was already rung here.
     replica_id: Uuid,
-    /// Lease releases of ended subscriptions, waited for at shutdown so that
-    /// a stopped server's engines' events go out again at once elsewhere.
+    /// Open engine streams and the lease releases of ended ones, waited for
+    /// at shutdown so that a stopped server's engines' events go out again
+    /// at once elsewhere. Upgraded websockets outlive axum's graceful
+    /// shutdown, so their streams are counted here, not there.
     releases: TaskTracker,
 }
 
@@ -183,7 +185,13 @@ impl Hub {
         self.releases.spawn(release);
     }
 
-    /// Waits, at most `timeout`, for the lease releases under way.
+    /// Counts an engine stream as open until the token is dropped.
+    pub fn track_stream(&self) -> tokio_util::task::task_tracker::TaskTrackerToken {
+        self.releases.token()
+    }
+
+    /// Waits, at most `timeout`, for open engine streams to end and for the
+    /// lease releases under way.
     pub async fn settle(&self, timeout: Duration) {
         self.releases.close();
         if tokio::time::timeout(timeout, self.releases.wait())
