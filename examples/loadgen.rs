@@ -25,8 +25,27 @@
 //!   subscriber message; lost and duplicated are counted by sequence.
 //! - `w5` `publishEvents` in batches of 500 (`--batch-concurrency` workers).
 //! - `w6` backlog replay: 100,000 events published in batches of 1,000 (not
-//!   timed), then a new engine subscribes with its `engineId`; events/s until
-//!   all 100,000 arrived.
+//!   timed), then a new engine subscribes with its `engineId` and
+//!   `maxInFlight: 1000` (`--replay-window`) and records what it receives
+//!   as a fast engine would: up to 100 aliased `recordProcessing` fields
+//!   with their `leaseId`s per HTTP request (`--record-batch`), sent while it
+//!   keeps reading, at most 8 requests in flight (`--record-concurrency`); a
+//!   partial batch goes after 5 ms. events/s until all 100,001 arrived,
+//!   records/s until all were recorded. A second row reads the same run with
+//!   `afterSequence: 0` (no engine, no leases, no records): the read-only
+//!   replay path.
+//! - `w7` priority under load: 10 engines (`--w7-engines`) on one run, each
+//!   subscribed with `maxInFlight` 1 and then 10 (`--w7-windows`, one fresh
+//!   run each), read their websocket eagerly into an in-memory queue (a
+//!   reader task), and a handler takes one event at a time from that queue,
+//!   waits 20 ms (`--w7-handle-ms`), then records it with its `leaseId` and
+//!   takes the next. A paced publisher sends `--w7-rate` events/s (default
+//!   600, above what 10 engines at 20 ms can handle, so backlogs grow) for
+//!   `--duration` s, priorities uniform 0..9, each targeted at one engine
+//!   round-robin (`--w7-broadcast`: untargeted, every engine gets every
+//!   event); then the engines drain the backlog. Reports events handled/s,
+//!   latency from publish to record, and priority inversions per engine
+//!   (defined at `inversions`).
 //! - `rss` (needs `--server-pid`): the server's VmRSS before and after opening
 //!   1,000 and then 10,000 websockets with one idle subscription each; every
 //!   subscription is proven live by one event before RSS is read. Start the
@@ -42,7 +61,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +82,7 @@ struct Args {
     /// The server.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
-    /// Workloads to run, in this order: w1,w2,w3,w4,w5,w6,rss or `all`.
+    /// Workloads to run, in this order: w1,w2,w3,w4,w5,w6,w7,rss or `all`.
     #[arg(long, default_value = "all")]
     workload: String,
     /// Measured seconds of each HTTP workload (w1, w2, w3, w5).
@@ -90,6 +109,34 @@ struct Args {
     /// Events replayed in w6.
     #[arg(long, default_value_t = 100_000)]
     backlog_events: usize,
+    /// `maxInFlight` of the w6 engine.
+    #[arg(long, default_value_t = 1000)]
+    replay_window: usize,
+    /// Most `recordProcessing` fields in one w6 request.
+    #[arg(long, default_value_t = 100)]
+    record_batch: usize,
+    /// Most w6 record requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    record_concurrency: usize,
+    /// Seconds after which the recorded w6 replay stops, finished or not.
+    #[arg(long, default_value_t = 300)]
+    replay_limit: u64,
+    /// Engines of w7.
+    #[arg(long, default_value_t = 10)]
+    w7_engines: usize,
+    /// Milliseconds a w7 handler works on each event before recording it.
+    #[arg(long, default_value_t = 20)]
+    w7_handle_ms: u64,
+    /// Events per second the w7 publisher sends (all engines together).
+    #[arg(long, default_value_t = 600)]
+    w7_rate: u64,
+    /// `maxInFlight` of the w7 engines; one w7 run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,10")]
+    w7_windows: Vec<usize>,
+    /// w7 events untargeted (every engine gets every event) instead of
+    /// targeted at one engine each, round-robin.
+    #[arg(long)]
+    w7_broadcast: bool,
     /// Idle subscriptions held at each step of `rss`.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     rss_steps: Vec<usize>,
@@ -161,6 +208,25 @@ impl Api {
             Some(errors) => Err(errors.to_string()),
             None => Ok(response["data"].clone()),
         }
+    }
+
+    /// Posts a ready body; only an HTTP error is an error: the body is
+    /// returned as it came, `errors` or not.
+    async fn post_any(&self, body: String) -> Result<String, String> {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("{status}: {}", truncate(&text, 300)));
+        }
+        Ok(text)
     }
 
     /// Posts a ready body; an HTTP error or a GraphQL `errors` is an error.
@@ -362,20 +428,64 @@ fn cpu_sample(server: Option<u32>) -> CpuSample {
     }
 }
 
+/// Cores used between two samples, by whom.
+#[derive(Clone, Copy)]
+struct Cores {
+    me: f64,
+    server: f64,
+    postgres: f64,
+    irq: f64,
+    other: f64,
+    /// Seconds between the samples.
+    secs: f64,
+}
+
+fn cores(a: CpuSample, b: CpuSample) -> Option<Cores> {
+    let (t0, t1) = (a.at?, b.at?);
+    let secs = (t1 - t0).as_secs_f64().max(0.001);
+    let ticks = secs * 100.0;
+    let me = (b.me - a.me) as f64 / ticks;
+    let server = (b.server - a.server) as f64 / ticks;
+    let postgres = (b.postgres.saturating_sub(a.postgres)) as f64 / ticks;
+    let irq = (b.irq - a.irq) as f64 / ticks;
+    let busy = (b.machine_busy - a.machine_busy) as f64 / ticks;
+    let other = (busy - me - server - postgres - irq).max(0.0);
+    Some(Cores {
+        me,
+        server,
+        postgres,
+        irq,
+        other,
+        secs,
+    })
+}
+
 /// Cores used between two samples: "loadgen/server/postgres/irq/other",
 /// where other is everything else busy on the machine.
 fn cpu_split(a: CpuSample, b: CpuSample) -> String {
-    let (Some(t0), Some(t1)) = (a.at, b.at) else {
-        return "-".into();
-    };
-    let secs = (t1 - t0).as_secs_f64().max(0.001) * 100.0;
-    let me = (b.me - a.me) as f64 / secs;
-    let server = (b.server - a.server) as f64 / secs;
-    let pg = (b.postgres.saturating_sub(a.postgres)) as f64 / secs;
-    let irq = (b.irq - a.irq) as f64 / secs;
-    let busy = (b.machine_busy - a.machine_busy) as f64 / secs;
-    let other = (busy - me - server - pg - irq).max(0.0);
-    format!("{me:.2}/{server:.2}/{pg:.2}/{irq:.2}/{other:.2}")
+    match cores(a, b) {
+        Some(c) => format!(
+            "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
+            c.me, c.server, c.postgres, c.irq, c.other
+        ),
+        None => "-".into(),
+    }
+}
+
+/// CPU per item between two samples: the server's and PostgreSQL's
+/// microseconds for each of `items` done in that window.
+fn cpu_per(a: CpuSample, b: CpuSample, items: usize, what: &str) -> String {
+    match cores(a, b) {
+        Some(c) if items > 0 => {
+            let per = |cores: f64| cores * c.secs * 1e6 / items as f64;
+            format!(
+                "CPU per {what}: server {:.0} µs, postgres {:.0} µs",
+                per(c.server),
+                per(c.postgres)
+            )
+        }
+        _ => format!("CPU per {what}: -"),
+    }
 }
 
 // ---------------------------------------------------------------- closed loop
@@ -924,19 +1034,186 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
         ),
         cpu: cpu_split(cpu0, cpu1),
         notes: format!(
-            "{} events paced at {}/s (sent in {sending:.1} s), {} msgs; publishEvent p50 {} p99 {} ms; received after its response p50 {} p99 {} ms",
+            "{} events paced at {}/s (sent in {sending:.1} s), {} msgs; publishEvent p50 {} p99 {} ms; received after its response p50 {} p99 {} ms; {}",
             published.len(),
             args.fanout_rate,
             all.len(),
             ms(pct(&pl, 50.0)),
             ms(pct(&pl, 99.0)),
             ms(pct(&after_ack, 50.0)),
-            ms(pct(&after_ack, 99.0))
+            ms(pct(&after_ack, 99.0)),
+            cpu_per(cpu0, cpu1, all.len(), "message")
         ),
     })
 }
 
-async fn w6(args: &Args, api: &Api) -> Result<Row, String> {
+// ---------------------------------------------------------------- W6, W7: engines
+
+/// The string after `key` (which ends with the opening quote) up to the
+/// closing quote; `None` when absent (a JSON `null` does not match `key`).
+fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let at = text.find(key)? + key.len();
+    let end = text[at..].find('"')?;
+    Some(&text[at..at + end])
+}
+
+/// An event as an engine subscription delivered it.
+struct Delivered {
+    id: String,
+    sequence: i64,
+    priority: i64,
+    lease: Option<String>,
+    attempt: i64,
+}
+
+/// Reads what loadgen needs from an engine subscription's `next` message,
+/// selected as `{ eventId: id sequence priority delivery { leaseId attempt }
+/// ... }` (the alias makes the event's id the only `"eventId"` key; the
+/// server does not keep the selection's field order).
+fn delivered(text: &str) -> Option<Delivered> {
+    Some(Delivered {
+        id: string_after(text, "\"eventId\":\"")?.to_owned(),
+        sequence: number_after(text, "\"sequence\":")?,
+        priority: number_after(text, "\"priority\":")?,
+        lease: string_after(text, "\"leaseId\":\"").map(str::to_owned),
+        attempt: number_after(text, "\"attempt\":").unwrap_or(0),
+    })
+}
+
+/// The body of one request that records `items` (event id, lease id) as
+/// PROCESSED by `engine`: one aliased `recordProcessing` field each, inputs
+/// as variables, so that requests of one size share one query text (the
+/// server keeps parsed documents by text).
+fn records_body(engine: Uuid, items: &[(String, Option<String>)]) -> String {
+    let mut query = String::from("mutation(");
+    for i in 0..items.len() {
+        let _ = write!(query, "$r{i}: RecordProcessingInput!, ");
+    }
+    query.push_str(") {");
+    for i in 0..items.len() {
+        let _ = write!(
+            query,
+            " r{i}: recordProcessing(input: $r{i}) {{ attempts }}"
+        );
+    }
+    query.push_str(" }");
+    let variables: serde_json::Map<String, Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (event, lease))| {
+            (
+                format!("r{i}"),
+                json!({"eventId": event, "engineId": engine, "status": "PROCESSED", "leaseId": lease}),
+            )
+        })
+        .collect();
+    json!({ "query": query, "variables": variables }).to_string()
+}
+
+/// Sends an engine's records in batches, several requests at once, and
+/// counts what the server accepted.
+#[derive(Clone)]
+struct Recorder {
+    api: Api,
+    engine: Uuid,
+    slots: Arc<Semaphore>,
+    epoch: Instant,
+    accepted: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    /// µs after `epoch` when the last answer came.
+    last_answer: Arc<AtomicU64>,
+    first_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Recorder {
+    fn new(api: &Api, engine: Uuid, concurrency: usize, epoch: Instant) -> Recorder {
+        Recorder {
+            api: api.clone(),
+            engine,
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            epoch,
+            accepted: Arc::default(),
+            refused: Arc::default(),
+            requests: Arc::default(),
+            last_answer: Arc::default(),
+            first_error: Arc::default(),
+        }
+    }
+
+    /// Records `items` in one request, in a task of its own that waits for
+    /// a free slot: the caller goes on reading meanwhile.
+    fn send(&self, items: Vec<(String, Option<String>)>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _slot = me.slots.acquire().await.expect("semaphore");
+            let n = items.len();
+            let (accepted, error) = match me.api.post_any(records_body(me.engine, &items)).await {
+                // Each accepted field answers `{"attempts":n}`; a refused one is null.
+                Ok(text) => {
+                    let accepted = text.matches("\"attempts\":").count();
+                    (accepted, (accepted < n).then_some(text))
+                }
+                Err(e) => (0, Some(e)),
+            };
+            me.requests.fetch_add(1, Ordering::SeqCst);
+            me.accepted.fetch_add(accepted, Ordering::SeqCst);
+            me.refused.fetch_add(n - accepted, Ordering::SeqCst);
+            me.last_answer
+                .fetch_max(me.epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
+            if let Some(e) = error {
+                me.first_error
+                    .lock()
+                    .unwrap()
+                    .get_or_insert_with(|| truncate(&e, 300).to_owned());
+            }
+        })
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a replay read: distinct and duplicated sequences, bytes, the time
+/// of the first event, a problem that ended it early.
+#[derive(Default)]
+struct Replay {
+    distinct: usize,
+    dup: usize,
+    bytes: usize,
+    first: Option<Duration>,
+    problem: Option<String>,
+}
+
+impl Replay {
+    /// Counts one `next` message; its sequence, when it has a valid one.
+    fn take(&mut self, seen: &mut [u8], t0: Instant, text: &str) -> Option<i64> {
+        self.first.get_or_insert_with(|| t0.elapsed());
+        self.bytes += text.len();
+        match number_after(text, "\"sequence\":") {
+            Some(s) if s >= 1 && (s as usize) < seen.len() => {
+                let slot = &mut seen[s as usize];
+                if *slot == 0 {
+                    self.distinct += 1;
+                } else {
+                    self.dup += 1;
+                }
+                *slot = slot.saturating_add(1);
+                Some(s)
+            }
+            _ => {
+                self.problem.get_or_insert_with(|| text.to_owned());
+                None
+            }
+        }
+    }
+}
+
+async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     const BATCH: usize = 1000;
     let f = fixture(api, "w6", Some(text_schema())).await?;
     let batches = args.backlog_events.div_ceil(BATCH);
@@ -950,7 +1227,7 @@ async fn w6(args: &Args, api: &Api) -> Result<Row, String> {
             let api = api.clone();
             async move {
                 api.call(
-                    "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
+                    "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id } }",
                     json!({"i": inputs}),
                 )
                 .await
@@ -959,8 +1236,17 @@ async fn w6(args: &Args, api: &Api) -> Result<Row, String> {
         .buffer_unordered(4)
         .collect::<Vec<_>>()
         .await;
-    if let Some(Err(e)) = filled.into_iter().find(|r| r.is_err()) {
-        return Err(e);
+    // The events' ids, for the records-alone row.
+    let mut ids: Vec<String> = Vec::with_capacity(args.backlog_events);
+    for batch in filled {
+        let data = batch?;
+        if let Some(events) = data["publishEvents"].as_array() {
+            ids.extend(
+                events
+                    .iter()
+                    .filter_map(|e| e["id"].as_str().map(str::to_owned)),
+            );
+        }
     }
     eprintln!(
         "w6: {} events published in {:.1} s (not timed)",
@@ -973,75 +1259,778 @@ async fn w6(args: &Args, api: &Api) -> Result<Row, String> {
         json!({"i": {"engineId": engine, "runId": f.run, "engineType": "BenchEngine"}}),
     )
     .await?;
+    // The backlog also holds the run's run_status_changed (sequence 1).
+    let want = args.backlog_events + 1;
     let mut socket = ws_ready(&ws_url(&args.url)).await?;
     let cpu0 = cpu_sample(args.server_pid);
     let t0 = Instant::now();
     ws_subscribe(
         &mut socket,
-        "subscription($r: UUID!, $e: UUID!) { events(runId: $r, engineId: $e) { id sequence priority eventType payload } }",
-        json!({"r": f.run, "e": engine}),
+        "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority eventType payload delivery { leaseId attempt } } }",
+        json!({"r": f.run, "e": engine, "w": args.replay_window}),
     )
     .await?;
-    // The backlog also holds the run's run_status_changed (sequence 1).
-    let want = args.backlog_events + 1;
+    let recorder = Recorder::new(api, engine, args.record_concurrency, t0);
+    let batch_size = args.record_batch.max(1);
+    // A partial batch waits this long for more events before it goes.
+    let linger = Duration::from_millis(5);
     let mut seen = vec![0u8; want + 1];
-    let (mut distinct, mut dup, mut bytes) = (0usize, 0usize, 0usize);
-    let mut first = None;
-    let mut problem = None;
-    while distinct < want {
-        let frame =
-            match tokio::time::timeout(Duration::from_secs(60), read_frame(&mut socket)).await {
+    let mut replay = Replay::default();
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut flush_at = None;
+    let mut sends = Vec::new();
+    let give_up = t0 + Duration::from_secs(args.replay_limit);
+    let mut stopped = false;
+    let mut report = t0 + Duration::from_secs(10);
+    while replay.distinct < want {
+        let now = Instant::now();
+        if now >= give_up {
+            stopped = true;
+            replay.problem = Some(format!(
+                "stopped after {} s (--replay-limit): {} of {want} events read, {} recorded",
+                args.replay_limit,
+                replay.distinct,
+                recorder.accepted.load(Ordering::SeqCst)
+            ));
+            break;
+        }
+        if now >= report {
+            eprintln!(
+                "w6: {:.0} s: {} events read, {} recorded",
+                (now - t0).as_secs_f64(),
+                replay.distinct,
+                recorder.accepted.load(Ordering::SeqCst)
+            );
+            report += Duration::from_secs(10);
+        }
+        let read = tokio::time::timeout(Duration::from_secs(60), read_frame(&mut socket));
+        let frame = tokio::select! {
+            frame = read => match frame {
                 Ok(frame) => frame,
                 Err(_) => {
-                    problem = Some("no event for 60 s".to_owned());
+                    replay.problem = Some(format!(
+                        "no event for 60 s after {} events, {} recorded",
+                        replay.distinct,
+                        recorder.accepted.load(Ordering::SeqCst)
+                    ));
                     break;
                 }
-            };
+            },
+            () = sleep_until(flush_at), if flush_at.is_some() => {
+                sends.push(recorder.send(std::mem::take(&mut batch)));
+                flush_at = None;
+                continue;
+            }
+        };
         match frame {
             Frame::Next(t) => {
-                first.get_or_insert_with(|| t0.elapsed());
-                bytes += t.len();
-                match number_after(&t, "\"sequence\":") {
-                    Some(s) if s >= 1 && (s as usize) <= want => {
-                        let slot = &mut seen[s as usize];
-                        if *slot == 0 {
-                            distinct += 1;
-                        } else {
-                            dup += 1;
-                        }
-                        *slot = slot.saturating_add(1);
+                replay.take(&mut seen, t0, &t);
+                match delivered(&t) {
+                    Some(d) => batch.push((d.id, d.lease)),
+                    None => {
+                        replay.problem.get_or_insert(t);
                     }
-                    _ => {
-                        problem.get_or_insert(t);
-                    }
+                }
+                if batch.len() >= batch_size {
+                    sends.push(recorder.send(std::mem::take(&mut batch)));
+                    flush_at = None;
+                } else if flush_at.is_none() && !batch.is_empty() {
+                    flush_at = Some(tokio::time::Instant::now() + linger);
                 }
             }
             Frame::Ping => pong(&mut socket).await,
             Frame::Other(t) if t.is_empty() => {}
             Frame::Other(t) | Frame::Closed(t) => {
-                problem = Some(t);
+                replay.problem = Some(t);
+                break;
+            }
+        }
+    }
+    let read_secs = t0.elapsed().as_secs_f64();
+    if !batch.is_empty() {
+        sends.push(recorder.send(batch));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let cpu1 = cpu_sample(args.server_pid);
+    let recorded = recorder.accepted.load(Ordering::SeqCst);
+    let refused = recorder.refused.load(Ordering::SeqCst);
+    let requests = recorder.requests.load(Ordering::SeqCst);
+    let record_secs = recorder.last_answer.load(Ordering::SeqCst) as f64 / 1e6;
+    if let Some(p) = &replay.problem {
+        eprintln!("w6 problem: {}", truncate(p, 300));
+    }
+    if let Some(e) = recorder.first_error.lock().unwrap().as_ref() {
+        eprintln!("w6 record error: {e}");
+    }
+    let _ = socket.close(None).await;
+    let mut rows = vec![Row {
+        workload: format!(
+            "W6 backlog replay, maxInFlight {}, recorded",
+            args.replay_window
+        ),
+        throughput: format!(
+            "{} events/s, {} records/s",
+            thousands(replay.distinct as f64 / read_secs),
+            thousands(recorded as f64 / record_secs.max(0.001))
+        ),
+        p50: "-".into(),
+        p99: "-".into(),
+        max: "-".into(),
+        faults: format!(
+            "{} {}, {} dup, {refused} record errors",
+            want - replay.distinct,
+            if stopped {
+                format!("not read in {} s", args.replay_limit)
+            } else {
+                "lost".to_owned()
+            },
+            replay.dup
+        ),
+        cpu: cpu_split(cpu0, cpu1),
+        notes: format!(
+            "{} events in {read_secs:.2} s, all recorded after {record_secs:.2} s, first after {:.0} ms, {} B/msg; {requests} record requests ({:.0} fields each, at most {} in flight); {}",
+            replay.distinct,
+            replay.first.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            replay.bytes / replay.distinct.max(1),
+            recorded as f64 / requests.max(1) as f64,
+            args.record_concurrency,
+            cpu_per(cpu0, cpu1, replay.distinct, "event")
+        ),
+    }];
+
+    // The same run read by sequence, as tooling does: no engine, no
+    // leases, no records.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut socket = ws_ready(&ws_url(&args.url)).await?;
+    let cpu0 = cpu_sample(args.server_pid);
+    let t0 = Instant::now();
+    ws_subscribe(
+        &mut socket,
+        "subscription($r: UUID!) { events(runId: $r, afterSequence: 0) { id sequence priority eventType payload } }",
+        json!({"r": f.run}),
+    )
+    .await?;
+    let mut seen = vec![0u8; want + 1];
+    let mut replay = Replay::default();
+    while replay.distinct < want {
+        let frame =
+            match tokio::time::timeout(Duration::from_secs(60), read_frame(&mut socket)).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    replay.problem = Some("no event for 60 s".to_owned());
+                    break;
+                }
+            };
+        match frame {
+            Frame::Next(t) => {
+                replay.take(&mut seen, t0, &t);
+            }
+            Frame::Ping => pong(&mut socket).await,
+            Frame::Other(t) if t.is_empty() => {}
+            Frame::Other(t) | Frame::Closed(t) => {
+                replay.problem = Some(t);
                 break;
             }
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let cpu1 = cpu_sample(args.server_pid);
-    if let Some(p) = &problem {
-        eprintln!("w6 problem: {}", truncate(p, 300));
+    if let Some(p) = &replay.problem {
+        eprintln!("w6 (afterSequence) problem: {}", truncate(p, 300));
     }
     let _ = socket.close(None).await;
-    Ok(Row {
-        workload: "W6 backlog replay".into(),
-        throughput: format!("{} events/s", thousands(distinct as f64 / elapsed)),
+    let read_only = Row {
+        workload: "W6 replay by afterSequence (read only)".into(),
+        throughput: format!("{} events/s", thousands(replay.distinct as f64 / elapsed)),
         p50: "-".into(),
         p99: "-".into(),
         max: "-".into(),
-        faults: format!("{} lost, {dup} dup", want - distinct),
+        faults: format!("{} lost, {} dup", want - replay.distinct, replay.dup),
         cpu: cpu_split(cpu0, cpu1),
         notes: format!(
-            "{distinct} events in {elapsed:.2} s, first after {:.0} ms, {} B/msg",
-            first.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
-            bytes / distinct.max(1)
+            "{} events in {elapsed:.2} s, first after {:.0} ms, {} B/msg; {}",
+            replay.distinct,
+            replay.first.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
+            replay.bytes / replay.distinct.max(1),
+            cpu_per(cpu0, cpu1, replay.distinct, "event")
+        ),
+    };
+    rows.push(read_only);
+
+    // The record path alone: another engine of the run records the first
+    // 20,000 events the same way (batches, requests in flight), without a
+    // subscription, so without leases (a record without `leaseId` is
+    // accepted) and without the window's refills.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let other = Uuid::new_v4();
+    api.call(
+        "mutation($i: RegisterEngineInput!) { registerEngine(input: $i) { version } }",
+        json!({"i": {"engineId": other, "runId": f.run, "engineType": "BenchEngine"}}),
+    )
+    .await?;
+    let take = ids.len().min(20_000);
+    let cpu0 = cpu_sample(args.server_pid);
+    let t0 = Instant::now();
+    let recorder = Recorder::new(api, other, args.record_concurrency, t0);
+    let sends: Vec<_> = ids[..take]
+        .chunks(batch_size)
+        .map(|chunk| recorder.send(chunk.iter().map(|id| (id.clone(), None)).collect()))
+        .collect();
+    for s in sends {
+        let _ = s.await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu1 = cpu_sample(args.server_pid);
+    let recorded = recorder.accepted.load(Ordering::SeqCst);
+    if let Some(e) = recorder.first_error.lock().unwrap().as_ref() {
+        eprintln!("w6 (records alone) error: {e}");
+    }
+    rows.push(Row {
+        workload: "W6 records alone (no subscription)".into(),
+        throughput: format!("{} records/s", thousands(recorded as f64 / secs)),
+        p50: "-".into(),
+        p99: "-".into(),
+        max: "-".into(),
+        faults: format!(
+            "{} record errors",
+            recorder.refused.load(Ordering::SeqCst)
+        ),
+        cpu: cpu_split(cpu0, cpu1),
+        notes: format!(
+            "{recorded} of the run's events recorded in {secs:.2} s by a second engine, {} requests of up to {batch_size} fields, at most {} in flight, no leaseId; {}",
+            recorder.requests.load(Ordering::SeqCst),
+            args.record_concurrency,
+            cpu_per(cpu0, cpu1, recorded, "record")
+        ),
+    });
+    Ok(rows)
+}
+
+/// One event a w7 handler worked on; times in µs after the workload's epoch.
+#[derive(Clone, Copy)]
+struct Handled {
+    sequence: i64,
+    priority: i64,
+    attempt: i64,
+    /// When the handler asked for its next event: it had sent the record of
+    /// the previous one (for the first, it had subscribed).
+    ready: u64,
+    /// When it took this event from its queue.
+    take: u64,
+    record_sent: u64,
+    record_done: u64,
+    /// The server accepted the record.
+    recorded: bool,
+}
+
+/// One event the w7 publisher sent; times in µs after the epoch.
+#[derive(Clone, Copy)]
+struct Published {
+    sent: u64,
+    /// When the publisher had the server's answer: committed by then.
+    acked: u64,
+    priority: i64,
+    /// The engine it was targeted at (an index); `None`: every engine.
+    target: Option<usize>,
+}
+
+/// A w7 engine's shared parts.
+#[derive(Clone)]
+struct W7Engine {
+    api: Api,
+    engine: Uuid,
+    handle: Duration,
+    epoch: Instant,
+    log: Arc<Mutex<Vec<Handled>>>,
+    stop: watch::Receiver<bool>,
+}
+
+type Problem = Option<String>;
+
+impl W7Engine {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Runs the engine on a subscribed socket: a reader task reads the
+    /// websocket eagerly into an unbounded queue (as Python gql and Node
+    /// graphql-ws clients do), and a handler takes one event at a time
+    /// from it, works `handle` on it, records it with its lease, and only
+    /// then takes the next.
+    fn start(
+        self,
+        mut socket: Ws,
+        subscribed: u64,
+    ) -> (
+        tokio::task::JoinHandle<Problem>,
+        tokio::task::JoinHandle<Problem>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Delivered>();
+        let mut stop = self.stop.clone();
+        let reader = tokio::spawn(async move {
+            let mut problem = None;
+            loop {
+                let frame = tokio::select! {
+                    frame = read_frame(&mut socket) => frame,
+                    _ = stop.changed() => break,
+                };
+                match frame {
+                    Frame::Next(t) => match delivered(&t) {
+                        Some(d) => {
+                            if tx.send(d).is_err() {
+                                break;
+                            }
+                        }
+                        None => {
+                            problem.get_or_insert(t);
+                        }
+                    },
+                    Frame::Ping => pong(&mut socket).await,
+                    Frame::Other(t) if t.is_empty() => {}
+                    Frame::Other(t) | Frame::Closed(t) => {
+                        problem.get_or_insert(t);
+                        break;
+                    }
+                }
+            }
+            let _ = socket.close(None).await;
+            problem
+        });
+        let handler = tokio::spawn(async move {
+            let mut stop = self.stop.clone();
+            let mut ready = subscribed;
+            let mut problem = None;
+            loop {
+                let d = tokio::select! {
+                    d = rx.recv() => match d {
+                        Some(d) => d,
+                        None => break,
+                    },
+                    _ = stop.changed() => break,
+                };
+                let take = self.now();
+                tokio::time::sleep(self.handle).await;
+                let record_sent = self.now();
+                let body = records_body(self.engine, &[(d.id, d.lease)]);
+                let recorded = match self.api.post_any(body).await {
+                    Ok(text) if text.contains("\"attempts\":") => true,
+                    Ok(text) => {
+                        problem.get_or_insert_with(|| truncate(&text, 300).to_owned());
+                        false
+                    }
+                    Err(e) => {
+                        problem.get_or_insert(e);
+                        false
+                    }
+                };
+                let record_done = self.now();
+                self.log.lock().unwrap().push(Handled {
+                    sequence: d.sequence,
+                    priority: d.priority,
+                    attempt: d.attempt,
+                    ready,
+                    take,
+                    record_sent,
+                    record_done,
+                    recorded,
+                });
+                ready = record_sent;
+            }
+            problem
+        });
+        (reader, handler)
+    }
+}
+
+/// A reproducible pseudo-random number of `i` (splitmix64).
+fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+async fn w7(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
+    let mut rows = Vec::new();
+    for (i, window) in args.w7_windows.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        rows.push(w7_once(args, api, *window).await?);
+    }
+    Ok(rows)
+}
+
+/// Priority inversions seen by one engine's handler. Handler takes are in
+/// the log's order. Event A is inverted against B, a less urgent event
+/// that the handler took, when A was routed to this engine, its publish
+/// had been answered (so it was committed) before the handler asked for
+/// its next event (`ready`: it sent the record of the event before B),
+/// and the handler took A after B, or never. An A committed later, while B
+/// was already chosen or in flight, is not an inversion: those are
+/// counted apart as in-flight overtakes (answered before B was taken).
+#[derive(Default)]
+struct Inversions {
+    /// Pairs (A, B).
+    pairs: usize,
+    /// Takes B with at least one A.
+    takes: usize,
+    /// Pairs where A was answered after `ready` but before B was taken.
+    in_flight: usize,
+}
+
+fn inversions(
+    log: &[Handled],
+    routed: &[(i64, &Published)],
+    first_take: &HashMap<i64, u64>,
+) -> Inversions {
+    let mut out = Inversions::default();
+    // Most urgent first, so each B looks only at the more urgent As.
+    let mut by_priority: Vec<(i64, u64, u64)> = routed
+        .iter()
+        .map(|(seq, p)| {
+            let take = first_take.get(seq).copied().unwrap_or(u64::MAX);
+            (p.priority, p.acked, take)
+        })
+        .collect();
+    by_priority.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+    for b in log {
+        if first_take.get(&b.sequence) != Some(&b.take) {
+            continue;
+        }
+        let mut inverted = false;
+        for &(priority, acked, take) in &by_priority {
+            if priority <= b.priority {
+                break;
+            }
+            if take <= b.take {
+                continue;
+            }
+            if acked < b.ready {
+                out.pairs += 1;
+                inverted = true;
+            } else if acked < b.take {
+                out.in_flight += 1;
+            }
+        }
+        out.takes += usize::from(inverted);
+    }
+    out
+}
+
+async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
+    let f = fixture(api, "w7", None).await?;
+    let n = args.w7_engines.max(1);
+    let mut engines = Vec::new();
+    for _ in 0..n {
+        let id = Uuid::new_v4();
+        api.call(
+            "mutation($i: RegisterEngineInput!) { registerEngine(input: $i) { version } }",
+            json!({"i": {"engineId": id, "runId": f.run, "engineType": "BenchEngine"}}),
+        )
+        .await?;
+        engines.push(id);
+    }
+    let epoch = Instant::now();
+    let now = move || epoch.elapsed().as_micros() as u64;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let url = ws_url(&args.url);
+    let mut logs = Vec::new();
+    let mut tasks = Vec::new();
+    for id in &engines {
+        let mut socket = ws_ready(&url).await?;
+        ws_subscribe(
+            &mut socket,
+            "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority delivery { leaseId attempt } } }",
+            json!({"r": f.run, "e": id, "w": window}),
+        )
+        .await?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        logs.push(log.clone());
+        let engine = W7Engine {
+            api: api.clone(),
+            engine: *id,
+            handle: Duration::from_millis(args.w7_handle_ms),
+            epoch,
+            log,
+            stop: stop_rx.clone(),
+        };
+        tasks.push(engine.start(socket, now()));
+    }
+    let publish_query = "mutation($e: EventInput!) { publishEvent(input: $e) { sequence } }";
+    let input = |i: u64, priority: i64, target: Option<usize>| {
+        let mut e = json!({"runId": f.run, "eventType": f.event_type, "priority": priority, "payload": {"i": i}});
+        if let Some(t) = target {
+            e["targetEngineId"] = json!(engines[t]);
+        }
+        json!({ "e": e })
+    };
+    // Warm up: every engine handles one event (after the run's
+    // run_status_changed), so every subscription is live before measuring.
+    let targets: Vec<Option<usize>> = if args.w7_broadcast {
+        vec![None]
+    } else {
+        (0..n).map(Some).collect()
+    };
+    let mut warm = Vec::new();
+    for t in &targets {
+        let data = api.call(publish_query, input(0, 0, *t)).await?;
+        warm.push(
+            data["publishEvent"]["sequence"]
+                .as_i64()
+                .ok_or("no sequence")?,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = logs
+            .iter()
+            .enumerate()
+            .filter(|(e, log)| {
+                let log = log.lock().unwrap();
+                let mine = if args.w7_broadcast { warm[0] } else { warm[*e] };
+                log.iter().any(|h| h.sequence == mine)
+            })
+            .count();
+        if live == n {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = stop_tx.send(true);
+            let mut problem = String::new();
+            for (reader, handler) in tasks {
+                for t in [reader, handler] {
+                    if let Ok(Some(p)) = t.await {
+                        problem = p;
+                    }
+                }
+            }
+            return Err(format!(
+                "w7: only {live} of {n} engines handled their warm-up event in 30 s {}",
+                truncate(&problem, 200)
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The paced publisher: open loop, one task per event, at most 256 in flight.
+    let count = (args.w7_rate * args.duration) as usize;
+    let published: Arc<Mutex<HashMap<i64, Published>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(count)));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let in_flight = Arc::new(Semaphore::new(256));
+    let mut ticker =
+        tokio::time::interval(Duration::from_nanos(1_000_000_000 / args.w7_rate.max(1)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let cpu0 = cpu_sample(args.server_pid);
+    let publish_start = now();
+    let mut publishers = Vec::new();
+    for i in 0..count as u64 {
+        ticker.tick().await;
+        let permit = in_flight.clone().acquire_owned().await.expect("semaphore");
+        let priority = (mix(i) % 10) as i64;
+        let target = (!args.w7_broadcast).then_some(i as usize % n);
+        let body = json!({"query": publish_query, "variables": input(i + 1, priority, target)})
+            .to_string();
+        let (api, published, errors) = (api.clone(), published.clone(), errors.clone());
+        publishers.push(tokio::spawn(async move {
+            let sent = now();
+            match api.post(body).await {
+                Ok(text) => match number_after(&text, "\"sequence\":") {
+                    Some(seq) => {
+                        let acked = now();
+                        published.lock().unwrap().insert(
+                            seq,
+                            Published {
+                                sent,
+                                acked,
+                                priority,
+                                target,
+                            },
+                        );
+                    }
+                    None => {
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                },
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::SeqCst) == 0 {
+                        eprintln!("w7 publish error: {e}");
+                    }
+                }
+            }
+            drop(permit);
+        }));
+    }
+    for p in publishers {
+        let _ = p.await;
+    }
+    let publish_end = now();
+    let cpu1 = cpu_sample(args.server_pid);
+    let published = published.lock().unwrap().clone();
+    let routed_to = |p: &Published, e: usize| p.target.is_none_or(|t| t == e);
+    let expected: Vec<usize> = (0..n)
+        .map(|e| published.values().filter(|p| routed_to(p, e)).count())
+        .collect();
+    let handled_by = |e: usize, until: u64| {
+        let log = logs[e].lock().unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for h in log.iter() {
+            if h.recorded && h.record_done <= until && published.contains_key(&h.sequence) {
+                seen.insert(h.sequence);
+            }
+        }
+        seen.len()
+    };
+    let in_window: usize = (0..n).map(|e| handled_by(e, publish_end)).sum();
+    // Handled per second in the first and the last quarter of the window:
+    // whether the engines slow down as the run grows.
+    let quarter = (publish_end - publish_start) / 4;
+    let done_between = |from: u64, to: u64| {
+        logs.iter()
+            .map(|log| {
+                log.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|h| {
+                        h.recorded
+                            && (from..to).contains(&h.record_done)
+                            && published.contains_key(&h.sequence)
+                    })
+                    .count()
+            })
+            .sum::<usize>() as f64
+            / (quarter.max(1) as f64 / 1e6)
+    };
+    let first_quarter = done_between(publish_start, publish_start + quarter);
+    let last_quarter = done_between(publish_end - quarter, publish_end);
+    let backlog: usize = expected.iter().sum::<usize>() - in_window;
+    // Drain: the engines work off their backlogs (2 minutes at most).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (0..n).any(|e| handled_by(e, u64::MAX) < expected[e]) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(true);
+    let mut problems = Vec::new();
+    for (reader, handler) in tasks {
+        for t in [reader, handler] {
+            if let Ok(Some(p)) = t.await {
+                problems.push(p);
+            }
+        }
+    }
+    if let Some(p) = problems.first() {
+        eprintln!(
+            "w7 engine problem ({} in all): {}",
+            problems.len(),
+            truncate(p, 300)
+        );
+    }
+
+    // The figures, over the measured events (warm-ups and the run's
+    // run_status_changed left out).
+    let (mut latency, mut gaps, mut record_lat) = (Vec::new(), Vec::new(), Vec::new());
+    let mut by_priority: Vec<Vec<u64>> = vec![Vec::new(); 10];
+    let (mut handled, mut again, mut refused, mut redelivered) = (0usize, 0usize, 0usize, 0usize);
+    let mut inv = Inversions::default();
+    let mut last_done = publish_end;
+    for (e, log) in logs.iter().enumerate() {
+        let log: Vec<Handled> = log.lock().unwrap().clone();
+        let mut first_take: HashMap<i64, u64> = HashMap::new();
+        let mut prev_done = None;
+        for h in &log {
+            let measured = published.get(&h.sequence);
+            if measured.is_some() {
+                record_lat.push(h.record_done - h.record_sent);
+                refused += usize::from(!h.recorded);
+                redelivered += usize::from(h.attempt > 1);
+                if let Some(prev) = prev_done {
+                    gaps.push(h.take.saturating_sub(prev));
+                }
+            }
+            prev_done = Some(h.record_done);
+            let Some(p) = measured else { continue };
+            if first_take.contains_key(&h.sequence) {
+                again += 1;
+                continue;
+            }
+            first_take.insert(h.sequence, h.take);
+            handled += 1;
+            last_done = last_done.max(h.record_done);
+            let l = h.record_done.saturating_sub(p.sent);
+            latency.push(l);
+            if let Some(v) = by_priority.get_mut(p.priority as usize) {
+                v.push(l);
+            }
+        }
+        let routed: Vec<(i64, &Published)> = published
+            .iter()
+            .filter(|(_, p)| routed_to(p, e))
+            .map(|(s, p)| (*s, p))
+            .collect();
+        let measured_log: Vec<Handled> = log
+            .iter()
+            .filter(|h| published.contains_key(&h.sequence))
+            .copied()
+            .collect();
+        let i = inversions(&measured_log, &routed, &first_take);
+        inv.pairs += i.pairs;
+        inv.takes += i.takes;
+        inv.in_flight += i.in_flight;
+    }
+    for v in [&mut latency, &mut gaps, &mut record_lat] {
+        v.sort_unstable();
+    }
+    for v in &mut by_priority {
+        v.sort_unstable();
+    }
+    let want: usize = expected.iter().sum();
+    let window_secs = (publish_end - publish_start) as f64 / 1e6;
+    let drain_secs = (last_done.saturating_sub(publish_end)) as f64 / 1e6;
+    let p50_of = |p: usize| ms(pct(&by_priority[p], 50.0));
+    Ok(Row {
+        workload: format!(
+            "W7 {n} engines, maxInFlight {window}, {} ms/event{}",
+            args.w7_handle_ms,
+            if args.w7_broadcast { ", broadcast" } else { "" }
+        ),
+        throughput: format!(
+            "{} events handled/s ({} published/s)",
+            thousands(in_window as f64 / window_secs),
+            thousands(published.len() as f64 / window_secs)
+        ),
+        p50: ms(pct(&latency, 50.0)),
+        p99: ms(pct(&latency, 99.0)),
+        max: ms(pct(&latency, 100.0)),
+        faults: format!(
+            "**{} inversions** ({} takes), {} unhandled, {refused} record errors, {} publish errors, {redelivered} redelivered, {again} handled twice",
+            inv.pairs,
+            inv.takes,
+            want - handled,
+            errors.load(Ordering::SeqCst)
+        ),
+        cpu: cpu_split(cpu0, cpu1),
+        notes: format!(
+            "{} events published in {window_secs:.1} s ({}), handled/s in its first / last quarter {} / {}, backlog {backlog} at its end, drained {drain_secs:.1} s later; latency = publish sent to record answered; p50 by priority 9/5/0: {} / {} / {} ms; {} in-flight overtakes (not inversions); handler idle between record answered and next take p50 {} p99 {} ms; recordProcessing p50 {} p99 {} ms; {}",
+            published.len(),
+            if args.w7_broadcast {
+                "untargeted: every engine gets every event".to_owned()
+            } else {
+                format!("targeted round-robin, {} per engine", published.len() / n)
+            },
+            thousands(first_quarter),
+            thousands(last_quarter),
+            p50_of(9),
+            p50_of(5),
+            p50_of(0),
+            inv.in_flight,
+            ms(pct(&gaps, 50.0)),
+            ms(pct(&gaps, 99.0)),
+            ms(pct(&record_lat, 50.0)),
+            ms(pct(&record_lat, 99.0)),
+            cpu_per(cpu0, cpu1, in_window, "event handled")
         ),
     })
 }
@@ -1191,7 +2180,7 @@ fn print_table(args: &Args, rows: &[Row]) {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let names: Vec<String> = if args.workload == "all" {
-        ["w1", "w2", "w3", "w4", "w5", "w6", "rss"]
+        ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "rss"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -1211,7 +2200,8 @@ async fn main() -> Result<(), String> {
             "w3" => w3(&args, &api).await.map(|r| vec![r]),
             "w4" => w4(&args, &api).await.map(|r| vec![r]),
             "w5" => w5(&args, &api).await.map(|r| vec![r]),
-            "w6" => w6(&args, &api).await.map(|r| vec![r]),
+            "w6" => w6(&args, &api).await,
+            "w7" => w7(&args, &api).await,
             "rss" => rss(&args, &api).await,
             other => Err(format!("unknown workload {other:?}")),
         };
