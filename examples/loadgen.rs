@@ -1679,6 +1679,8 @@ struct Inversions {
     takes: usize,
     /// Pairs where A was answered after `ready` but before B was taken.
     in_flight: usize,
+    /// The first few pairs, described (times in ms after the epoch).
+    examples: Vec<String>,
 }
 
 fn inversions(
@@ -1688,20 +1690,21 @@ fn inversions(
 ) -> Inversions {
     let mut out = Inversions::default();
     // Most urgent first, so each B looks only at the more urgent As.
-    let mut by_priority: Vec<(i64, u64, u64)> = routed
+    let mut by_priority: Vec<(i64, u64, u64, i64)> = routed
         .iter()
         .map(|(seq, p)| {
             let take = first_take.get(seq).copied().unwrap_or(u64::MAX);
-            (p.priority, p.acked, take)
+            (p.priority, p.acked, take, *seq)
         })
         .collect();
     by_priority.sort_unstable_by_key(|a| std::cmp::Reverse(a.0));
+    let at = |us: u64| us as f64 / 1000.0;
     for b in log {
         if first_take.get(&b.sequence) != Some(&b.take) {
             continue;
         }
         let mut inverted = false;
-        for &(priority, acked, take) in &by_priority {
+        for &(priority, acked, take, seq) in &by_priority {
             if priority <= b.priority {
                 break;
             }
@@ -1711,6 +1714,17 @@ fn inversions(
             if acked < b.ready {
                 out.pairs += 1;
                 inverted = true;
+                if out.examples.len() < 3 {
+                    out.examples.push(format!(
+                        "event {seq} (priority {priority}, publish answered at {:.1} ms, taken at {:.1}) after event {} (priority {}, handler ready at {:.1}, took it at {:.1})",
+                        at(acked),
+                        at(take),
+                        b.sequence,
+                        b.priority,
+                        at(b.ready),
+                        at(b.take)
+                    ));
+                }
             } else if acked < b.take {
                 out.in_flight += 1;
             }
@@ -1979,6 +1993,9 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
         inv.pairs += i.pairs;
         inv.takes += i.takes;
         inv.in_flight += i.in_flight;
+        for example in i.examples {
+            eprintln!("w7 inversion, engine {e}: {example}");
+        }
     }
     for v in [&mut latency, &mut gaps, &mut record_lat] {
         v.sort_unstable();
@@ -2013,7 +2030,7 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
         ),
         cpu: cpu_split(cpu0, cpu1),
         notes: format!(
-            "{} events published in {window_secs:.1} s ({}), handled/s in its first / last quarter {} / {}, backlog {backlog} at its end, drained {drain_secs:.1} s later; latency = publish sent to record answered; p50 by priority 9/5/0: {} / {} / {} ms; {} in-flight overtakes (not inversions); handler idle between record answered and next take p50 {} p99 {} ms; recordProcessing p50 {} p99 {} ms; {}",
+            "{} events published in {window_secs:.1} s ({}), handled/s in its first / last quarter {} / {}, backlog {backlog} at its end, drained {drain_secs:.1} s later ({} handled/s with the publisher stopped); latency = publish sent to record answered; p50 by priority 9/5/0: {} / {} / {} ms; {} in-flight overtakes (not inversions); handler idle between record answered and next take p50 {} p99 {} ms; recordProcessing p50 {} p99 {} ms; {}",
             published.len(),
             if args.w7_broadcast {
                 "untargeted: every engine gets every event".to_owned()
@@ -2022,6 +2039,7 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
             },
             thousands(first_quarter),
             thousands(last_quarter),
+            thousands(handled.saturating_sub(in_window) as f64 / drain_secs.max(0.001)),
             p50_of(9),
             p50_of(5),
             p50_of(0),
