@@ -168,11 +168,17 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
         )
         .exec_with_returning(txn)
         .await?;
-    let etype = event_type::Entity::find_by_id(event.event_type.clone())
-        .one(txn)
-        .await?;
-    let max_attempts = etype.as_ref().map_or(1, |t| t.max_attempts);
     let failed = input.status == ProcessingStatus::Failed;
+    // Only a failure asks about attempts and backoff: the common record
+    // (PROCESSED, SKIPPED) saves the statement, one of about six.
+    let etype = if failed {
+        event_type::Entity::find_by_id(event.event_type.clone())
+            .one(txn)
+            .await?
+    } else {
+        None
+    };
+    let max_attempts = etype.as_ref().map_or(1, |t| t.max_attempts);
     let retry = failed && processing.attempts < max_attempts;
     let not_before = retry.then(|| {
         let delay = match input.retry_after_seconds {
