@@ -5,7 +5,9 @@
 
 use chrono::TimeDelta;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QuerySelect,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -81,11 +83,13 @@ fn check_error(input: &Record) -> AppResult<()> {
     Ok(())
 }
 
-/// Loads the event and the engine of a record and checks that they belong together.
-async fn load_pair<C: ConnectionTrait>(
+/// Loads the event of a record and checks that its engine is registered in
+/// the event's run. Only the engine's run is read: its state can be a
+/// mebibyte of JSON that a record has no use for.
+async fn load_event<C: ConnectionTrait>(
     conn: &C,
     input: &Record,
-) -> AppResult<(event_instance::Model, engine_state::Model)> {
+) -> AppResult<event_instance::Model> {
     let event = event_instance::Entity::find_by_id(input.event_id)
         .one(conn)
         .await?
@@ -95,7 +99,10 @@ async fn load_pair<C: ConnectionTrait>(
                 format!("event {} not found", input.event_id),
             )
         })?;
-    let engine = engine_state::Entity::find_by_id(input.engine_id)
+    let engine_run: Uuid = engine_state::Entity::find_by_id(input.engine_id)
+        .select_only()
+        .column(engine_state::Column::RunId)
+        .into_tuple()
         .one(conn)
         .await?
         .ok_or_else(|| {
@@ -104,16 +111,16 @@ async fn load_pair<C: ConnectionTrait>(
                 format!("engine {} is not registered", input.engine_id),
             )
         })?;
-    if engine.run_id != event.run_id {
+    if engine_run != event.run_id {
         return Err(AppError::bad_input(
             "input.engineId",
             format!(
                 "engine {} belongs to another run than the event",
-                engine.engine_id
+                input.engine_id
             ),
         ));
     }
-    Ok((event, engine))
+    Ok(event)
 }
 
 /// What writing a record did, besides the record.
@@ -147,7 +154,7 @@ impl Recorded {
 /// `lease_id`), and publishes `error_occurred` when this failure is final.
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     use event_processing::Column as P;
-    let (event, _engine) = load_pair(txn, input).await?;
+    let event = load_event(txn, input).await?;
     let row = event_processing::ActiveModel {
         event_id: Set(input.event_id),
         engine_id: Set(input.engine_id),
