@@ -3,7 +3,8 @@
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -207,16 +208,41 @@ pub async fn get_in_run(
     run_id: Uuid,
     field: &str,
 ) -> AppResult<engine_state::Model> {
-    let engine = get(ctx, engine_id).await?.ok_or_else(|| {
-        AppError::not_found(field, format!("engine {engine_id} is not registered"))
-    })?;
-    if engine.run_id != run_id {
-        return Err(AppError::bad_input(
+    let engine = get(ctx, engine_id).await?;
+    in_run(engine_id, engine.as_ref().map(|e| e.run_id), run_id, field)?;
+    engine.ok_or_else(|| AppError::internal("engine checked but absent"))
+}
+
+/// Checks inside `conn` (a transaction) that the engine is registered in
+/// `run_id`, reading only its run: its state can be a mebibyte of JSON.
+pub async fn require_in_run<C: ConnectionTrait>(
+    conn: &C,
+    engine_id: Uuid,
+    run_id: Uuid,
+    field: &str,
+) -> AppResult<()> {
+    let engine_run: Option<Uuid> = engine_state::Entity::find_by_id(engine_id)
+        .select_only()
+        .column(engine_state::Column::RunId)
+        .into_tuple()
+        .one(conn)
+        .await?;
+    in_run(engine_id, engine_run, run_id, field)
+}
+
+/// The errors of an engine that is missing or registered in another run.
+fn in_run(engine_id: Uuid, engine_run: Option<Uuid>, run_id: Uuid, field: &str) -> AppResult<()> {
+    match engine_run {
+        None => Err(AppError::not_found(
+            field,
+            format!("engine {engine_id} is not registered"),
+        )),
+        Some(r) if r != run_id => Err(AppError::bad_input(
             field,
             format!("engine {engine_id} belongs to another run"),
-        ));
+        )),
+        Some(_) => Ok(()),
     }
-    Ok(engine)
 }
 
 /// Notes a sign of life of the engine (`lastSeenAt`), as its subscription

@@ -5,9 +5,7 @@
 
 use chrono::TimeDelta;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -84,8 +82,7 @@ fn check_error(input: &Record) -> AppResult<()> {
 }
 
 /// Loads the event of a record and checks that its engine is registered in
-/// the event's run. Only the engine's run is read: its state can be a
-/// mebibyte of JSON that a record has no use for.
+/// the event's run.
 async fn load_event<C: ConnectionTrait>(
     conn: &C,
     input: &Record,
@@ -99,27 +96,7 @@ async fn load_event<C: ConnectionTrait>(
                 format!("event {} not found", input.event_id),
             )
         })?;
-    let engine_run: Uuid = engine_state::Entity::find_by_id(input.engine_id)
-        .select_only()
-        .column(engine_state::Column::RunId)
-        .into_tuple()
-        .one(conn)
-        .await?
-        .ok_or_else(|| {
-            AppError::not_found(
-                "input.engineId",
-                format!("engine {} is not registered", input.engine_id),
-            )
-        })?;
-    if engine_run != event.run_id {
-        return Err(AppError::bad_input(
-            "input.engineId",
-            format!(
-                "engine {} belongs to another run than the event",
-                input.engine_id
-            ),
-        ));
-    }
+    super::engine::require_in_run(conn, input.engine_id, event.run_id, "input.engineId").await?;
     Ok(event)
 }
 
