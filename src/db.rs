@@ -112,9 +112,28 @@ impl Db {
         })
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. On SQLite they run in one
+    /// transaction, on one connection: across the pool, a connection that
+    /// last read the schema before a table was rebuilt may still see the
+    /// old table, and a failed migration leaves nothing half done.
     pub async fn migrate(&self) -> Result<(), DbErr> {
-        Migrator::up(&self.conn, None).await
+        if self.conn.get_database_backend() != DatabaseBackend::Sqlite {
+            return Migrator::up(&self.conn, None).await;
+        }
+        let txn = self.conn.begin().await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await
+    }
+
+    /// Rolls every migration back (as [`Db::migrate`], in one transaction on
+    /// SQLite); the migration test's way down.
+    pub async fn migrate_down(&self) -> Result<(), DbErr> {
+        if self.conn.get_database_backend() != DatabaseBackend::Sqlite {
+            return Migrator::down(&self.conn, None).await;
+        }
+        let txn = self.conn.begin().await?;
+        Migrator::down(&txn, None).await?;
+        txn.commit().await
     }
 
     /// The backend behind the pool.

@@ -8,6 +8,7 @@ mod m20261126_000002_seed_event_types;
 mod m20261127_000001_add_engine_owner;
 mod m20261127_000002_partial_idempotency_index;
 mod m20261202_000001_add_leased_delivery;
+mod m20261203_000001_add_engine_groups;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_add_engine_owner::Migration),
             Box::new(m20261127_000002_partial_idempotency_index::Migration),
             Box::new(m20261202_000001_add_leased_delivery::Migration),
+            Box::new(m20261203_000001_add_engine_groups::Migration),
         ]
     }
 }

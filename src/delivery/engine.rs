@@ -64,6 +64,8 @@ struct Held {
     lease_id: Uuid,
     expires: DateTime<Utc>,
     at: Position,
+    /// It has a partition key: its record lets the key's next event go.
+    keyed: bool,
 }
 
 /// An event's place in priority order (most urgent first), with its id.
@@ -342,6 +344,10 @@ impl EngineStream {
             } if engine_id == self.request.engine.engine_id => {
                 let held = self.in_flight.remove(&event_id);
                 self.dirty = true;
+                if held.is_some_and(|h| h.keyed) {
+                    // The key's next event may lie before the scan position.
+                    self.rescan();
+                }
                 if again {
                     // Back now, or after a backoff (then the timer rescans).
                     match held {
@@ -350,6 +356,11 @@ impl EngineStream {
                     }
                     self.timers_stale = true;
                 }
+            }
+            LeaseNews::Recorded { again: true, .. } if self.request.engine.group_id.is_some() => {
+                // Another member's failure: the event comes back to the group.
+                self.rescan();
+                self.timers_stale = true;
             }
             LeaseNews::Recorded { .. } => {}
             LeaseNews::Released => self.rescan(),
@@ -464,6 +475,7 @@ impl EngineStream {
             .iter()
             .map(|e| Wanted {
                 event_id: e.id,
+                recipient_id: pending::recipient(e, &self.request.engine),
                 seconds: self
                     .request
                     .lease_seconds
@@ -482,6 +494,7 @@ impl EngineStream {
                 lease_id: delivery.lease_id.unwrap_or_default(),
                 expires: delivery.lease_expires_at.unwrap_or_else(Utc::now),
                 at: position(&event),
+                keyed: event.partition_key.is_some(),
             };
             self.in_flight.insert(event.id, held);
             self.ready.push_back(Delivered {
@@ -520,13 +533,12 @@ impl EngineStream {
 
 impl Drop for EngineStream {
     /// A subscription that ends (socket closed, client completed, server
-    /// stopping) releases what it holds, so the events go out again at once.
+    /// stopping) releases what it holds, so the events go out again at once;
+    /// a group member's partition keys go to the other members.
     fn drop(&mut self) {
         self.ctx.metrics.in_flight(-(self.counted as f64));
         let leases: Vec<Uuid> = self.in_flight.values().map(|h| h.lease_id).collect();
-        if leases.is_empty() {
-            return;
-        }
+        let grouped = self.request.engine.group_id.is_some();
         if tokio::runtime::Handle::try_current().is_err() {
             return;
         }
@@ -534,8 +546,11 @@ impl Drop for EngineStream {
         let engine_id = self.request.engine.engine_id;
         let run_id = self.request.engine.run_id;
         self.hub.release(async move {
+            if let Err(err) = service::engine::unsubscribed(&ctx, engine_id).await {
+                tracing::warn!(%engine_id, error = %err, "ending the subscription failed");
+            }
             match lease::release(&ctx, engine_id, &leases).await {
-                Ok(0) => {}
+                Ok(0) if !grouped => {}
                 Ok(_) => ctx.announce_released(run_id),
                 Err(err) => tracing::warn!(%engine_id, error = %err, "releasing leases failed"),
             }

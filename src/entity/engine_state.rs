@@ -19,6 +19,11 @@ pub struct Model {
     pub last_seen_at: DateTimeUtc,
     /// The API key that registered the engine (none when the server is open).
     pub registered_by: Option<Uuid>,
+    /// The group it shares its run's work with, if any.
+    pub group_id: Option<Uuid>,
+    /// While a subscription of the engine is open (renewed as it lives, cleared
+    /// when it ends): the partition keys it has stay with it until then.
+    pub subscribed_until: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

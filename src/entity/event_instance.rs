@@ -23,6 +23,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// A delayed event is pending for engines only from this time.
     pub deliver_at: Option<DateTimeUtc>,
+    /// Events of one key go to a recipient one at a time, in sequence order.
+    pub partition_key: Option<String>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::error::LoadError;
 use crate::entity::{
-    agent_template, event_delivery, event_instance, event_processing, event_type, scenario_run,
-    scenario_template,
+    agent_template, engine_group, event_delivery, event_instance, event_processing, event_type,
+    scenario_run, scenario_template,
 };
 use crate::service::{self, Ctx};
 
@@ -41,6 +41,12 @@ pub struct EventTypeName(pub String);
 /// The live leases of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InFlightOf(pub Uuid);
+/// An engine group by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GroupId(pub Uuid);
+/// How many events are outstanding for an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PendingCountOf(pub Uuid);
 
 impl Loader<RunId> for Loaders {
     type Value = scenario_run::Model;
@@ -152,8 +158,39 @@ impl Loader<InFlightOf> for Loaders {
         let mut out: HashMap<InFlightOf, Self::Value> =
             keys.iter().map(|k| (*k, Vec::new())).collect();
         for row in rows {
-            out.entry(InFlightOf(row.engine_id)).or_default().push(row);
+            if let Some(engine_id) = row.engine_id {
+                out.entry(InFlightOf(engine_id)).or_default().push(row);
+            }
         }
         Ok(out)
+    }
+}
+
+impl Loader<GroupId> for Loaders {
+    type Value = engine_group::Model;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[GroupId]) -> Result<HashMap<GroupId, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let rows = service::engine::groups(&self.ctx, &ids).await?;
+        Ok(rows.into_iter().map(|g| (GroupId(g.id), g)).collect())
+    }
+}
+
+impl Loader<PendingCountOf> for Loaders {
+    type Value = i64;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[PendingCountOf],
+    ) -> Result<HashMap<PendingCountOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let engines = service::engine::get_many(&self.ctx, &ids).await?;
+        let counts = service::pending::counts(&self.ctx, &engines).await?;
+        Ok(counts
+            .into_iter()
+            .map(|(id, n)| (PendingCountOf(id), n))
+            .collect())
     }
 }

@@ -125,6 +125,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
                 run_id,
                 engine_type: engine_type.into(),
                 state: Some(state),
+                group: None,
             },
         )
         .await?;
@@ -405,6 +406,7 @@ fn story(run_id: Uuid, engines: &[Uuid]) -> Vec<NewEvent> {
                 target_engine_type: None,
                 idempotency_key: Some(format!("demo-{round}-{i}")),
                 deliver_at: None,
+                partition_key: None,
             });
         }
     }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::auth::{Access, Principal};
 use super::{Ctx, json_size, now};
-use crate::entity::engine_state;
+use crate::entity::{engine_group, engine_state};
 use crate::error::{AppError, AppResult};
 
 /// An engine is online while its last sign of life is younger than this.
@@ -33,6 +33,8 @@ pub struct Registration {
     pub engine_type: String,
     /// Its initial state, used only when the engine is new.
     pub state: Option<Value>,
+    /// The group of engines of its type it shares the run's work with.
+    pub group: Option<String>,
 }
 
 /// Checks a state against the size limit.
@@ -56,15 +58,20 @@ pub async fn register(
 ) -> AppResult<engine_state::Model> {
     principal.require(Access::Engine)?;
     let engine_type = super::check_name("input.engineType", &input.engine_type)?;
+    let group_name = match &input.group {
+        Some(name) => Some(super::check_name("input.group", name)?),
+        None => None,
+    };
     if let Some(id) = input.engine_id
         && let Some(existing) = get(ctx, id).await?
     {
         // Refused now rather than at its first save: an engine key resumes
         // only the engines it registered.
         principal.require_owner(existing.registered_by)?;
-        return existing_matches(existing, input.run_id, &engine_type);
+        let group = group_of(ctx, &existing).await?;
+        return existing_matches(existing, group, &input, &engine_type);
     }
-    let state = input.state.unwrap_or_else(|| json!({}));
+    let state = input.state.clone().unwrap_or_else(|| json!({}));
     check_state(ctx, "input.state", &state)?;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
         AppError::not_found(
@@ -73,6 +80,10 @@ pub async fn register(
         )
     })?;
     super::publish::require_open(&run)?;
+    let group = match &group_name {
+        Some(name) => Some(join_group(ctx, run.id, name, &engine_type).await?),
+        None => None,
+    };
     let engine_id = input.engine_id.unwrap_or_else(Uuid::new_v4);
     let at = now();
     let model = engine_state::ActiveModel {
@@ -85,6 +96,8 @@ pub async fn register(
         updated_at: Set(at),
         last_seen_at: Set(at),
         registered_by: Set(principal.key_id),
+        group_id: Set(group.as_ref().map(|g| g.id)),
+        subscribed_until: Set(None),
     };
     // Two registrations of one new id may race: the loser reads the winner's row.
     engine_state::Entity::insert(model)
@@ -98,17 +111,96 @@ pub async fn register(
     let stored = get(ctx, engine_id)
         .await?
         .ok_or_else(|| AppError::internal("registered engine not found"))?;
-    existing_matches(stored, input.run_id, &engine_type)
+    let group = group_of(ctx, &stored).await?;
+    existing_matches(stored, group, &input, &engine_type)
+}
+
+/// The group of `run_id` named `name`, made on its first member's
+/// registration; `BAD_USER_INPUT` when its members are of another type.
+async fn join_group(
+    ctx: &Ctx,
+    run_id: Uuid,
+    name: &str,
+    engine_type: &str,
+) -> AppResult<engine_group::Model> {
+    use engine_group::Column as G;
+    let model = engine_group::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        run_id: Set(run_id),
+        name: Set(name.to_owned()),
+        engine_type: Set(engine_type.to_owned()),
+        created_at: Set(now()),
+    };
+    // Two first members may race: the loser reads the winner's group.
+    engine_group::Entity::insert(model)
+        .on_conflict(
+            OnConflict::columns([G::RunId, G::Name])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&ctx.db.conn)
+        .await?;
+    let group = engine_group::Entity::find()
+        .filter(G::RunId.eq(run_id))
+        .filter(G::Name.eq(name))
+        .one(&ctx.db.conn)
+        .await?
+        .ok_or_else(|| AppError::internal("engine group not found after insert"))?;
+    if group.engine_type != engine_type {
+        return Err(AppError::bad_input(
+            "input.group",
+            format!(
+                "group {name} is a group of {} engines, not {engine_type}",
+                group.engine_type
+            ),
+        ));
+    }
+    Ok(group)
+}
+
+/// The group of `engine`, if it has one.
+async fn group_of(
+    ctx: &Ctx,
+    engine: &engine_state::Model,
+) -> AppResult<Option<engine_group::Model>> {
+    match engine.group_id {
+        Some(id) => Ok(engine_group::Entity::find_by_id(id)
+            .one(&ctx.db.conn)
+            .await?),
+        None => Ok(None),
+    }
+}
+
+/// The engines among `ids`.
+pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<engine_state::Model>> {
+    Ok(engine_state::Entity::find()
+        .filter(engine_state::Column::EngineId.is_in(ids.iter().copied()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
+/// The groups among `ids`, by id.
+pub async fn groups(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<engine_group::Model>> {
+    Ok(engine_group::Entity::find()
+        .filter(engine_group::Column::Id.is_in(ids.iter().copied()))
+        .all(&ctx.db.conn)
+        .await?)
 }
 
 fn existing_matches(
     existing: engine_state::Model,
-    run_id: Uuid,
+    group: Option<engine_group::Model>,
+    input: &Registration,
     engine_type: &str,
 ) -> AppResult<engine_state::Model> {
-    if existing.run_id != run_id || existing.engine_type != engine_type {
+    let group_name = group.as_ref().map(|g| g.name.as_str());
+    if existing.run_id != input.run_id
+        || existing.engine_type != engine_type
+        || group_name != input.group.as_deref()
+    {
+        let in_group = group_name.map_or(String::new(), |g| format!(" in group {g}"));
         return Err(AppError::Conflict(format!(
-            "engine {} is registered as a {} of run {}",
+            "engine {} is registered as a {}{in_group} of run {}",
             existing.engine_id, existing.engine_type, existing.run_id
         )));
     }
@@ -214,20 +306,23 @@ pub async fn get_in_run(
 }
 
 /// Checks inside `conn` (a transaction) that the engine is registered in
-/// `run_id`, reading only its run: its state can be a mebibyte of JSON.
+/// `run_id`, reading only its run and group (its state can be a mebibyte
+/// of JSON); returns its group.
 pub async fn require_in_run<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
     run_id: Uuid,
     field: &str,
-) -> AppResult<()> {
-    let engine_run: Option<Uuid> = engine_state::Entity::find_by_id(engine_id)
+) -> AppResult<Option<Uuid>> {
+    let row: Option<(Uuid, Option<Uuid>)> = engine_state::Entity::find_by_id(engine_id)
         .select_only()
         .column(engine_state::Column::RunId)
+        .column(engine_state::Column::GroupId)
         .into_tuple()
         .one(conn)
         .await?;
-    in_run(engine_id, engine_run, run_id, field)
+    in_run(engine_id, row.map(|r| r.0), run_id, field)?;
+    Ok(row.and_then(|r| r.1))
 }
 
 /// The errors of an engine that is missing or registered in another run.
@@ -245,11 +340,30 @@ fn in_run(engine_id: Uuid, engine_run: Option<Uuid>, run_id: Uuid, field: &str) 
     }
 }
 
-/// Notes a sign of life of the engine (`lastSeenAt`), as its subscription
-/// does every few seconds.
+/// Notes a sign of life of the engine's subscription (`lastSeenAt`, and
+/// subscribed for [`ONLINE_WINDOW`] more), as it does every few seconds.
 pub async fn touch(ctx: &Ctx, engine_id: Uuid) -> AppResult<()> {
+    let at = now();
     engine_state::Entity::update_many()
-        .col_expr(engine_state::Column::LastSeenAt, Expr::value(now()))
+        .col_expr(engine_state::Column::LastSeenAt, Expr::value(at))
+        .col_expr(
+            engine_state::Column::SubscribedUntil,
+            Expr::value(at + ONLINE_WINDOW),
+        )
+        .filter(engine_state::Column::EngineId.eq(engine_id))
+        .exec(&ctx.db.conn)
+        .await?;
+    Ok(())
+}
+
+/// Notes that the engine's subscription ended: the partition keys it had
+/// may go to other members of its group at once.
+pub async fn unsubscribed(ctx: &Ctx, engine_id: Uuid) -> AppResult<()> {
+    engine_state::Entity::update_many()
+        .col_expr(
+            engine_state::Column::SubscribedUntil,
+            Expr::value(None::<chrono::DateTime<chrono::Utc>>),
+        )
         .filter(engine_state::Column::EngineId.eq(engine_id))
         .exec(&ctx.db.conn)
         .await?;

@@ -1,8 +1,10 @@
 //! Leases: each delivery to an engine leases the event for a while, so a
 //! crashed or hung engine's events come back. A claim is one conditional
-//! upsert on `event_deliveries`, so two subscriptions never hold one event
-//! for one engine at once; records and extensions that name a lease which
-//! is no longer current are fenced off with `LEASE_LOST`.
+//! upsert on `event_deliveries`, keyed by the event's recipient (the engine,
+//! or its group), so two subscriptions never hold one event for one
+//! recipient at once, whichever members they serve; records and extensions
+//! that name a lease which is no longer current are fenced off with
+//! `LEASE_LOST`.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
@@ -43,14 +45,17 @@ pub fn check_seconds(field: &str, seconds: i32) -> AppResult<i32> {
 pub struct Wanted {
     /// The event.
     pub event_id: Uuid,
+    /// Who it waits on: the engine, or its group (`pending::recipient`).
+    pub recipient_id: Uuid,
     /// The lease's length.
     pub seconds: i32,
 }
 
-/// Leases `wanted` to `engine_id` where nothing holds them (no live lease,
-/// no backoff, not done), in one statement; returns the deliveries taken,
-/// each with a new `lease_id` and its `attempt` counted. An event that
-/// another subscription took meanwhile is left out.
+/// Leases `wanted` to `engine_id` where nothing holds them for their
+/// recipient (no live lease, no backoff, not done), in one statement;
+/// returns the deliveries taken, each with a new `lease_id` and its
+/// `attempt` counted across the recipient. An event that another
+/// subscription took meanwhile is left out.
 pub async fn claim(
     ctx: &Ctx,
     engine_id: Uuid,
@@ -64,6 +69,7 @@ pub async fn claim(
     let mut insert = Query::insert();
     insert.into_table(event_delivery::Entity).columns([
         D::EventId,
+        D::RecipientId,
         D::EngineId,
         D::LeaseId,
         D::Attempt,
@@ -74,6 +80,7 @@ pub async fn claim(
     for w in wanted {
         insert.values_panic([
             w.event_id.into(),
+            w.recipient_id.into(),
             engine_id.into(),
             Uuid::now_v7().into(),
             1.into(),
@@ -85,8 +92,8 @@ pub async fn claim(
     let existing = |column: D| Expr::col((event_delivery::Entity, column));
     insert
         .on_conflict(
-            OnConflict::columns([D::EventId, D::EngineId])
-                .update_columns([D::LeaseId, D::LeaseExpiresAt, D::DeliveredAt])
+            OnConflict::columns([D::EventId, D::RecipientId])
+                .update_columns([D::EngineId, D::LeaseId, D::LeaseExpiresAt, D::DeliveredAt])
                 .value(D::Attempt, existing(D::Attempt).add(1))
                 .action_and_where(
                     existing(D::Done)
@@ -118,14 +125,41 @@ pub async fn claim(
 pub struct Settlement {
     /// The event.
     pub event_id: Uuid,
-    /// The engine.
+    /// Who the event waits on: the engine, or its group.
+    pub recipient_id: Uuid,
+    /// The engine that records.
     pub engine_id: Uuid,
     /// The lease the engine holds, when it says which.
     pub lease_id: Option<Uuid>,
-    /// The engine is done with the event for good.
+    /// The recipient is done with the event for good.
     pub done: bool,
     /// A failed attempt's backoff: the event is not sent again before this.
     pub not_before: Option<DateTime<Utc>>,
+    /// After a failure: the recipient's failures, this one counted.
+    pub failures: Option<i32>,
+}
+
+/// The failures so far of `recipient_id` with the event and whether it is
+/// done with it, the row locked until the transaction ends (PostgreSQL;
+/// SQLite's writer is alone), so two members failing one event at once
+/// count both.
+pub async fn failures_in<C: ConnectionTrait>(
+    conn: &C,
+    event_id: Uuid,
+    recipient_id: Uuid,
+) -> AppResult<(i32, bool)> {
+    use event_delivery::Column as D;
+    let row: Option<(i32, bool)> = event_delivery::Entity::find()
+        .select_only()
+        .column(D::Failures)
+        .column(D::Done)
+        .filter(D::EventId.eq(event_id))
+        .filter(D::RecipientId.eq(recipient_id))
+        .lock_exclusive()
+        .into_tuple()
+        .one(conn)
+        .await?;
+    Ok(row.unwrap_or((0, false)))
 }
 
 /// Ends the engine's lease of the event inside a recording transaction,
@@ -138,12 +172,17 @@ pub async fn settle_in<C: ConnectionTrait>(conn: &C, settlement: Settlement) -> 
         Some(lease_id) => {
             // An UPDATE, so PostgreSQL locks the row and checks the lease
             // against the latest committed claim.
-            let updated = event_delivery::Entity::update_many()
+            let mut update = event_delivery::Entity::update_many()
+                .col_expr(D::EngineId, Expr::value(settlement.engine_id))
                 .col_expr(D::LeaseExpiresAt, Expr::value(None::<DateTime<Utc>>))
                 .col_expr(D::NotBefore, Expr::value(settlement.not_before))
-                .col_expr(D::Done, Expr::value(settlement.done))
+                .col_expr(D::Done, Expr::value(settlement.done));
+            if let Some(failures) = settlement.failures {
+                update = update.col_expr(D::Failures, Expr::value(failures));
+            }
+            let updated = update
                 .filter(D::EventId.eq(settlement.event_id))
-                .filter(D::EngineId.eq(settlement.engine_id))
+                .filter(D::RecipientId.eq(settlement.recipient_id))
                 .filter(D::LeaseId.eq(lease_id))
                 .exec(conn)
                 .await?;
@@ -157,18 +196,24 @@ pub async fn settle_in<C: ConnectionTrait>(conn: &C, settlement: Settlement) -> 
         None => {
             let row = event_delivery::ActiveModel {
                 event_id: sea_orm::Set(settlement.event_id),
-                engine_id: sea_orm::Set(settlement.engine_id),
+                recipient_id: sea_orm::Set(settlement.recipient_id),
+                engine_id: sea_orm::Set(Some(settlement.engine_id)),
                 lease_id: sea_orm::Set(None),
                 attempt: sea_orm::Set(0),
                 lease_expires_at: sea_orm::Set(None),
                 not_before: sea_orm::Set(settlement.not_before),
                 done: sea_orm::Set(settlement.done),
                 delivered_at: sea_orm::Set(None),
+                failures: sea_orm::Set(settlement.failures.unwrap_or(0)),
             };
+            let mut updated = vec![D::EngineId, D::LeaseExpiresAt, D::NotBefore, D::Done];
+            if settlement.failures.is_some() {
+                updated.push(D::Failures);
+            }
             event_delivery::Entity::insert(row)
                 .on_conflict(
-                    OnConflict::columns([D::EventId, D::EngineId])
-                        .update_columns([D::LeaseExpiresAt, D::NotBefore, D::Done])
+                    OnConflict::columns([D::EventId, D::RecipientId])
+                        .update_columns(updated)
                         .to_owned(),
                 )
                 .exec_without_returning(conn)
@@ -300,12 +345,15 @@ pub async fn in_flight(ctx: &Ctx, engine_ids: &[Uuid]) -> AppResult<Vec<event_de
 
 /// The earliest time after `at` at which an event of `engine`'s run may
 /// become deliverable to it without anyone saying so: a delayed event's
-/// `deliverAt`, a backoff's end, or the end of a lease held elsewhere.
+/// `deliverAt`, a backoff's end, the end of a lease held elsewhere (by
+/// another member of its group, too), or, in a group, the end of another
+/// member's subscription (its partition keys free up).
 pub async fn next_due(
     ctx: &Ctx,
     engine: &engine_state::Model,
     at: DateTime<Utc>,
 ) -> AppResult<Option<DateTime<Utc>>> {
+    use engine_state::Column as S;
     use event_delivery::Column as D;
     use event_instance::Column as E;
     let conn = &ctx.db.conn;
@@ -319,12 +367,15 @@ pub async fn next_due(
         .one(conn)
         .await?
         .flatten();
+    let recipients: Vec<Uuid> = std::iter::once(engine.engine_id)
+        .chain(engine.group_id)
+        .collect();
     type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let rows: Vec<Times> = event_delivery::Entity::find()
         .select_only()
         .column(D::NotBefore)
         .column(D::LeaseExpiresAt)
-        .filter(D::EngineId.eq(engine.engine_id))
+        .filter(D::RecipientId.is_in(recipients))
         .filter(D::Done.eq(false))
         .filter(D::NotBefore.gt(at).or(D::LeaseExpiresAt.gt(at)))
         .into_tuple()
@@ -336,5 +387,18 @@ pub async fn next_due(
         .flatten()
         .filter(|t| *t > at)
         .min();
-    Ok([delayed, held].into_iter().flatten().min())
+    let members = match engine.group_id {
+        Some(group) => engine_state::Entity::find()
+            .select_only()
+            .column_as(S::SubscribedUntil.min(), "at")
+            .filter(S::GroupId.eq(group))
+            .filter(S::EngineId.ne(engine.engine_id))
+            .filter(S::SubscribedUntil.gt(at))
+            .into_tuple::<Option<DateTime<Utc>>>()
+            .one(conn)
+            .await?
+            .flatten(),
+        None => None,
+    };
+    Ok([delayed, held, members].into_iter().flatten().min())
 }

@@ -81,12 +81,13 @@ fn check_error(input: &Record) -> AppResult<()> {
     Ok(())
 }
 
-/// Loads the event of a record and checks that its engine is registered in
-/// the event's run.
+/// Loads the event of a record, checks that its engine is registered in
+/// the event's run, and says who the event waits on: the engine, or its
+/// group (`pending::recipient`).
 async fn load_event<C: ConnectionTrait>(
     conn: &C,
     input: &Record,
-) -> AppResult<event_instance::Model> {
+) -> AppResult<(event_instance::Model, Uuid)> {
     let event = event_instance::Entity::find_by_id(input.event_id)
         .one(conn)
         .await?
@@ -96,8 +97,11 @@ async fn load_event<C: ConnectionTrait>(
                 format!("event {} not found", input.event_id),
             )
         })?;
-    super::engine::require_in_run(conn, input.engine_id, event.run_id, "input.engineId").await?;
-    Ok(event)
+    let group =
+        super::engine::require_in_run(conn, input.engine_id, event.run_id, "input.engineId")
+            .await?;
+    let recipient = super::pending::recipient_of(event.target_engine_id, input.engine_id, group);
+    Ok((event, recipient))
 }
 
 /// What writing a record did, besides the record.
@@ -129,9 +133,10 @@ impl Recorded {
 
 /// Writes the record inside `txn`, ends the engine's lease (fenced by
 /// `lease_id`), and publishes `error_occurred` when this failure is final.
+/// Failures count per recipient: across a group, whichever member failed.
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     use event_processing::Column as P;
-    let event = load_event(txn, input).await?;
+    let (event, recipient) = load_event(txn, input).await?;
     let row = event_processing::ActiveModel {
         event_id: Set(input.event_id),
         engine_id: Set(input.engine_id),
@@ -162,34 +167,48 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
     } else {
         None
     };
+    // A failure after the recipient is done (another member processed it,
+    // or it failed for good) is recorded but reopens nothing.
+    let (failures, was_done) = if failed {
+        let (failures, done) = super::lease::failures_in(txn, input.event_id, recipient).await?;
+        (Some(failures + 1), done)
+    } else {
+        (None, false)
+    };
     let max_attempts = etype.as_ref().map_or(1, |t| t.max_attempts);
-    let retry = failed && processing.attempts < max_attempts;
-    let not_before = retry.then(|| {
-        let delay = match input.retry_after_seconds {
-            Some(seconds) => TimeDelta::seconds(seconds.into()),
-            None => backoff(
-                etype.as_ref().map_or(0, |t| t.retry_delay_seconds),
-                processing.attempts,
-            ),
-        };
-        now() + delay
-    });
+    let retry = !was_done && failures.is_some_and(|f| f < max_attempts);
+    let not_before = match failures {
+        Some(failures) if retry => {
+            let delay = match input.retry_after_seconds {
+                Some(seconds) => TimeDelta::seconds(seconds.into()),
+                None => backoff(
+                    etype.as_ref().map_or(0, |t| t.retry_delay_seconds),
+                    failures,
+                ),
+            };
+            Some(now() + delay)
+        }
+        _ => None,
+    };
     super::lease::settle_in(
         txn,
         super::lease::Settlement {
             event_id: input.event_id,
+            recipient_id: recipient,
             engine_id: input.engine_id,
             lease_id: input.lease_id,
             done: !retry,
             not_before,
+            failures,
         },
     )
     .await?;
     // Only the failure that reaches the limit is final; later ones are not news.
-    let published = if failed && processing.attempts == max_attempts {
-        publish_error(ctx, txn, &event, &processing).await?
-    } else {
-        Vec::new()
+    let published = match failures {
+        Some(failures) if failures == max_attempts && !was_done => {
+            publish_error(ctx, txn, &event, &processing, failures).await?
+        }
+        _ => Vec::new(),
     };
     Ok(Recorded {
         processing,
@@ -213,6 +232,7 @@ async fn publish_error(
     txn: &DatabaseTransaction,
     event: &event_instance::Model,
     processing: &event_processing::Model,
+    failures: i32,
 ) -> AppResult<Vec<event_instance::Model>> {
     // A closed run takes no events, not even this one: the record still stands.
     let run = scenario_run::Entity::find_by_id(event.run_id)
@@ -228,7 +248,7 @@ async fn publish_error(
             "eventId": event.id,
             "engineId": processing.engine_id,
             "error": processing.error,
-            "attempts": processing.attempts,
+            "attempts": failures,
         })),
         source_engine_id: Some(processing.engine_id),
         parent_event_id: Some(event.id),

@@ -56,6 +56,22 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     /// Pending for engines only from this time.
     pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events of one key go to a recipient one at a time, in sequence order.
+    pub partition_key: Option<String>,
+}
+
+/// Checks an idempotency or partition key: 1 to 200 bytes, no NUL.
+fn check_key(field: &str, key: Option<&str>) -> AppResult<()> {
+    if let Some(key) = key
+        && (key.is_empty() || key.len() > 200 || key.contains('\0'))
+    {
+        let name = field.rsplit('.').next().unwrap_or(field);
+        return Err(AppError::bad_input(
+            field,
+            format!("{name} must be 1 to 200 bytes"),
+        ));
+    }
+    Ok(())
 }
 
 /// An event that passed validation and waits to be inserted.
@@ -140,14 +156,14 @@ pub async fn prepare<C: ConnectionTrait>(
             ctx.schemas
                 .validate(&etype.name, schema, &payload, &format!("{at}.payload"))?;
         }
-        if let Some(key) = &input.idempotency_key
-            && (key.is_empty() || key.len() > 200 || key.contains('\0'))
-        {
-            return Err(AppError::bad_input(
-                format!("{at}.idempotencyKey"),
-                "idempotencyKey must be 1 to 200 bytes",
-            ));
-        }
+        check_key(
+            &format!("{at}.idempotencyKey"),
+            input.idempotency_key.as_deref(),
+        )?;
+        check_key(
+            &format!("{at}.partitionKey"),
+            input.partition_key.as_deref(),
+        )?;
         if let Some(engine_type) = &input.target_engine_type {
             super::check_name(&format!("{at}.targetEngineType"), engine_type)?;
         }
@@ -254,6 +270,7 @@ pub(crate) async fn insert_prepared(
                 idempotency_key: p.input.idempotency_key.clone(),
                 created_at,
                 deliver_at: p.input.deliver_at.map(|at| at.trunc_subsecs(6)),
+                partition_key: p.input.partition_key.clone(),
             };
             next += 1;
             if let Some(key) = &model.idempotency_key {

@@ -368,11 +368,11 @@ async fn migrations_roll_back_and_apply_again(backend: Backend) {
         database_max_connections: 4,
     };
     let pool = Db::connect(&config).await.unwrap();
-    Migrator::up(&pool.conn, None).await.unwrap();
-    Migrator::down(&pool.conn, None).await.unwrap();
+    pool.migrate().await.unwrap();
+    pool.migrate_down().await.unwrap();
     let pending = Migrator::get_pending_migrations(&pool.conn).await.unwrap();
     assert_eq!(pending.len(), Migrator::migrations().len());
-    Migrator::up(&pool.conn, None).await.unwrap();
+    pool.migrate().await.unwrap();
     assert!(
         Migrator::get_pending_migrations(&pool.conn)
             .await

@@ -7,14 +7,37 @@ use uuid::Uuid;
 
 use super::event::Delivery;
 use super::json::RawJson;
+use super::loader;
 use super::run::ScenarioRun;
-use super::{loader, service_ctx};
 use crate::entity::engine_state;
-use crate::graphql::loaders::{InFlightOf, RunId};
+use crate::graphql::loaders::{GroupId, InFlightOf, PendingCountOf, RunId};
 use crate::service::engine as svc;
 
 /// One running engine (an instance, never a type) and its checkpointed state.
 pub struct EngineInstance(pub engine_state::Model);
+
+/// Loads the per-engine fields selected under `engines` for all of them at
+/// once, before they resolve one by one (as `event::prefetch_relations`).
+pub async fn prefetch(ctx: &Context<'_>, engines: &[engine_state::Model]) -> Result<()> {
+    let look = ctx.look_ahead();
+    let loader = loader(ctx);
+    if look.field("pendingCount").exists() {
+        loader
+            .load_many(engines.iter().map(|e| PendingCountOf(e.engine_id)))
+            .await?;
+    }
+    if look.field("inFlight").exists() {
+        loader
+            .load_many(engines.iter().map(|e| InFlightOf(e.engine_id)))
+            .await?;
+    }
+    if look.field("group").exists() {
+        loader
+            .load_many(engines.iter().filter_map(|e| e.group_id.map(GroupId)))
+            .await?;
+    }
+    Ok(())
+}
 
 #[Object]
 impl EngineInstance {
@@ -61,10 +84,20 @@ impl EngineInstance {
     async fn online(&self) -> bool {
         svc::is_online(&self.0)
     }
-    /// How many events are routed to it and not done by it (in flight,
-    /// waiting, delayed or backing off).
+    /// How many events are routed to it and not done by it, or by its
+    /// group (in flight, waiting, delayed or backing off).
     async fn pending_count(&self, ctx: &Context<'_>) -> Result<i64> {
-        Ok(crate::service::pending::count(service_ctx(ctx), &self.0).await? as i64)
+        Ok(loader(ctx)
+            .load_one(PendingCountOf(self.0.engine_id))
+            .await?
+            .unwrap_or_default())
+    }
+    /// The group of engines of its type it shares the run's work with.
+    async fn group(&self, ctx: &Context<'_>) -> Result<Option<String>> {
+        let Some(id) = self.0.group_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx).load_one(GroupId(id)).await?.map(|g| g.name))
     }
     /// The deliveries it holds unrecorded, with their leases.
     async fn in_flight(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
@@ -88,6 +121,9 @@ pub struct RegisterEngineInput {
     pub engine_type: String,
     /// Initial state, used only when the engine is new.
     pub state: Option<Value>,
+    /// Share the run's work with the other engines registered with this
+    /// group (all of one engine type): each event goes to one of them.
+    pub group: Option<String>,
 }
 
 impl From<RegisterEngineInput> for svc::Registration {
@@ -97,6 +133,7 @@ impl From<RegisterEngineInput> for svc::Registration {
             run_id: input.run_id,
             engine_type: input.engine_type,
             state: input.state,
+            group: input.group,
         }
     }
 }

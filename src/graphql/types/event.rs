@@ -174,7 +174,7 @@ pub struct Delivery(pub Arc<event_delivery::Model>);
 impl Delivery {
     /// The engine the event was delivered to.
     async fn engine_id(&self) -> Uuid {
-        self.0.engine_id
+        self.0.engine_id.unwrap_or(self.0.recipient_id)
     }
     /// The event.
     async fn event_id(&self) -> Uuid {
@@ -276,6 +276,11 @@ impl Event {
     async fn deliver_at(&self) -> Option<DateTime<Utc>> {
         self.0.deliver_at
     }
+    /// Events of one key go to an engine (or group) one at a time, in
+    /// sequence order; in a group, a key stays with one member.
+    async fn partition_key(&self) -> Option<&str> {
+        self.0.partition_key.as_deref()
+    }
     /// This delivery's lease, when the event came through an engine's
     /// subscription; null elsewhere.
     async fn delivery(&self) -> Option<Delivery> {
@@ -316,6 +321,9 @@ pub struct EventInput {
     /// Deliver to engines only from this time (the event is published at
     /// once; readers with `afterSequence` see it).
     pub deliver_at: Option<DateTime<Utc>>,
+    /// Events with the same key (in one run) are never in flight together
+    /// for one engine or group, and go in sequence order among themselves.
+    pub partition_key: Option<String>,
 }
 
 impl From<EventInput> for crate::service::publish::NewEvent {
@@ -331,6 +339,7 @@ impl From<EventInput> for crate::service::publish::NewEvent {
             target_engine_type: input.target_engine_type,
             idempotency_key: input.idempotency_key,
             deliver_at: input.deliver_at,
+            partition_key: input.partition_key,
         }
     }
 }

@@ -124,6 +124,7 @@ impl ScenarioRun {
         engine_type: Option<String>,
     ) -> Result<Vec<EngineInstance>> {
         let engines = service::engine::list(service_ctx(ctx), self.0.id, engine_type).await?;
+        super::engine::prefetch(ctx, &engines).await?;
         Ok(engines.into_iter().map(EngineInstance).collect())
     }
     /// The template's relationships overlaid with the changes made in this run.

@@ -526,6 +526,26 @@ pub async fn register(server: &TestServer, run: &str, engine_type: &str) -> Stri
         .to_owned()
 }
 
+/// Registers an engine of `engine_type` in `group` on `run`; returns its id.
+pub async fn register_in_group(
+    server: &TestServer,
+    run: &str,
+    engine_type: &str,
+    group: &str,
+) -> String {
+    server
+        .gql(
+            "mutation($r: UUID!, $t: String!, $g: String!) {
+                registerEngine(input: {runId: $r, engineType: $t, group: $g}) { engineId }
+            }",
+            json!({ "r": run, "t": engine_type, "g": group }),
+        )
+        .await["registerEngine"]["engineId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The run's `lastSequence`.
 pub async fn last_sequence(server: &TestServer, run: &str) -> i64 {
     server
