@@ -100,6 +100,10 @@ struct EngineStream {
     timers_stale: bool,
     /// When in-flight leases are next re-read.
     next_check: Option<tokio::time::Instant>,
+    /// A group member's events whose lease ran out here: left to the other
+    /// members until then (a member that hung once may hang again), after
+    /// which this one may take them back.
+    yielded: HashMap<Uuid, tokio::time::Instant>,
     feed: broadcast::Receiver<Arc<FeedBatch>>,
     leases: broadcast::Receiver<LeaseNews>,
     /// The highest sequence the feed brought.
@@ -128,6 +132,8 @@ pub async fn events(
     if lease::take_over(ctx, engine_id).await? > 0 {
         ctx.announce_released(run.id);
     }
+    // Subscribed before the first lease: the partition keys it takes stick.
+    service::engine::touch(ctx, engine_id).await?;
     let presence = AbortOnDrop(tokio::spawn(keep_present(
         ctx.clone(),
         hub.config.presence_interval,
@@ -148,6 +154,7 @@ pub async fn events(
         next_due: None,
         timers_stale: true,
         next_check: None,
+        yielded: HashMap::new(),
         feed: receiver.batches,
         leases: receiver.leases,
         live_cursor: run.last_sequence,
@@ -233,6 +240,11 @@ impl EngineStream {
             self.rescan();
             self.timers_stale = true;
         }
+        let yielded = self.yielded.len();
+        self.yielded.retain(|_, until| *until > now);
+        if self.yielded.len() < yielded {
+            self.rescan();
+        }
         if self.dirty && self.in_flight.len() < self.request.max_in_flight {
             self.refill().await?;
         }
@@ -262,6 +274,7 @@ impl EngineStream {
             .flatten()
             .map(instant)
             .chain(self.next_check)
+            .chain(self.yielded.values().copied())
             .min()
     }
 
@@ -391,8 +404,16 @@ impl EngineStream {
             .map(|(_, held)| held.at)
             .collect();
         self.ctx.metrics.leases_expired(expired.len());
+        let grouped = self.request.engine.group_id.is_some();
+        let until = tokio::time::Instant::now() + self.hub.config.poll_interval;
         for at in expired {
-            self.reopen(at);
+            if grouped {
+                self.yielded.insert(at.2, until);
+                // The other members' timers see the expiry; nothing to read here.
+                self.dirty = true;
+            } else {
+                self.reopen(at);
+            }
         }
         self.in_flight.retain(|event_id, held| {
             let current = rows.get(event_id).filter(|row| {
@@ -429,7 +450,15 @@ impl EngineStream {
             {
                 ids.push(id);
             }
-            let mut events = service::event::get_many(&self.ctx, &ids).await?;
+            // Known by id, but the rule (a key's turn, a lease elsewhere)
+            // is checked again, as for a scan.
+            let mut events = service::event::pending_among(
+                &self.ctx,
+                &self.request.engine,
+                Scope::Deliverable,
+                &ids,
+            )
+            .await?;
             events.sort_by_key(position);
             self.lease(events).await?;
             return Ok(());
@@ -466,7 +495,8 @@ impl EngineStream {
 
     /// Leases `events` (deliverable when read, most urgent first) and queues
     /// those it got; one that another subscription took meanwhile is skipped.
-    async fn lease(&mut self, events: Vec<event_instance::Model>) -> AppResult<()> {
+    async fn lease(&mut self, mut events: Vec<event_instance::Model>) -> AppResult<()> {
+        events.retain(|e| !self.yielded.contains_key(&e.id));
         if events.is_empty() {
             return Ok(());
         }

@@ -418,7 +418,8 @@ pub(super) fn closes_run(event: &event_instance::Model) -> bool {
 
 /// Refreshes the engine's `lastSeenAt` while it holds a subscription.
 pub(super) async fn keep_present(ctx: Ctx, every: std::time::Duration, engine_id: Uuid) {
-    let mut tick = tokio::time::interval(every);
+    // The subscription touched the engine as it started.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tick.tick().await;
         if let Err(err) = service::engine::touch(&ctx, engine_id).await {

@@ -26,6 +26,22 @@ pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_instance::
         .await?)
 }
 
+/// The events among `ids` that are pending for `engine` in `scope`: an
+/// engine's known candidates, checked against the one rule before a lease.
+pub async fn pending_among(
+    ctx: &Ctx,
+    engine: &engine_state::Model,
+    scope: Scope,
+    ids: &[Uuid],
+) -> AppResult<Vec<event_instance::Model>> {
+    Ok(event_instance::Entity::find()
+        .filter(event_instance::Column::Id.is_in(ids.iter().copied()))
+        .filter(event_instance::Column::RunId.eq(engine.run_id))
+        .filter(super::pending::condition(scope, engine, now()))
+        .all(&ctx.db.conn)
+        .await?)
+}
+
 /// At most `limit` events of `run_id` after sequence `after`, in sequence
 /// order: what a run's feed reads on each doorbell, and what a reader that
 /// fell behind reads to fill its gap.

@@ -11,6 +11,7 @@ mod demo;
 mod engines;
 mod events;
 mod example_engine;
+mod groups;
 mod hostile;
 mod leases;
 mod loaders;

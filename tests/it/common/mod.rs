@@ -256,7 +256,7 @@ impl TestServer {
     /// database: equal before and after a refused request means it changed
     /// nothing.
     pub async fn digest(&self) -> Vec<(&'static str, i64)> {
-        const PROBES: [&str; 15] = [
+        const PROBES: [&str; 16] = [
             "SELECT COUNT(*) FROM agent_templates",
             "SELECT COUNT(*) FROM scenario_templates",
             "SELECT COUNT(*) FROM scenario_runs",
@@ -270,6 +270,7 @@ impl TestServer {
             "SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM engine_states",
             "SELECT COUNT(*) FROM run_relationships",
             "SELECT COUNT(*) FROM api_keys",
+            "SELECT COUNT(*) FROM engine_groups",
             "SELECT COUNT(*) FROM event_deliveries",
             "SELECT CAST(COALESCE(SUM(attempt), 0) AS BIGINT) FROM event_deliveries WHERE done",
         ];

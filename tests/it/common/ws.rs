@@ -203,32 +203,53 @@ impl WsClient {
                     }
                     continue;
                 }
-                if tx.send(message).is_err() {
+                if tx.send((std::time::Instant::now(), message)).is_err() {
                     break;
                 }
             }
         });
-        EagerReader { rx, task }
+        EagerReader {
+            rx,
+            task,
+            last_arrival: None,
+        }
     }
 }
 
 /// A websocket whose messages are read eagerly into an in-memory queue.
 pub struct EagerReader {
-    rx: tokio::sync::mpsc::UnboundedReceiver<Value>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<(std::time::Instant, Value)>,
     task: tokio::task::JoinHandle<()>,
+    last_arrival: Option<std::time::Instant>,
 }
 
 impl EagerReader {
     /// The next `events` event of `id`, from memory (waiting for it if none is there).
     pub async fn next_event(&mut self, id: &str) -> Value {
-        let message = tokio::time::timeout(PATIENCE, self.rx.recv())
+        let (arrived, message) = tokio::time::timeout(PATIENCE, self.rx.recv())
             .await
             .expect("the server sent an event in time")
             .expect("the connection is open");
+        self.last_arrival = Some(arrived);
         assert_eq!(message["id"], id, "{message}");
         assert_eq!(message["type"], "next", "{message}");
         assert!(message["payload"].get("errors").is_none(), "{message}");
         message["payload"]["data"]["events"].clone()
+    }
+
+    /// The next `events` event of `id` if one comes within `wait`.
+    pub async fn next_event_within(&mut self, id: &str, wait: Duration) -> Option<Value> {
+        let (arrived, message) = tokio::time::timeout(wait, self.rx.recv()).await.ok()??;
+        self.last_arrival = Some(arrived);
+        assert_eq!(message["id"], id, "{message}");
+        assert_eq!(message["type"], "next", "{message}");
+        assert!(message["payload"].get("errors").is_none(), "{message}");
+        Some(message["payload"]["data"]["events"].clone())
+    }
+
+    /// When the last message taken arrived from the socket.
+    pub fn last_arrival(&self) -> Option<std::time::Instant> {
+        self.last_arrival
     }
 
     /// How many messages arrived and wait in memory, unhandled.
@@ -237,7 +258,12 @@ impl EagerReader {
     }
 
     /// Drops the connection without a word, as a crashed process would.
-    pub fn kill(self) {
+    pub fn kill(self) {}
+}
+
+impl Drop for EagerReader {
+    /// A reader dropped (its engine gone) takes its connection with it.
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
@@ -245,4 +271,4 @@ impl EagerReader {
 /// The subscription every engine in these tests uses.
 pub const ENGINE_EVENTS: &str = "subscription($run: UUID!, $engine: UUID, $types: [String!], $after: Int, $max: Int, $lease: Int) {
     events(runId: $run, engineId: $engine, eventTypes: $types, afterSequence: $after, maxInFlight: $max, leaseSeconds: $lease) {
-        id sequence priority eventType payload delivery { engineId attempt leaseId leaseExpiresAt } } }";
+        id sequence priority eventType payload partitionKey delivery { engineId attempt leaseId leaseExpiresAt } } }";
