@@ -83,6 +83,9 @@ struct EngineStream {
     /// Lease length by event type, read once per type.
     lease_seconds: HashMap<String, i32>,
     in_flight: HashMap<Uuid, Held>,
+    /// Leases of a claim under way: if the stream is dropped before it
+    /// knows what it got, these are released with the rest.
+    claiming: Vec<Uuid>,
     /// `in_flight.len()` as last added to the server's in-flight gauge.
     counted: usize,
     /// Leased, not yet handed to the client.
@@ -146,6 +149,7 @@ pub async fn events(
         request,
         lease_seconds: HashMap::new(),
         in_flight: HashMap::new(),
+        claiming: Vec::new(),
         counted: 0,
         ready: VecDeque::new(),
         dirty: true,
@@ -506,6 +510,7 @@ impl EngineStream {
             .map(|e| Wanted {
                 event_id: e.id,
                 recipient_id: pending::recipient(e, &self.request.engine),
+                lease_id: Uuid::now_v7(),
                 seconds: self
                     .request
                     .lease_seconds
@@ -513,7 +518,10 @@ impl EngineStream {
                     .unwrap_or(300),
             })
             .collect();
-        let claimed = lease::claim(&self.ctx, self.request.engine.engine_id, &wanted).await?;
+        self.claiming = wanted.iter().map(|w| w.lease_id).collect();
+        let claimed = lease::claim(&self.ctx, self.request.engine.engine_id, &wanted).await;
+        self.claiming.clear();
+        let claimed = claimed?;
         let mut claimed: HashMap<Uuid, _> = claimed.into_iter().map(|d| (d.event_id, d)).collect();
         let asked = events.len();
         for event in events {
@@ -567,7 +575,9 @@ impl Drop for EngineStream {
     /// a group member's partition keys go to the other members.
     fn drop(&mut self) {
         self.ctx.metrics.in_flight(-(self.counted as f64));
-        let leases: Vec<Uuid> = self.in_flight.values().map(|h| h.lease_id).collect();
+        let leases: Vec<Uuid> = (self.in_flight.values().map(|h| h.lease_id))
+            .chain(self.claiming.iter().copied())
+            .collect();
         let grouped = self.request.engine.group_id.is_some();
         if tokio::runtime::Handle::try_current().is_err() {
             return;

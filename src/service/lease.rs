@@ -47,6 +47,9 @@ pub struct Wanted {
     pub event_id: Uuid,
     /// Who it waits on: the engine, or its group (`pending::recipient`).
     pub recipient_id: Uuid,
+    /// The new lease's id, chosen by the caller: a subscription that is
+    /// dropped while its claim runs can still release what it took.
+    pub lease_id: Uuid,
     /// The lease's length.
     pub seconds: i32,
 }
@@ -82,7 +85,7 @@ pub async fn claim(
             w.event_id.into(),
             w.recipient_id.into(),
             engine_id.into(),
-            Uuid::now_v7().into(),
+            w.lease_id.into(),
             1.into(),
             (at + TimeDelta::seconds(w.seconds.into())).into(),
             false.into(),

@@ -5,19 +5,20 @@
 //! handle each event with a delay.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use scenario_hub::entity::{event_instance, event_processing};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::both_backends;
-use crate::common::process::Client;
+use crate::common::process::{Client, ProcessServer};
 use crate::common::ws::{ENGINE_EVENTS, EagerReader, WsClient};
 use crate::common::{
-    Backend, TestServer, event_type, publish, register, register_in_group, scenario,
+    Backend, TestDb, TestServer, event_type, publish, register, register_in_group, scenario,
 };
 
 both_backends!(
@@ -32,8 +33,8 @@ const RECORD: &str = "mutation($ev: UUID!, $e: UUID!, $l: UUID, $s: ProcessingSt
     recordProcessing(input: {eventId: $ev, engineId: $e, status: $s, leaseId: $l, error: \"no\"}) { attempts } }";
 
 /// Subscribes `engine` on a new connection with `max_in_flight` and reads eagerly.
-async fn subscribe(server: &TestServer, run: &str, engine: &str, window: Value) -> EagerReader {
-    let mut ws = WsClient::ready(server.addr).await;
+async fn subscribe(addr: SocketAddr, run: &str, engine: &str, window: Value) -> EagerReader {
+    let mut ws = WsClient::ready(addr).await;
     let mut variables = json!({"run": run, "engine": engine, "types": ["job"]});
     for (k, v) in window.as_object().unwrap() {
         variables[k] = v.clone();
@@ -44,7 +45,7 @@ async fn subscribe(server: &TestServer, run: &str, engine: &str, window: Value) 
 
 /// Publishes `n` jobs from `tasks` concurrent publishers; `input(i)` adds fields.
 async fn publish_jobs(
-    server: &TestServer,
+    addr: SocketAddr,
     run: &str,
     n: usize,
     tasks: usize,
@@ -53,7 +54,7 @@ async fn publish_jobs(
     let per_task = n / tasks;
     let mut handles = Vec::new();
     for t in 0..tasks {
-        let client = Client::new(server.addr);
+        let client = Client::new(addr);
         let inputs: Vec<Value> = (t * per_task..(t + 1) * per_task)
             .map(|i| {
                 let mut e = json!({"runId": run, "eventType": "job", "payload": {"i": i}});
@@ -137,7 +138,7 @@ async fn groups_share_one_type_and_show_their_members(backend: Backend) {
     for _ in 0..3 {
         publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
     }
-    let mut member = subscribe(&server, &s.run, &a, json!({"max": 1})).await;
+    let mut member = subscribe(server.addr, &s.run, &a, json!({"max": 1})).await;
     let first = member.next_event("e").await;
     assert_eq!(first["delivery"]["engineId"], a.as_str());
     let engines = server
@@ -236,13 +237,13 @@ struct Handled {
 }
 
 fn start_member(
-    server: &TestServer,
+    addr: SocketAddr,
     engine: String,
     mut reader: EagerReader,
     delay: Duration,
     log: Arc<Mutex<Vec<Handled>>>,
 ) -> Member {
-    let client = Client::new(server.addr);
+    let client = Client::new(addr);
     let handled = Arc::new(Mutex::new(Vec::new()));
     let holding = Arc::new(Mutex::new(HashSet::new()));
     let (h, held, e) = (handled.clone(), holding.clone(), engine.clone());
@@ -285,12 +286,12 @@ fn start_member(
 }
 
 /// The records of the run's jobs: (event, engine, status), read from the database.
-async fn job_records(server: &TestServer, run: &str) -> Vec<(Uuid, Uuid, String)> {
+async fn job_records(conn: &DatabaseConnection, run: &str) -> Vec<(Uuid, Uuid, String)> {
     let run: Uuid = run.parse().unwrap();
     let jobs: Vec<Uuid> = event_instance::Entity::find()
         .filter(event_instance::Column::RunId.eq(run))
         .filter(event_instance::Column::EventType.eq("job"))
-        .all(&server.ctx().db.conn)
+        .all(conn)
         .await
         .unwrap()
         .into_iter()
@@ -298,7 +299,7 @@ async fn job_records(server: &TestServer, run: &str) -> Vec<(Uuid, Uuid, String)
         .collect();
     event_processing::Entity::find()
         .filter(event_processing::Column::EventId.is_in(jobs))
-        .all(&server.ctx().db.conn)
+        .all(conn)
         .await
         .unwrap()
         .into_iter()
@@ -307,10 +308,10 @@ async fn job_records(server: &TestServer, run: &str) -> Vec<(Uuid, Uuid, String)
 }
 
 /// Waits until the run's jobs have `n` records.
-async fn wait_processed(server: &TestServer, run: &str, n: usize) {
+async fn wait_processed(conn: &DatabaseConnection, run: &str, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let done = job_records(server, run).await.len();
+        let done = job_records(conn, run).await.len();
         if done >= n {
             return;
         }
@@ -330,16 +331,16 @@ async fn each_event_goes_to_one_member_whatever_dies(backend: Backend) {
     let mut members = Vec::new();
     for _ in 0..3 {
         let engine = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
-        let reader = subscribe(&server, &s.run, &engine, json!({"max": 2})).await;
+        let reader = subscribe(server.addr, &s.run, &engine, json!({"max": 2})).await;
         members.push(start_member(
-            &server,
+            server.addr,
             engine,
             reader,
             Duration::from_millis(2),
             log.clone(),
         ));
     }
-    let publisher = async { publish_jobs(&server, &s.run, 1000, 8, |_| json!({})).await };
+    let publisher = async { publish_jobs(server.addr, &s.run, 1000, 8, |_| json!({})).await };
     let chaos = async {
         // Mid-run, the third member dies without a word, with events in hand.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -369,21 +370,27 @@ async fn each_event_goes_to_one_member_whatever_dies(backend: Backend) {
             .collect();
         // And another joins late.
         let late = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
-        let reader = subscribe(&server, &s.run, &late, json!({"max": 2})).await;
+        let reader = subscribe(server.addr, &s.run, &late, json!({"max": 2})).await;
         (
             orphans,
             victim_engine,
             victim_handled,
-            start_member(&server, late, reader, Duration::from_millis(2), log.clone()),
+            start_member(
+                server.addr,
+                late,
+                reader,
+                Duration::from_millis(2),
+                log.clone(),
+            ),
         )
     };
     let ((), (orphans, victim, victim_handled, late)) = tokio::join!(publisher, chaos);
     members.push(late);
     assert!(!orphans.is_empty());
-    wait_processed(&server, &s.run, 1000).await;
+    wait_processed(&server.ctx().db.conn, &s.run, 1000).await;
 
     // Every job PROCESSED by exactly one member.
-    let records = job_records(&server, &s.run).await;
+    let records = job_records(&server.ctx().db.conn, &s.run).await;
     assert_eq!(records.len(), 1000, "one record per job");
     let events: HashSet<Uuid> = records.iter().map(|r| r.0).collect();
     assert_eq!(events.len(), 1000);
@@ -426,13 +433,13 @@ async fn a_hung_member_loses_its_event_and_its_late_completion(backend: Backend)
     event_type(&server, "job", json!(null), 0, 1).await;
     let a = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
     let b = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
-    let mut ra = subscribe(&server, &s.run, &a, json!({"max": 1, "lease": 1})).await;
+    let mut ra = subscribe(server.addr, &s.run, &a, json!({"max": 1, "lease": 1})).await;
     let event = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
     let first = ra.next_event("e").await;
     assert_eq!(first["id"], event["id"]);
     // `a` hangs with its socket open; `b` joins and gets the event once the
     // lease runs out.
-    let mut rb = subscribe(&server, &s.run, &b, json!({"max": 1, "lease": 30})).await;
+    let mut rb = subscribe(server.addr, &s.run, &b, json!({"max": 1, "lease": 30})).await;
     let second = rb.next_event("e").await;
     assert_eq!(second["id"], event["id"]);
     assert_eq!(second["delivery"]["attempt"], 2);
@@ -479,7 +486,7 @@ async fn failures_count_across_the_group(backend: Backend) {
     let mut members = Vec::new();
     for _ in 0..3 {
         let engine = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
-        let reader = subscribe(&server, &s.run, &engine, json!({"max": 1})).await;
+        let reader = subscribe(server.addr, &s.run, &engine, json!({"max": 1})).await;
         members.push((engine, Some(reader)));
     }
     let event = publish(&server, json!({"runId": s.run, "eventType": "job"})).await;
@@ -552,9 +559,9 @@ async fn partition_keys_keep_order_and_stay_on_one_member(backend: Backend) {
     let mut members = Vec::new();
     for _ in 0..3 {
         let engine = register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
-        let reader = subscribe(&server, &s.run, &engine, json!({"max": 4})).await;
+        let reader = subscribe(server.addr, &s.run, &engine, json!({"max": 4})).await;
         members.push(start_member(
-            &server,
+            server.addr,
             engine,
             reader,
             Duration::from_millis(3),
@@ -563,14 +570,14 @@ async fn partition_keys_keep_order_and_stay_on_one_member(backend: Backend) {
     }
     // Priorities mixed in, so keys and urgency interleave.
     publish_jobs(
-        &server,
+        server.addr,
         &s.run,
         400,
         4,
         |i| json!({"partitionKey": format!("agent-{}", i % 20), "priority": (i % 3) as i64}),
     )
     .await;
-    wait_processed(&server, &s.run, 400).await;
+    wait_processed(&server.ctx().db.conn, &s.run, 400).await;
     for m in &members {
         m.task.abort();
     }
@@ -606,4 +613,107 @@ async fn partition_keys_keep_order_and_stay_on_one_member(backend: Backend) {
         owners.extend(members.into_iter().cloned());
     }
     assert!(owners.len() > 1, "keys spread over members: {owners:?}");
+}
+
+/// Members spread over two replicas of one PostgreSQL database, and the
+/// replica that holds one of them killed with SIGKILL mid-run: its member's
+/// unrecorded events come back when their (short) leases run out and go to
+/// the members on the other replica; every job ends PROCESSED exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn a_group_over_two_replicas_survives_one_killed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let a = ProcessServer::spawn(&db.url, &[]).await;
+    let b = ProcessServer::spawn(&db.url, &[]).await;
+    let via_a = Client::new(a.addr);
+    let run = process_run(&via_a).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let window = json!({"max": 2, "lease": 2});
+    let mut members = Vec::new();
+    for replica in [a.addr, a.addr, b.addr] {
+        let engine = via_a
+            .gql(
+                "mutation($r: UUID!) { registerEngine(input: {runId: $r, engineType: \"NarratorEngine\", group: \"tellers\"}) { engineId } }",
+                json!({"r": run}),
+            )
+            .await["registerEngine"]["engineId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let reader = subscribe(replica, &run, &engine, window.clone()).await;
+        let delay = Duration::from_millis(2);
+        members.push(start_member(replica, engine, reader, delay, log.clone()));
+    }
+    let conn = sea_orm::Database::connect(&db.url).await.unwrap();
+    // Published through both replicas while the members work.
+    tokio::join!(
+        publish_jobs(a.addr, &run, 300, 2, |_| json!({})),
+        publish_jobs(b.addr, &run, 300, 2, |_| json!({})),
+    );
+    // Once the member on B is at work, B dies with its events unrecorded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while members[2].handled.lock().unwrap().len() < 30
+        || members[2].holding.lock().unwrap().is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B's member got work"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    b.kill();
+    let published = 600;
+    wait_processed(&conn, &run, published).await;
+    let records = job_records(&conn, &run).await;
+    assert_eq!(records.len(), published, "one record per job");
+    let events: HashSet<Uuid> = records.iter().map(|r| r.0).collect();
+    assert_eq!(events.len(), published);
+    assert!(records.iter().all(|r| r.2 == "PROCESSED"));
+    let survivors: HashSet<String> = members[..2].iter().map(|m| m.engine.clone()).collect();
+    let redelivered = members[..2]
+        .iter()
+        .flat_map(|m| m.handled.lock().unwrap().clone())
+        .filter(|(_, attempt)| *attempt > 1)
+        .count();
+    assert!(redelivered > 0, "B's member's events went to {survivors:?}");
+    for m in members {
+        m.task.abort();
+    }
+    a.kill();
+}
+
+/// A RUNNING run with a `job` type, made through `client`.
+async fn process_run(client: &Client) -> String {
+    client
+        .gql(
+            "mutation { createEventType(input: {name: \"job\", category: \"test\"}) { name } }",
+            json!({}),
+        )
+        .await;
+    let template = client
+        .gql(
+            "mutation { createScenarioTemplate(input: {name: \"groups\"}) { id } }",
+            json!({}),
+        )
+        .await["createScenarioTemplate"]["id"]
+        .clone();
+    let run = client
+        .gql(
+            "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }",
+            json!({ "t": template }),
+        )
+        .await["createScenarioRun"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    client
+        .gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+            json!({ "r": run }),
+        )
+        .await;
+    run
 }
