@@ -8,7 +8,9 @@ rest, then checks what the server stored: one PROCESSED record per prompt,
 N replies, and the engine's state. Then leases, each on a run of its own:
 prompts that take longer than their lease are kept by the engine's
 heartbeat (each delivered once), and an engine whose event a restarted
-instance took over hears LEASE_LOST, lets go and keeps running. Exits
+instance took over hears LEASE_LOST, lets go and keeps running. Last, three
+engines with the same --group share one run's prompts: each prompt processed
+once, by one of them, and more than one of them did some of the work. Exits
 non-zero with a message on the first thing wrong.
 
 `check.sh` starts a fresh server and calls this; by hand:
@@ -85,7 +87,7 @@ REPLY_SCHEMA = {
 
 
 def seed(api: Api, prompts: int) -> tuple[str, list[dict[str, Any]]]:
-    """A RUNNING run with the event types and `prompts` prompt events."""
+    """A RUNNING run with the event types and `prompts` prompt events (none for 0)."""
     template = api.call(
         "mutation($input: CreateScenarioTemplateInput!) {"
         " createScenarioTemplate(input: $input) { id } }",
@@ -106,6 +108,11 @@ def seed(api: Api, prompts: int) -> tuple[str, list[dict[str, Any]]]:
             allow=("CONFLICT",),
             input={"name": name, "category": "example", "payloadSchema": schema},
         )
+    return run, publish_prompts(api, run, prompts) if prompts else []
+
+
+def publish_prompts(api: Api, run: str, prompts: int) -> list[dict[str, Any]]:
+    """Publishes `prompts` prompt events in one batch; returns their ids and sequences."""
     # Priorities 0..2, so that the backlog comes out of sequence order.
     inputs = [
         {
@@ -117,12 +124,12 @@ def seed(api: Api, prompts: int) -> tuple[str, list[dict[str, Any]]]:
         }
         for i in range(prompts)
     ]
-    published = api.call(
+    published: list[dict[str, Any]] = api.call(
         "mutation($inputs: [EventInput!]!) { publishEvents(inputs: $inputs) { id sequence } }",
         inputs=inputs,
     )["publishEvents"]
     expect(len(published) == prompts, f"published {len(published)} prompts, not {prompts}")
-    return run, published
+    return published
 
 
 def engine_command(url: str, run: str, engine_id: str, key: str | None, *extra: str) -> list[str]:
@@ -163,7 +170,8 @@ class Background:
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -181,6 +189,17 @@ class Background:
             print(f"    {line}")
             if text in line:
                 return
+
+    def finish(self, timeout: float = 30) -> int:
+        """Shows the rest of its output once it exits; returns its exit code."""
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise CheckFailed(f"engine.py did not exit within {timeout} s") from None
+        self.reader.join(timeout=5)  # up to the end of its output
+        while not self.lines.empty():
+            print(f"    {self.lines.get()}")
+        return code
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -291,6 +310,7 @@ def check(args: argparse.Namespace) -> None:
 
     check_heartbeat(args.url, admin, engine_key)
     check_lease_lost(args.url, admin, engine_key)
+    check_group(args.url, admin, engine_key, args.group_prompts)
 
 
 def expect_processed_once(api: Api, run: str, engine_id: str, n: int) -> None:
@@ -355,6 +375,99 @@ def check_lease_lost(url: str, admin: Api, engine_key: str | None) -> None:
     print("ok: the hung engine let go of its lost lease; the restarted one completed the prompt")
 
 
+def check_group(url: str, admin: Api, engine_key: str | None, n: int, members: int = 3) -> None:
+    """Three engines with one --group on one run: each prompt goes to one of them."""
+    run, _ = seed(admin, 0)
+    group = "narrators"
+    ids = [str(uuid.uuid4()) for _ in range(members)]
+    print(f"{members} engine.py with --group {group} on run {run}, then {n} prompts:")
+    engines: list[Background] = []
+    try:
+        for engine_id in ids:
+            # 0.1 s per prompt, one at a time: no member can take them all.
+            extra = ("--group", group, "--work-seconds", "0.1")
+            engines.append(Background(engine_command(url, run, engine_id, engine_key, *extra)))
+        for engine in engines:
+            engine.wait_for(f"in group {group!r}")
+        published = publish_prompts(admin, run, n)
+
+        # Wait until no prompt is pending for the group (in flight included):
+        # pendingFor a member means pending for its group. (Its pendingCount
+        # would count the replies too, which the members do not subscribe to.)
+        deadline = time.monotonic() + 60
+        while True:
+            pending = admin.call(
+                "query($run: UUID!, $engine: UUID!) { events(runId: $run,"
+                ' filter: {pendingFor: $engine, eventTypes: ["prompt"]}, first: 100)'
+                " { nodes { sequence } } }",
+                run=run,
+                engine=ids[0],
+            )["events"]["nodes"]
+            if not pending:
+                break
+            expect(time.monotonic() < deadline, f"{len(pending)} prompts still pending after 60 s")
+            time.sleep(0.2)
+
+        # Closing the run completes the members' streams: each exits 0.
+        admin.call(
+            "mutation($run: UUID!) { setRunStatus(runId: $run, status: COMPLETED) { status } }",
+            run=run,
+        )
+        for engine_id, engine in zip(ids, engines):
+            print(f"  member {engine_id}:")
+            expect(engine.finish() == 0, f"group member {engine_id} exited non-zero")
+    finally:
+        for engine in engines:
+            engine.stop()
+
+    # Each prompt: one processing record, PROCESSED once, by one of the members.
+    prompts = all_events(admin, run, "prompt", "id processedBy { engineId status attempts }")
+    expect(len(prompts) == n, f"{len(prompts)} prompt events in the run, expected {n}")
+    expect({p["id"] for p in prompts} == {p["id"] for p in published}, "not the published prompts")
+    done_by: dict[str, int] = dict.fromkeys(ids, 0)
+    processed_by: dict[str, str] = {}
+    for p in prompts:
+        records = p["processedBy"]
+        expect(
+            len(records) == 1
+            and records[0]["engineId"] in done_by
+            and records[0]["status"] == "PROCESSED"
+            and records[0]["attempts"] == 1,
+            f"prompt {p['id']}: processing records {records}, expected one PROCESSED record"
+            " by a member of the group",
+        )
+        done_by[records[0]["engineId"]] += 1
+        processed_by[p["id"]] = records[0]["engineId"]
+    busy = [engine_id for engine_id, count in done_by.items() if count]
+    expect(len(busy) > 1, f"one member did all the work: {done_by}")
+
+    # One reply per prompt, from the member that processed it.
+    replies = all_events(admin, run, "reply", "sourceEngineId parentEventId")
+    expect(
+        sorted((r["parentEventId"], r["sourceEngineId"]) for r in replies)
+        == sorted(processed_by.items()),
+        "the replies are not one per prompt, each from the member that processed it",
+    )
+
+    # Each member: in the group, its own state counting what it did.
+    for engine_id in ids:
+        stored = admin.call(
+            "query($id: UUID!) { engine(engineId: $id) { group state version } }", id=engine_id
+        )["engine"]
+        count = done_by[engine_id]
+        expect(
+            stored["group"] == group
+            and stored["state"].get("handled") == count
+            and stored["version"] == count + 1,
+            f"member {engine_id}: {stored}; expected group {group}, handled {count},"
+            f" version {count + 1}",
+        )
+    print(
+        f"ok: {n} prompts processed once each by the group, split"
+        f" {sorted(done_by.values(), reverse=True)} among {members} members"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000/graphql")
@@ -362,6 +475,9 @@ def main() -> int:
     parser.add_argument("--engine-key", help="key the engine uses (default: the admin key)")
     parser.add_argument("--prompts", type=int, default=20, help="N prompt events")
     parser.add_argument("--first-batch", type=int, default=7, help="K events on the first start")
+    parser.add_argument(
+        "--group-prompts", type=int, default=30, help="prompts for the three group members"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     try:

@@ -24,6 +24,12 @@ took it over): someone else has it now, so the engine drops it and goes on.
 Kill it at any point and start it again with the same ``--engine-id``: it
 resumes from its stored state with exactly the events it had not completed.
 
+Start several with the same ``--group NAME`` (and ``--engine-type``) on one
+run and they share its work: each event goes to one member at a time (one
+with room in its window); if that member fails it, lets its lease run out or
+disconnects, it is delivered again to a member. Each member keeps its own
+state.
+
 The engine handles ``prompt`` events (payload ``{"text": "..."}``) and
 answers each with a ``reply`` event (payload ``{"repliedTo": <sequence>,
 "text": "..."}``). Both event types belong to the scenario: create them
@@ -112,13 +118,14 @@ class Engine(Model):
     engine_id: UUID
     state: EngineState
     version: int
+    group: str | None = None  # the group it shares the run's work with, if any
 
 
 # --- GraphQL operations -----------------------------------------------------
 
 REGISTER = """
 mutation Register($input: RegisterEngineInput!) {
-  registerEngine(input: $input) { engineId state version }
+  registerEngine(input: $input) { engineId state version group }
 }
 """
 
@@ -270,11 +277,25 @@ async def run(args: argparse.Namespace) -> None:
         }
         if args.engine_id:
             registration["engineId"] = str(args.engine_id)
-        data = await api.call(REGISTER, input=registration)
+        if args.group:
+            # A member of the group: each event routed to the group goes to
+            # one member at a time.
+            registration["group"] = args.group
+        try:
+            data = await api.call(REGISTER, input=registration)
+        except TransportQueryError as e:
+            if "CONFLICT" in error_codes(e):
+                # This engine id exists with another run, type or group.
+                raise EngineError(
+                    f"{describe(e)}; restart it with the --run-id, --engine-type and --group"
+                    " it registered with, or give it a new --engine-id"
+                ) from e
+            raise
         engine = Engine.model_validate(data["registerEngine"])
+        member = f" in group {engine.group!r}" if engine.group else ""
         print(
-            f"registered engine {engine.engine_id}: handled {engine.state.handled} so far,"
-            f" state version {engine.version}",
+            f"registered engine {engine.engine_id}{member}: handled {engine.state.handled}"
+            f" so far, state version {engine.version}",
             flush=True,
         )
 
@@ -408,6 +429,11 @@ def main() -> int:
         "--engine-id", type=UUID, help="this engine instance; give the same id to resume"
     )
     parser.add_argument("--engine-type", default="PromptEngine", help="its type")
+    parser.add_argument(
+        "--group",
+        help="share the run's work with the other engines of this type registered with this"
+        " group: each event goes to one of them (default: no group, every event routed to it)",
+    )
     parser.add_argument(
         "--max-events",
         type=int,
