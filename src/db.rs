@@ -125,14 +125,15 @@ impl Db {
         txn.commit().await
     }
 
-    /// Rolls every migration back (as [`Db::migrate`], in one transaction on
-    /// SQLite); the migration test's way down.
-    pub async fn migrate_down(&self) -> Result<(), DbErr> {
+    /// Rolls the last `steps` migrations back (all when none), as
+    /// [`Db::migrate`], in one transaction on SQLite; the migration tests'
+    /// way down.
+    pub async fn migrate_down(&self, steps: Option<u32>) -> Result<(), DbErr> {
         if self.conn.get_database_backend() != DatabaseBackend::Sqlite {
-            return Migrator::down(&self.conn, None).await;
+            return Migrator::down(&self.conn, steps).await;
         }
         let txn = self.conn.begin().await?;
-        Migrator::down(&txn, None).await?;
+        Migrator::down(&txn, steps).await?;
         txn.commit().await
     }
 

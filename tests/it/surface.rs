@@ -15,6 +15,7 @@ both_backends!(
     malformed_requests_get_codes_and_change_nothing,
     graphiql_can_serve_its_scripts_from_a_local_folder,
     migrations_roll_back_and_apply_again,
+    records_from_before_delivery_rows_keep_their_outcome,
 );
 
 /// The introspection query GraphiQL and code generators send.
@@ -369,7 +370,7 @@ async fn migrations_roll_back_and_apply_again(backend: Backend) {
     };
     let pool = Db::connect(&config).await.unwrap();
     pool.migrate().await.unwrap();
-    pool.migrate_down().await.unwrap();
+    pool.migrate_down(None).await.unwrap();
     let pending = Migrator::get_pending_migrations(&pool.conn).await.unwrap();
     assert_eq!(pending.len(), Migrator::migrations().len());
     pool.migrate().await.unwrap();
@@ -380,4 +381,86 @@ async fn migrations_roll_back_and_apply_again(backend: Backend) {
             .is_empty()
     );
     pool.conn.close().await.ok();
+}
+
+/// Records written before `event_deliveries` held every outcome (no
+/// delivery row) keep their meaning once the groups migration runs: a
+/// PROCESSED event and a final failure are done, a failure with attempts
+/// left is still pending, with its failure counted.
+async fn records_from_before_delivery_rows_keep_their_outcome(backend: Backend) {
+    use scenario_hub::config::DatabaseConfig;
+    use scenario_hub::db::Db;
+    use scenario_hub::entity::event_delivery;
+    use sea_orm::EntityTrait;
+
+    let server = TestServer::start(backend).await;
+    let s = crate::common::scenario(&server, "legacy").await;
+    crate::common::event_type(&server, "once", json!(null), 0, 1).await;
+    crate::common::event_type(&server, "thrice", json!(null), 0, 3).await;
+    let engine = crate::common::register(&server, &s.run, "ActorEngine").await;
+    let mut ids = Vec::new();
+    for (event_type, status) in [
+        ("once", "PROCESSED"),
+        ("once", "FAILED"),
+        ("thrice", "FAILED"),
+    ] {
+        let event =
+            crate::common::publish(&server, json!({"runId": s.run, "eventType": event_type})).await;
+        server
+            .gql(
+                "mutation($ev: UUID!, $e: UUID!, $s: ProcessingStatus!) {
+                    recordProcessing(input: {eventId: $ev, engineId: $e, status: $s, error: \"x\"}) { attempts } }",
+                json!({"ev": event["id"], "e": engine, "s": status}),
+            )
+            .await;
+        ids.push(event["id"].as_str().unwrap().to_owned());
+    }
+    let pending = || async {
+        let data = server
+            .gql(
+                "query($r: UUID!, $e: UUID!) { events(runId: $r, filter: {pendingFor: $e, eventTypes: [\"once\", \"thrice\"]}) { nodes { id } } }",
+                json!({"r": s.run, "e": engine}),
+            )
+            .await;
+        data["events"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(pending().await, vec![ids[2].clone()]);
+
+    // As before delivery rows: the records alone, then the migration again.
+    let pool = Db::connect(&DatabaseConfig {
+        database_url: server.database_url().to_owned(),
+        database_max_connections: 2,
+    })
+    .await
+    .unwrap();
+    pool.migrate_down(Some(1)).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    pool.conn
+        .execute_unprepared("DELETE FROM event_deliveries")
+        .await
+        .unwrap();
+    pool.migrate().await.unwrap();
+    pool.conn.close().await.ok();
+
+    assert_eq!(pending().await, vec![ids[2].clone()]);
+    let rows = event_delivery::Entity::find()
+        .all(&server.ctx().db.conn)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    let failures: Vec<i32> = ids
+        .iter()
+        .map(|id| {
+            rows.iter()
+                .find(|r| r.event_id.to_string() == *id)
+                .unwrap()
+                .failures
+        })
+        .collect();
+    assert_eq!(failures, vec![0, 1, 1]);
 }
