@@ -428,8 +428,10 @@ pub(super) async fn keep_present(ctx: Ctx, every: std::time::Duration, engine_id
     }
 }
 
-/// Starts a `runUpdated` subscription: the run after each status or
-/// relationship change, until a terminal status.
+/// Starts a `runUpdated` subscription: the run as it is, then the run after
+/// each status or relationship change, until a terminal status. The first
+/// item is read after the feed's position is taken, so no change falls
+/// between a subscriber's first view and the changes it is sent.
 pub async fn run_updates(
     ctx: &Ctx,
     hub: &Arc<Hub>,
@@ -443,43 +445,47 @@ pub async fn run_updates(
     // by the first batch's gap.
     let feed = hub.subscribe(run_id, run.last_sequence).batches;
     let state = (ctx.clone(), hub.clone(), feed, run.last_sequence, done);
-    Ok(futures::stream::unfold(
-        state,
-        move |(ctx, hub, mut feed, mut cursor, done)| async move {
-            if done {
-                return None;
-            }
-            loop {
-                let shutdown = hub.shutdown_token().clone();
-                let changed = tokio::select! {
-                    received = feed.recv() => match received {
-                        Ok(batch) => {
-                            let gap = batch.after > cursor;
-                            let relevant = batch.events.iter().any(|e| {
-                                e.sequence > cursor
-                                    && (e.event_type == RUN_STATUS_CHANGED || e.event_type == RELATIONSHIP_UPDATED)
-                            });
-                            cursor = cursor.max(batch.events.last().map_or(cursor, |e| e.sequence));
-                            relevant || gap
-                        }
-                        // Missed batches may hold a change: send the run as it is.
-                        Err(broadcast::error::RecvError::Lagged(_)) => true,
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    },
-                    () = shutdown.cancelled() => return None,
-                };
-                if !changed {
-                    continue;
+    let first = futures::stream::once(std::future::ready(AppResult::Ok(run)));
+    Ok(futures::StreamExt::chain(
+        first,
+        futures::stream::unfold(
+            state,
+            move |(ctx, hub, mut feed, mut cursor, done)| async move {
+                if done {
+                    return None;
                 }
-                let run = match service::run::get(&ctx, run_id).await {
-                    Ok(Some(run)) => run,
-                    Ok(None) => return None,
-                    Err(err) => return Some((Err(err), (ctx, hub, feed, cursor, true))),
-                };
-                let done = run.status.is_terminal();
-                cursor = cursor.max(run.last_sequence);
-                return Some((Ok(run), (ctx, hub, feed, cursor, done)));
-            }
-        },
+                loop {
+                    let shutdown = hub.shutdown_token().clone();
+                    let changed = tokio::select! {
+                        received = feed.recv() => match received {
+                            Ok(batch) => {
+                                let gap = batch.after > cursor;
+                                let relevant = batch.events.iter().any(|e| {
+                                    e.sequence > cursor
+                                        && (e.event_type == RUN_STATUS_CHANGED || e.event_type == RELATIONSHIP_UPDATED)
+                                });
+                                cursor = cursor.max(batch.events.last().map_or(cursor, |e| e.sequence));
+                                relevant || gap
+                            }
+                            // Missed batches may hold a change: send the run as it is.
+                            Err(broadcast::error::RecvError::Lagged(_)) => true,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        () = shutdown.cancelled() => return None,
+                    };
+                    if !changed {
+                        continue;
+                    }
+                    let run = match service::run::get(&ctx, run_id).await {
+                        Ok(Some(run)) => run,
+                        Ok(None) => return None,
+                        Err(err) => return Some((Err(err), (ctx, hub, feed, cursor, true))),
+                    };
+                    let done = run.status.is_terminal();
+                    cursor = cursor.max(run.last_sequence);
+                    return Some((Ok(run), (ctx, hub, feed, cursor, done)));
+                }
+            },
+        ),
     ))
 }

@@ -83,7 +83,8 @@ impl SubscriptionRoot {
         }))
     }
 
-    /// The run after each status or relationship change, until it closes.
+    /// The run as it is, then after each status or relationship change,
+    /// until it closes.
     async fn run_updated(
         &self,
         ctx: &Context<'_>,

@@ -302,15 +302,19 @@ async fn streams_complete_when_the_run_closes(backend: Backend) {
     let s = scenario(&server, "close").await;
     let engine = register(&server, &s.run, "ActorEngine").await;
     let mut ws = WsClient::ready(server.addr).await;
-    // `run` starts first: by the time an event published below reaches
-    // `live`, `run` has long read its starting point (runUpdated sends only
-    // changes, so nothing on the wire shows when it has).
+    // `runUpdated` starts with the run as it is.
     ws.subscribe(
         "run",
-        "subscription($r: UUID!) { runUpdated(runId: $r) { status } }",
+        "subscription($r: UUID!) { runUpdated(runId: $r) { status lastSequence } }",
         json!({"r": s.run}),
     )
     .await;
+    let first = ws.next_data("run").await;
+    assert_eq!(first["runUpdated"]["status"], "RUNNING");
+    assert_eq!(
+        first["runUpdated"]["lastSequence"],
+        last_sequence(&server, &s.run).await
+    );
     // From the current sequence on, so that `live` gets the tick however
     // late it starts.
     let start = last_sequence(&server, &s.run).await;
