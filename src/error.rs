@@ -88,6 +88,22 @@ pub enum AppError {
     Internal(String),
 }
 
+/// Every `extensions.code` the server answers with (DESIGN.md, Errors).
+pub const CODES: [&str; 12] = [
+    "NOT_FOUND",
+    "BAD_USER_INPUT",
+    "PAYLOAD_SCHEMA_VIOLATION",
+    "VERSION_CONFLICT",
+    "INVALID_TRANSITION",
+    "RUN_CLOSED",
+    "CONFLICT",
+    "LEASE_LOST",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "LIMIT_EXCEEDED",
+    "INTERNAL",
+];
+
 impl AppError {
     /// The `extensions.code` of this error.
     pub fn code(&self) -> &'static str {

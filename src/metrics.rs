@@ -9,6 +9,8 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
+use crate::error::CODES;
+
 /// Distinct operation names kept as labels; later ones count as `other`, so
 /// that clients cannot grow the registry without bound.
 const MAX_OPERATION_NAMES: usize = 256;
@@ -30,6 +32,9 @@ const IN_FLIGHT: &str = "scenario_hub_events_in_flight";
 const POOL_SIZE: &str = "scenario_hub_db_pool_connections";
 const POOL_IDLE: &str = "scenario_hub_db_pool_idle_connections";
 const POOL_MAX: &str = "scenario_hub_db_pool_max_connections";
+
+/// The `code` label of an error outside DESIGN.md's set.
+const OTHER: &str = "OTHER";
 
 static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
 
@@ -105,7 +110,7 @@ impl Metrics {
         describe(POOL_SIZE, None, "Database pool connections open.");
         describe(POOL_IDLE, None, "Database pool connections idle.");
         describe(POOL_MAX, None, "Database pool size limit.");
-        Metrics {
+        let metrics = Metrics {
             published: recorder.register_counter(&Key::from_static_name(PUBLISHED), &METADATA),
             delivered: recorder.register_counter(&Key::from_static_name(DELIVERED), &METADATA),
             lag: recorder.register_histogram(&Key::from_static_name(LAG), &METADATA),
@@ -117,12 +122,29 @@ impl Metrics {
             in_flight: recorder.register_gauge(&Key::from_static_name(IN_FLIGHT), &METADATA),
             operation_names: Mutex::new(HashSet::new()),
             recorder,
+        };
+        // Every code at 0 from the start, so that `rate()` and alerts work
+        // on a fresh server; so too requests by transport and outcome.
+        for code in CODES.into_iter().chain([OTHER]) {
+            metrics.error_counter(code).increment(0);
         }
+        for transport in ["http", "websocket", "rest"] {
+            for ok in [true, false] {
+                metrics
+                    .request_counter(transport, "anonymous".into(), ok)
+                    .increment(0);
+            }
+        }
+        metrics
     }
 
     /// One request of `transport` (`http`, `websocket`, `rest`) finished.
     pub fn request(&self, transport: &'static str, operation: Option<&str>, ok: bool) {
         let operation = self.operation_label(operation);
+        self.request_counter(transport, operation, ok).increment(1);
+    }
+
+    fn request_counter(&self, transport: &'static str, operation: String, ok: bool) -> Counter {
         let labels = vec![
             Label::new("transport", transport),
             Label::new("operation", operation),
@@ -130,33 +152,20 @@ impl Metrics {
         ];
         self.recorder
             .register_counter(&Key::from_parts(REQUESTS, labels), &METADATA)
-            .increment(1);
     }
 
     /// An error with `code` went to a client.
     pub fn error(&self, code: &str) {
         // Codes are DESIGN.md's fixed set; anything else is lumped together.
-        let code = match code {
-            "NOT_FOUND"
-            | "BAD_USER_INPUT"
-            | "PAYLOAD_SCHEMA_VIOLATION"
-            | "VERSION_CONFLICT"
-            | "INVALID_TRANSITION"
-            | "RUN_CLOSED"
-            | "CONFLICT"
-            | "LEASE_LOST"
-            | "UNAUTHENTICATED"
-            | "FORBIDDEN"
-            | "LIMIT_EXCEEDED"
-            | "INTERNAL" => code.to_owned(),
-            _ => "OTHER".to_owned(),
-        };
-        self.recorder
-            .register_counter(
-                &Key::from_parts(ERRORS, vec![Label::new("code", code)]),
-                &METADATA,
-            )
-            .increment(1);
+        let code = CODES.into_iter().find(|c| *c == code).unwrap_or(OTHER);
+        self.error_counter(code).increment(1);
+    }
+
+    fn error_counter(&self, code: &'static str) -> Counter {
+        self.recorder.register_counter(
+            &Key::from_parts(ERRORS, vec![Label::new("code", code)]),
+            &METADATA,
+        )
     }
 
     /// `count` events were committed.

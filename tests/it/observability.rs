@@ -9,6 +9,7 @@ use crate::common::ws::{PATIENCE, WsClient};
 use crate::common::{Backend, TestDb, TestServer, event_type, publish, scenario};
 
 both_backends!(
+    a_fresh_server_exports_every_counter_at_zero,
     metrics_count_requests_errors_events_and_connections,
     json_logs_name_operations_in_spans_and_never_show_tokens,
 );
@@ -45,6 +46,51 @@ async fn scrape(server: &TestServer) -> String {
         .to_owned();
     assert!(kind.starts_with("text/plain"), "{kind}");
     response.text().await.unwrap()
+}
+
+/// Before any traffic, a Prometheus parser finds every counter, each error
+/// code among them, at 0: `rate()` and alerts work from the first scrape.
+async fn a_fresh_server_exports_every_counter_at_zero(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let text = scrape(&server).await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format");
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    for code in scenario_hub::error::CODES.into_iter().chain(["OTHER"]) {
+        assert_eq!(
+            value("scenario_hub_errors_total", Some(("code", code))),
+            Some(0.0),
+            "{code}"
+        );
+    }
+    for name in [
+        "scenario_hub_events_published_total",
+        "scenario_hub_events_delivered_total",
+        "scenario_hub_leases_expired_total",
+    ] {
+        assert_eq!(value(name, None), Some(0.0), "{name}");
+    }
+    for transport in ["http", "websocket", "rest"] {
+        assert_eq!(
+            value(
+                "scenario_hub_requests_total",
+                Some(("transport", transport))
+            ),
+            Some(0.0),
+            "{transport}"
+        );
+    }
 }
 
 async fn metrics_count_requests_errors_events_and_connections(backend: Backend) {
