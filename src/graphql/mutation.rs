@@ -1,7 +1,7 @@
 //! The mutations of DESIGN.md: arguments in, one service call, types out.
 //! A failed mutation changes nothing.
 
-use async_graphql::{Context, Object, Result};
+use async_graphql::{Context, MaybeUndefined, Object, Result};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -54,7 +54,11 @@ impl MutationRoot {
         let patch = service::agent_template::AgentTemplatePatch {
             name: patch.name,
             description: patch.description,
-            config: patch.config,
+            config: match patch.config {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(serde_json::json!({})),
+                MaybeUndefined::Value(config) => Some(config),
+            },
         };
         Ok(AgentTemplate(
             service::agent_template::update(service_ctx(ctx), id, patch).await?,

@@ -13,6 +13,7 @@ mod events;
 mod example_engine;
 mod groups;
 mod hostile;
+mod json_inputs;
 mod leases;
 mod loaders;
 mod observability;

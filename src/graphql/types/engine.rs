@@ -119,7 +119,8 @@ pub struct RegisterEngineInput {
     pub run_id: Uuid,
     /// Its type (ActorEngine, NarratorEngine, ...).
     pub engine_type: String,
-    /// Initial state, used only when the engine is new.
+    /// Initial state, used only when the engine is new; `{}` when null or
+    /// left out.
     pub state: Option<Value>,
     /// Share the run's work with the other engines registered with this
     /// group (all of one engine type): each event goes to one of them.

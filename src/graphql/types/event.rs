@@ -81,7 +81,8 @@ pub struct CreateEventTypeInput {
     pub engine_type: Option<String>,
     /// Free text.
     pub description: Option<String>,
-    /// JSON Schema that payloads must match.
+    /// JSON Schema that payloads must match; null or left out accepts any
+    /// payload.
     pub payload_schema: Option<Value>,
     /// Priority of events that give none (default 0).
     pub default_priority: Option<i32>,
@@ -119,7 +120,8 @@ pub struct EventTypePatch {
     pub engine_type: MaybeUndefined<String>,
     /// New description.
     pub description: Option<String>,
-    /// New payload schema; null accepts any payload.
+    /// New payload schema; null removes it (any payload is accepted),
+    /// left out keeps it.
     pub payload_schema: MaybeUndefined<Value>,
     /// New default priority.
     pub default_priority: Option<i32>,
@@ -306,7 +308,8 @@ pub struct EventInput {
     pub event_type: String,
     /// Higher is more urgent; the type's `defaultPriority` when omitted.
     pub priority: Option<i32>,
-    /// Payload, checked against the type's schema; `{}` when omitted.
+    /// Payload, checked against the type's schema; `{}` when null or
+    /// left out.
     pub payload: Option<Value>,
     /// The engine that emits it.
     pub source_engine_id: Option<Uuid>,
@@ -541,7 +544,7 @@ pub struct CompleteEventInput {
     /// `parentEventId` to the completed event.
     #[graphql(default)]
     pub emit: Vec<EventInput>,
-    /// The engine's new state.
+    /// The engine's new state; null or left out saves none.
     pub state: Option<Value>,
     /// The state version the engine last saw; a stale one fails the whole call.
     pub expected_version: Option<i64>,

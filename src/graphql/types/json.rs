@@ -10,7 +10,10 @@ use std::sync::OnceLock;
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::Field;
 use async_graphql::registry::Registry;
-use async_graphql::{ContextSelectionSet, Name, OutputType, Positioned, ServerResult, Value};
+use async_graphql::{
+    ContextSelectionSet, InputType, InputValueError, InputValueResult, Name, OutputType,
+    Positioned, ServerResult, Value,
+};
 
 /// A JSON value served as the `JSON` scalar, from its serialized text.
 pub struct RawJson(String);
@@ -48,5 +51,65 @@ impl OutputType for RawJson {
         let mut raw = IndexMap::with_capacity(1);
         raw.insert(raw_value_key().clone(), Value::String(self.0.clone()));
         Ok(Value::Object(raw))
+    }
+}
+
+/// Free JSON that always has a value: as an input it is nullable (`JSON`),
+/// and `null` or leaving it out both mean JSON `null`; as an output it is
+/// `JSON!` (`null` is a value there too). One type for the fields that
+/// input and output objects share.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct FreeJson(pub serde_json::Value);
+
+impl InputType for FreeJson {
+    type RawValueType = serde_json::Value;
+
+    fn type_name() -> Cow<'static, str> {
+        <serde_json::Value as InputType>::type_name()
+    }
+
+    fn qualified_type_name() -> String {
+        <Self as InputType>::type_name().into_owned()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <serde_json::Value as InputType>::create_type_info(registry);
+        <Self as InputType>::qualified_type_name()
+    }
+
+    fn parse(value: Option<Value>) -> InputValueResult<Self> {
+        match value {
+            None | Some(Value::Null) => Ok(FreeJson(serde_json::Value::Null)),
+            Some(value) => Ok(FreeJson(
+                value.into_json().map_err(InputValueError::custom)?,
+            )),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        Value::from_json(self.0.clone()).unwrap_or_default()
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(&self.0)
+    }
+}
+
+impl OutputType for FreeJson {
+    fn type_name() -> Cow<'static, str> {
+        <serde_json::Value as OutputType>::type_name()
+    }
+
+    fn create_type_info(registry: &mut Registry) -> String {
+        <serde_json::Value as OutputType>::create_type_info(registry)
+    }
+
+    async fn resolve(
+        &self,
+        ctx: &ContextSelectionSet<'_>,
+        field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        RawJson::of(&self.0).resolve(ctx, field).await
     }
 }

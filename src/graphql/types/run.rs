@@ -172,7 +172,7 @@ pub struct CreateScenarioRunInput {
     pub template_id: Uuid,
     /// A name for people.
     pub name: String,
-    /// Free JSON parameters.
+    /// Free JSON parameters; `{}` when null or left out.
     pub parameters: Option<Value>,
 }
 
@@ -189,7 +189,7 @@ pub struct SetRelationshipInput {
     pub kind: String,
     /// How strong.
     pub strength: f64,
-    /// Free JSON.
+    /// Free JSON; `{}` when null or left out.
     pub data: Option<Value>,
 }
 

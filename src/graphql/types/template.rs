@@ -1,13 +1,15 @@
 //! Agent templates, scenario templates and the typed parts of a scenario
 //! template (config, agent roles, event flow), as outputs and inputs.
 
-use async_graphql::{ComplexObject, Context, Enum, InputObject, Object, Result, SimpleObject};
+use async_graphql::{
+    ComplexObject, Context, Enum, InputObject, MaybeUndefined, Object, Result, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::json::RawJson;
+use super::json::{FreeJson, RawJson};
 use super::loader;
 use crate::entity::{agent_template, scenario_template};
 use crate::graphql::loaders::AgentTemplateId;
@@ -51,7 +53,8 @@ pub struct CreateAgentTemplateInput {
     pub name: String,
     /// Free text.
     pub description: Option<String>,
-    /// The agent's definition: a JSON object (role, instructions, model, tools).
+    /// The agent's definition: a JSON object (role, instructions, model,
+    /// tools); `{}` when null or left out.
     pub config: Option<Value>,
 }
 
@@ -62,8 +65,8 @@ pub struct AgentTemplatePatch {
     pub name: Option<String>,
     /// New description.
     pub description: Option<String>,
-    /// New config object.
-    pub config: Option<Value>,
+    /// New config object; null clears it to `{}`, left out keeps it.
+    pub config: MaybeUndefined<Value>,
 }
 
 /// A scene the NarratorEngine can describe.
@@ -139,9 +142,8 @@ pub struct ScenarioConfig {
     /// Success criteria for the AnalystEngine.
     #[graphql(default)]
     pub success_criteria: Vec<SuccessCriterion>,
-    /// Anything else, free JSON.
-    #[graphql(default)]
-    pub extra: Value,
+    /// Anything else, free JSON; `{}` when null or left out.
+    pub extra: FreeJson,
 }
 
 /// A relationship a role starts the run with.
@@ -155,9 +157,8 @@ pub struct RoleRelationship {
     pub kind: String,
     /// How strong it is.
     pub strength: f64,
-    /// Free JSON.
-    #[graphql(default)]
-    pub data: Value,
+    /// Free JSON (null when left out).
+    pub data: FreeJson,
 }
 
 /// A role of the scenario and the agent template that plays it.
@@ -205,9 +206,8 @@ pub struct WorldRule {
     pub key: String,
     /// The rule in words.
     pub description: String,
-    /// Free JSON.
-    #[graphql(default)]
-    pub data: Value,
+    /// Free JSON (null when left out).
+    pub data: FreeJson,
 }
 
 /// How events flow in the scenario: world rules and the rest.
@@ -218,9 +218,8 @@ pub struct EventFlow {
     /// World rules for the NarratorEngine.
     #[graphql(default)]
     pub world_rules: Vec<WorldRule>,
-    /// Anything else, free JSON.
-    #[graphql(default)]
-    pub extra: Value,
+    /// Anything else, free JSON; `{}` when null or left out.
+    pub extra: FreeJson,
 }
 
 /// Moves a value between the GraphQL types and the service types, which
