@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::error::LoadError;
 use crate::entity::{
-    agent_template, engine_group, event_delivery, event_instance, event_processing, event_type,
-    scenario_run, scenario_template,
+    agent_template, engine_group, engine_state, event_delivery, event_instance, event_processing,
+    event_type, scenario_run, scenario_template,
 };
 use crate::service::{self, Ctx};
 
@@ -41,6 +41,27 @@ pub struct EventTypeName(pub String);
 /// The live leases of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InFlightOf(pub Uuid);
+/// The engines of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnginesOf(pub Uuid);
+/// The relationships of a run (with its template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelationshipsOf {
+    /// The run.
+    pub run: Uuid,
+    /// Its template.
+    pub template: Uuid,
+}
+/// The first page of a run's events, unfiltered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FirstEventsOf {
+    /// The run.
+    pub run: Uuid,
+    /// The page's order.
+    pub order: service::event::EventOrder,
+    /// Its size.
+    pub first: usize,
+}
 /// An engine group by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GroupId(pub Uuid);
@@ -160,6 +181,64 @@ impl Loader<InFlightOf> for Loaders {
         for row in rows {
             if let Some(engine_id) = row.engine_id {
                 out.entry(InFlightOf(engine_id)).or_default().push(row);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Loader<EnginesOf> for Loaders {
+    type Value = Vec<engine_state::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[EnginesOf],
+    ) -> Result<HashMap<EnginesOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let engines = service::engine::list_of_runs(&self.ctx, &ids).await?;
+        Ok(engines
+            .into_iter()
+            .map(|(run, e)| (EnginesOf(run), e))
+            .collect())
+    }
+}
+
+impl Loader<RelationshipsOf> for Loaders {
+    type Value = Vec<service::relationship::Relationship>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[RelationshipsOf],
+    ) -> Result<HashMap<RelationshipsOf, Self::Value>, Self::Error> {
+        let runs: Vec<(Uuid, Uuid)> = keys.iter().map(|k| (k.run, k.template)).collect();
+        let mut found = service::relationship::for_runs(&self.ctx, &runs).await?;
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.remove(&k.run).unwrap_or_default()))
+            .collect())
+    }
+}
+
+impl Loader<FirstEventsOf> for Loaders {
+    type Value = service::page::Page<service::event::EventCursor, event_instance::Model>;
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[FirstEventsOf],
+    ) -> Result<HashMap<FirstEventsOf, Self::Value>, Self::Error> {
+        // One statement per page shape asked for (aliases may differ).
+        let mut shapes: HashMap<(service::event::EventOrder, usize), Vec<Uuid>> = HashMap::new();
+        for k in keys {
+            shapes.entry((k.order, k.first)).or_default().push(k.run);
+        }
+        let mut out = HashMap::new();
+        for ((order, first), runs) in shapes {
+            let pages = service::event::first_pages(&self.ctx, &runs, order, first).await?;
+            for (run, page) in pages {
+                out.insert(FirstEventsOf { run, order, first }, page);
             }
         }
         Ok(out)

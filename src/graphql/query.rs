@@ -84,6 +84,8 @@ impl QueryRoot {
         let page = id_page(service, first, after)?;
         let had_cursor = page.after.is_some();
         let rows = service::run::list(service, status.map(Into::into), template_id, page).await?;
+        let runs: Vec<_> = rows.rows.iter().map(|(_, r)| r.clone()).collect();
+        super::types::run::prefetch(ctx, &ctx.look_ahead(), &runs).await?;
         Ok(connection(rows, had_cursor, ScenarioRun))
     }
 

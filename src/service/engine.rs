@@ -1,6 +1,8 @@
 //! Engine instances: registration (idempotent, returns stored state) and
 //! JSON state checkpoints with optimistic concurrency on `version`.
 
+use std::collections::HashMap;
+
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
@@ -169,6 +171,25 @@ async fn group_of(
             .await?),
         None => Ok(None),
     }
+}
+
+/// The engines of each of `run_ids`, in registration order, in one statement.
+pub async fn list_of_runs(
+    ctx: &Ctx,
+    run_ids: &[Uuid],
+) -> AppResult<HashMap<Uuid, Vec<engine_state::Model>>> {
+    let mut out: HashMap<Uuid, Vec<engine_state::Model>> =
+        run_ids.iter().map(|id| (*id, Vec::new())).collect();
+    for engine in engine_state::Entity::find()
+        .filter(engine_state::Column::RunId.is_in(run_ids.iter().copied()))
+        .order_by_asc(engine_state::Column::RegisteredAt)
+        .order_by_asc(engine_state::Column::EngineId)
+        .all(&ctx.db.conn)
+        .await?
+    {
+        out.entry(engine.run_id).or_default().push(engine);
+    }
+    Ok(out)
 }
 
 /// The engines among `ids`.

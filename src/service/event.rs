@@ -2,6 +2,8 @@
 //! filters, both orders and cursors (`pendingFor` through
 //! `service::pending`). Publishing is `service::publish`.
 
+use std::collections::HashMap;
+
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
@@ -24,6 +26,69 @@ pub async fn get_many(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_instance::
         .filter(event_instance::Column::Id.is_in(ids.iter().copied()))
         .all(&ctx.db.conn)
         .await?)
+}
+
+/// The first page (`first` events in `order`, no filter) of each of
+/// `run_ids`, in one statement: one index-ordered, limited read per run,
+/// joined with UNION ALL, so a long run costs its page, not its length.
+pub async fn first_pages(
+    ctx: &Ctx,
+    run_ids: &[Uuid],
+    order: EventOrder,
+    first: usize,
+) -> AppResult<HashMap<Uuid, Page<EventCursor, event_instance::Model>>> {
+    use event_instance::Column as E;
+    use sea_orm::sea_query::{Alias, Asterisk, Query, UnionType};
+    let mut union: Option<sea_orm::sea_query::SelectStatement> = None;
+    for (i, run_id) in run_ids.iter().enumerate() {
+        let mut page = Query::select();
+        page.column(Asterisk)
+            .from(event_instance::Entity)
+            .and_where(E::RunId.eq(*run_id))
+            .limit(first as u64 + 1);
+        if order == EventOrder::Priority {
+            page.order_by(E::Priority, sea_orm::Order::Desc);
+        }
+        page.order_by(E::Sequence, sea_orm::Order::Asc);
+        // Wrapped: a compound SELECT takes no ORDER BY or LIMIT of its own parts.
+        let wrapped = Query::select()
+            .column(Asterisk)
+            .from_subquery(page, Alias::new(format!("page{i}")))
+            .to_owned();
+        match &mut union {
+            None => union = Some(wrapped),
+            Some(u) => {
+                u.union(UnionType::All, wrapped);
+            }
+        }
+    }
+    let mut pages: HashMap<Uuid, Vec<event_instance::Model>> =
+        run_ids.iter().map(|id| (*id, Vec::new())).collect();
+    if let Some(union) = union {
+        let conn = &ctx.db.conn;
+        let statement = sea_orm::StatementBuilder::build(&union, &conn.get_database_backend());
+        for event in event_instance::Entity::find()
+            .from_raw_sql(statement)
+            .all(conn)
+            .await?
+        {
+            pages.entry(event.run_id).or_default().push(event);
+        }
+    }
+    Ok(pages
+        .into_iter()
+        .map(|(run, mut rows)| {
+            rows.sort_by_key(|e| match order {
+                EventOrder::Priority => (-i64::from(e.priority), e.sequence),
+                EventOrder::Sequence => (0, e.sequence),
+            });
+            let rows = rows
+                .into_iter()
+                .map(|e| (EventCursor::of(&e, order), e))
+                .collect();
+            (run, into_page(rows, first))
+        })
+        .collect())
 }
 
 /// The events among `ids` that are pending for `engine` in `scope`: an
@@ -87,7 +152,7 @@ pub struct EventFilter {
 }
 
 /// The order of an event list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventOrder {
     /// By sequence, ascending.
     Sequence,

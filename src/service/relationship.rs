@@ -2,7 +2,7 @@
 //! the changes made during the run. Setting one publishes
 //! `relationship_updated`, so ActorEngines learn of it on their subscription.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
@@ -143,9 +143,49 @@ pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
 /// The run's relationships: the template's, overlaid with the run's changes,
 /// ordered by (source role, target role).
 pub async fn for_run(ctx: &Ctx, run: &scenario_run::Model) -> AppResult<Vec<Relationship>> {
+    let mut all = for_runs(ctx, &[(run.id, run.template_id)]).await?;
+    Ok(all.remove(&run.id).unwrap_or_default())
+}
+
+/// [`for_run`] of many runs, given as (run, template), in two statements.
+pub async fn for_runs(
+    ctx: &Ctx,
+    runs: &[(Uuid, Uuid)],
+) -> AppResult<HashMap<Uuid, Vec<Relationship>>> {
+    let template_ids: Vec<Uuid> = runs.iter().map(|r| r.1).collect();
+    let templates: HashMap<Uuid, _> = super::scenario_template::get_many(ctx, &template_ids)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    let mut changes: HashMap<Uuid, Vec<run_relationship::Model>> = HashMap::new();
+    for change in run_relationship::Entity::find()
+        .filter(run_relationship::Column::RunId.is_in(runs.iter().map(|r| r.0)))
+        .all(&ctx.db.conn)
+        .await?
+    {
+        changes.entry(change.run_id).or_default().push(change);
+    }
+    Ok(runs
+        .iter()
+        .map(|(run, template)| {
+            let merged = merge(
+                templates.get(template),
+                changes.remove(run).unwrap_or_default(),
+            );
+            (*run, merged)
+        })
+        .collect())
+}
+
+/// A template's relationships with a run's `changes` laid over them.
+fn merge(
+    template: Option<&crate::entity::scenario_template::Model>,
+    changes: Vec<run_relationship::Model>,
+) -> Vec<Relationship> {
     let mut merged: BTreeMap<(String, String), Relationship> = BTreeMap::new();
-    if let Some(template) = super::scenario_template::get(ctx, run.template_id).await? {
-        for role in roles_of(&template) {
+    if let Some(template) = template {
+        for role in roles_of(template) {
             for rel in role.relationships {
                 merged.insert(
                     (role.role.clone(), rel.target_role.clone()),
@@ -161,15 +201,11 @@ pub async fn for_run(ctx: &Ctx, run: &scenario_run::Model) -> AppResult<Vec<Rela
             }
         }
     }
-    let changes = run_relationship::Entity::find()
-        .filter(run_relationship::Column::RunId.eq(run.id))
-        .all(&ctx.db.conn)
-        .await?;
     for change in changes {
         merged.insert(
             (change.source_role.clone(), change.target_role.clone()),
             change.into(),
         );
     }
-    Ok(merged.into_values().collect())
+    merged.into_values().collect()
 }

@@ -6,7 +6,95 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::common::{Backend, TestServer, event_type, register, scenario};
 
-both_backends!(nested_fields_cost_a_constant_number_of_statements);
+both_backends!(
+    nested_fields_cost_a_constant_number_of_statements,
+    the_readme_query_costs_the_same_for_one_run_and_fifty,
+);
+
+/// The README's first query, with relationships and per-engine fields added.
+const README_QUERY: &str = "{
+  scenarioRuns(status: RUNNING) {
+    nodes {
+      name status lastSequence
+      template { name config { sceneDescriptions { key description } } agentRoles { role } }
+      engines { engineType version state group pendingCount inFlight { leaseId } }
+      relationships { sourceRole targetRole kind }
+      events(orderBy: PRIORITY, first: 5) { nodes { sequence priority eventType payload type { name } } }
+    }
+  }
+}";
+
+/// Statements of the README query (least of two), and the runs it returned.
+async fn readme_cost(server: &TestServer) -> (u64, usize) {
+    let mut least = u64::MAX;
+    let mut runs = 0;
+    for _ in 0..2 {
+        let before = server.statements();
+        let data = server.gql(README_QUERY, json!({})).await;
+        least = least.min(server.statements() - before);
+        let nodes = data["scenarioRuns"]["nodes"].as_array().unwrap();
+        runs = nodes.len();
+        for run in nodes {
+            assert_eq!(run["engines"].as_array().unwrap().len(), 2, "{run}");
+            assert_eq!(run["events"]["nodes"].as_array().unwrap().len(), 3, "{run}");
+            assert_eq!(run["relationships"].as_array().unwrap().len(), 1, "{run}");
+        }
+    }
+    (least, runs)
+}
+
+/// Adds a RUNNING run of `template` with two engines and two events.
+async fn add_run(server: &TestServer, template: &str, i: usize) {
+    let run = server
+        .gql(
+            "mutation($t: UUID!, $n: String!) { createScenarioRun(input: {templateId: $t, name: $n}) { id } }",
+            json!({"t": template, "n": format!("run {i}")}),
+        )
+        .await["createScenarioRun"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server
+        .gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+            json!({"r": run}),
+        )
+        .await;
+    register(server, &run, "ActorEngine").await;
+    register(server, &run, "NarratorEngine").await;
+    for priority in [1, 5] {
+        server
+            .gql(
+                "mutation($r: UUID!, $p: Int!) { publishEvent(input: {runId: $r, eventType: \"a\", priority: $p}) { id } }",
+                json!({"r": run, "p": priority}),
+            )
+            .await;
+    }
+}
+
+/// No N+1 where the README goes: its query over 50 runs runs as many
+/// statements as over one.
+async fn the_readme_query_costs_the_same_for_one_run_and_fifty(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "readme").await;
+    event_type(&server, "a", json!(null), 0, 1).await;
+    // The scenario's own run is RUNNING without engines: close it.
+    server
+        .gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: COMPLETED) { status } }",
+            json!({"r": s.run}),
+        )
+        .await;
+    add_run(&server, &s.template, 0).await;
+    let (one, runs) = readme_cost(&server).await;
+    assert_eq!(runs, 1);
+    for i in 1..50 {
+        add_run(&server, &s.template, i).await;
+    }
+    let (fifty, runs) = readme_cost(&server).await;
+    assert_eq!(runs, 50);
+    assert_eq!(one, fifty, "statements for 1 run and for 50");
+}
 
 const QUERY: &str = "query($r: UUID!, $n: Int) { events(runId: $r, filter: {eventTypes: [\"a\", \"b\", \"c\"]}, first: $n) {
     nodes { id type { name defaultPriority } processedBy { engineId status } run { name } } } }";

@@ -1,6 +1,6 @@
 //! Engine instances and their state.
 
-use async_graphql::{Context, InputObject, Object, Result};
+use async_graphql::{Context, InputObject, Lookahead, Object, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -18,8 +18,11 @@ pub struct EngineInstance(pub engine_state::Model);
 
 /// Loads the per-engine fields selected under `engines` for all of them at
 /// once, before they resolve one by one (as `event::prefetch_relations`).
-pub async fn prefetch(ctx: &Context<'_>, engines: &[engine_state::Model]) -> Result<()> {
-    let look = ctx.look_ahead();
+pub async fn prefetch(
+    ctx: &Context<'_>,
+    look: &Lookahead<'_>,
+    engines: &[engine_state::Model],
+) -> Result<()> {
     let loader = loader(ctx);
     if look.field("pendingCount").exists() {
         loader

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, Result, SimpleObject};
+use async_graphql::{
+    Context, Enum, InputObject, Lookahead, MaybeUndefined, Object, Result, SimpleObject,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -13,9 +15,9 @@ use super::json::RawJson;
 use super::run::ScenarioRun;
 use super::{connection, loader, service_ctx};
 use crate::entity::{event_delivery, event_instance, event_processing, event_type};
-use crate::graphql::loaders::{EventId, EventTypeName, ProcessingsOf, RunId};
+use crate::graphql::loaders::{EventId, EventTypeName, FirstEventsOf, ProcessingsOf, RunId};
 use crate::service::event::{self as svc, EventCursor};
-use crate::service::page::{CursorKey, PageRequest, page_size};
+use crate::service::page::{CursorKey, Page, PageRequest, page_size};
 use crate::service::{event_type as types_svc, processing};
 
 /// A typed kind of event. Shared with the request's loader, not copied.
@@ -401,19 +403,44 @@ pub async fn list_events(
         source_engine_id: filter.source_engine_id,
     };
     let page = svc::list(service, run_id, filter, order, page).await?;
-    prefetch_relations(ctx, page.rows.iter().map(|(_, e)| e)).await?;
+    prefetch_relations(ctx, &ctx.look_ahead(), page.rows.iter().map(|(_, e)| e)).await?;
     Ok(connection(page, had_cursor, Event::from))
+}
+
+/// The first page of a run's events in `order`, unfiltered, through the
+/// request's loader: the runs of a list share one statement.
+pub async fn first_events(
+    ctx: &Context<'_>,
+    run_id: Uuid,
+    order: EventOrder,
+    first: Option<i32>,
+) -> Result<Connection<String, Event>> {
+    let service = service_ctx(ctx);
+    let key = FirstEventsOf {
+        run: run_id,
+        order: match order {
+            EventOrder::Sequence => svc::EventOrder::Sequence,
+            EventOrder::Priority => svc::EventOrder::Priority,
+        },
+        first: page_size(first, service.limits.max_page_size)?,
+    };
+    let page = loader(ctx).load_one(key).await?.unwrap_or(Page {
+        rows: Vec::new(),
+        has_next: false,
+    });
+    prefetch_relations(ctx, &ctx.look_ahead(), page.rows.iter().map(|(_, e)| e)).await?;
+    Ok(connection(page, false, Event::from))
 }
 
 /// Loads the relations that the query selects on a list of events with one
 /// `load_many` per relation, before the events resolve one by one. Batching
 /// then does not depend on the DataLoader's delay catching every row: each
 /// row's field is served from the request's cache.
-async fn prefetch_relations<'a>(
+pub async fn prefetch_relations<'a>(
     ctx: &Context<'_>,
+    look: &Lookahead<'_>,
     events: impl Iterator<Item = &'a event_instance::Model> + Clone,
 ) -> Result<()> {
-    let look = ctx.look_ahead();
     let selects = |field: &str| {
         look.field("nodes").field(field).exists()
             || look.field("edges").field("node").field(field).exists()

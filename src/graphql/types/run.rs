@@ -1,7 +1,7 @@
 //! Scenario runs, their status and their relationships.
 
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, InputObject, Object, Result};
+use async_graphql::{Context, Enum, InputObject, Lookahead, Object, Result, Value as GqlValue};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
@@ -12,8 +12,91 @@ use super::json::RawJson;
 use super::template::ScenarioTemplate;
 use super::{loader, service_ctx};
 use crate::entity::scenario_run;
-use crate::graphql::loaders::ScenarioTemplateId;
+use crate::graphql::loaders::{EnginesOf, FirstEventsOf, RelationshipsOf, ScenarioTemplateId};
+use crate::service::page::page_size;
 use crate::service::{self, relationship, run::RunStatus as Status};
+
+/// Loads what a list of runs selects under each run (engines and their
+/// fields, relationships, the first page of events and what it selects on
+/// them) with one `load_many` per field for all the runs, before they
+/// resolve one by one: batching then does not depend on the DataLoader's
+/// delay catching every run. `look` is the list's selection.
+pub async fn prefetch(
+    ctx: &Context<'_>,
+    look: &Lookahead<'_>,
+    runs: &[scenario_run::Model],
+) -> Result<()> {
+    for node in [look.field("nodes"), look.field("edges").field("node")] {
+        if node.exists() {
+            prefetch_nodes(ctx, &node, runs).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn prefetch_nodes(
+    ctx: &Context<'_>,
+    node: &Lookahead<'_>,
+    runs: &[scenario_run::Model],
+) -> Result<()> {
+    let loader = loader(ctx);
+    let engines = node.field("engines");
+    if engines.exists() {
+        let found = loader
+            .load_many(runs.iter().map(|r| EnginesOf(r.id)))
+            .await?;
+        let all: Vec<_> = found.into_values().flatten().collect();
+        super::engine::prefetch(ctx, &engines, &all).await?;
+    }
+    if node.field("relationships").exists() {
+        loader
+            .load_many(runs.iter().map(|r| RelationshipsOf {
+                run: r.id,
+                template: r.template_id,
+            }))
+            .await?;
+    }
+    let events = node.field("events");
+    for field in events.selection_fields() {
+        let arguments = field
+            .arguments()
+            .map_err(|e| async_graphql::Error::new(e.message))?;
+        let argument = |name: &str| {
+            arguments
+                .iter()
+                .find(|(n, v)| n.as_str() == name && *v != GqlValue::Null)
+                .map(|(_, v)| v)
+        };
+        if argument("filter").is_some() || argument("after").is_some() {
+            continue;
+        }
+        let order = match argument("orderBy") {
+            Some(GqlValue::Enum(order)) if order.as_str() == "PRIORITY" => {
+                service::event::EventOrder::Priority
+            }
+            _ => service::event::EventOrder::Sequence,
+        };
+        let first = match argument("first") {
+            Some(GqlValue::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
+            _ => None,
+        };
+        let first = page_size(first, service_ctx(ctx).limits.max_page_size)?;
+        let pages = loader
+            .load_many(runs.iter().map(|r| FirstEventsOf {
+                run: r.id,
+                order,
+                first,
+            }))
+            .await?;
+        let rows: Vec<&crate::entity::event_instance::Model> = pages
+            .values()
+            .flat_map(|p| &p.rows)
+            .map(|row| &row.1)
+            .collect();
+        super::event::prefetch_relations(ctx, &events, rows.into_iter()).await?;
+    }
+    Ok(())
+}
 
 /// Where a run is in its lifecycle.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +198,10 @@ impl ScenarioRun {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Event>> {
+        if filter.is_none() && after.is_none() {
+            // The common first page, batched across the runs of a list.
+            return super::event::first_events(ctx, self.0.id, order_by, first).await;
+        }
         super::event::list_events(ctx, self.0.id, filter, order_by, first, after).await
     }
     /// Its engine instances, optionally of one type.
@@ -123,13 +210,23 @@ impl ScenarioRun {
         ctx: &Context<'_>,
         engine_type: Option<String>,
     ) -> Result<Vec<EngineInstance>> {
-        let engines = service::engine::list(service_ctx(ctx), self.0.id, engine_type).await?;
-        super::engine::prefetch(ctx, &engines).await?;
+        let mut engines = loader(ctx)
+            .load_one(EnginesOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        if let Some(engine_type) = engine_type {
+            engines.retain(|e| e.engine_type == engine_type);
+        }
+        super::engine::prefetch(ctx, &ctx.look_ahead(), &engines).await?;
         Ok(engines.into_iter().map(EngineInstance).collect())
     }
     /// The template's relationships overlaid with the changes made in this run.
     async fn relationships(&self, ctx: &Context<'_>) -> Result<Vec<RunRelationship>> {
-        let rels = relationship::for_run(service_ctx(ctx), &self.0).await?;
+        let key = RelationshipsOf {
+            run: self.0.id,
+            template: self.0.template_id,
+        };
+        let rels = loader(ctx).load_one(key).await?.unwrap_or_default();
         Ok(rels.into_iter().map(RunRelationship).collect())
     }
 }
