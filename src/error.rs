@@ -83,13 +83,16 @@ pub enum AppError {
         /// Which limit, and its value.
         message: String,
     },
+    /// The database is unreachable or restarting: worth a retry.
+    #[error("the database is unavailable; retry shortly")]
+    Unavailable(String),
     /// Anything the client cannot act on; the cause is logged, not returned.
     #[error("internal error")]
     Internal(String),
 }
 
 /// Every `extensions.code` the server answers with (DESIGN.md, Errors).
-pub const CODES: [&str; 12] = [
+pub const CODES: [&str; 13] = [
     "NOT_FOUND",
     "BAD_USER_INPUT",
     "PAYLOAD_SCHEMA_VIOLATION",
@@ -101,6 +104,7 @@ pub const CODES: [&str; 12] = [
     "UNAUTHENTICATED",
     "FORBIDDEN",
     "LIMIT_EXCEEDED",
+    "UNAVAILABLE",
     "INTERNAL",
 ];
 
@@ -119,6 +123,7 @@ impl AppError {
             AppError::Unauthenticated(_) => "UNAUTHENTICATED",
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::LimitExceeded { .. } => "LIMIT_EXCEEDED",
+            AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -168,7 +173,8 @@ impl AppError {
 
 /// The one place where database errors become client errors: constraint
 /// violations are the client's doing (a duplicate name, a row still referred
-/// to); anything else is internal and logged.
+/// to); a lost or refused connection is `UNAVAILABLE` (retryable); anything
+/// else is internal and logged.
 impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
         match err.sql_err() {
@@ -183,8 +189,34 @@ impl From<DbErr> for AppError {
                         .into(),
                 )
             }
+            _ if is_unavailable(&err) => {
+                tracing::warn!(error = %err, "database unavailable");
+                AppError::Unavailable(err.to_string())
+            }
             _ => AppError::internal(err),
         }
+    }
+}
+
+/// Whether `err` says the database cannot be reached now rather than that
+/// the statement is wrong: no connection to be had, a connection lost, or
+/// PostgreSQL shutting down or starting (SQLSTATE class 08, 57P01-57P03).
+fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    let sqlx = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return false,
+    };
+    match sqlx.as_ref() {
+        Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed => true,
+        Sqlx::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 
@@ -199,3 +231,27 @@ impl From<sea_orm::TransactionError<AppError>> for AppError {
 
 /// Shorthand for results of the service layer.
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+
+    #[test]
+    fn lost_connections_are_unavailable_and_bad_statements_internal() {
+        let io = || std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        for err in [
+            DbErr::Query(RuntimeErr::SqlxError(Sqlx::Io(io()).into())),
+            DbErr::Exec(RuntimeErr::SqlxError(Sqlx::PoolTimedOut.into())),
+            DbErr::Conn(RuntimeErr::SqlxError(Sqlx::PoolClosed.into())),
+        ] {
+            assert_eq!(AppError::from(err).code(), "UNAVAILABLE");
+        }
+        let syntax = DbErr::Query(RuntimeErr::SqlxError(
+            Sqlx::Protocol("unexpected message".into()).into(),
+        ));
+        assert_eq!(AppError::from(syntax).code(), "INTERNAL");
+        assert_eq!(AppError::from(DbErr::Custom("x".into())).code(), "INTERNAL");
+    }
+}

@@ -57,6 +57,7 @@ impl IntoResponse for RestError {
             | AppError::LeaseLost { .. }
             | AppError::InvalidTransition { .. } => StatusCode::CONFLICT,
             AppError::LimitExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({"error": {"code": self.0.code(), "message": self.0.to_string()}});

@@ -371,3 +371,59 @@ async fn a_stopping_server_releases_its_engines_leases(backend: Backend) {
     // Still pending: the three jobs and the run's status change.
     assert_eq!(after["engine"]["pendingCount"], jobs.len() + 1);
 }
+
+/// PostgreSQL drops every connection of the server (as a restart does):
+/// the calls that meet a dead connection answer `UNAVAILABLE` (retryable,
+/// 503 on REST), never `INTERNAL`, and the server serves again on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn dropped_database_connections_are_unavailable_then_served_again() {
+    use sea_orm::ConnectionTrait;
+    let server = crate::common::TestServer::start(Backend::Postgres).await;
+    let s = crate::common::scenario(&server, "restart").await;
+    let query = "query($r: UUID!) { scenarioRun(id: $r) { lastSequence } }";
+    // Warm the pool: several connections open and idle.
+    let warm: Vec<_> = (0..8)
+        .map(|_| server.gql_raw(query, json!({"r": s.run})))
+        .collect();
+    futures::future::join_all(warm).await;
+
+    let admin = sea_orm::Database::connect(server.database_url())
+        .await
+        .unwrap();
+    admin
+        .execute_unprepared(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+
+    let mut codes = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let answers =
+            futures::future::join_all((0..8).map(|_| server.gql_raw(query, json!({"r": s.run}))))
+                .await;
+        let failed: Vec<String> = answers
+            .iter()
+            .filter_map(|a| a["errors"][0]["extensions"]["code"].as_str())
+            .map(str::to_owned)
+            .collect();
+        let all_served = failed.is_empty();
+        codes.extend(failed);
+        if all_served {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "served again: {codes:?}"
+        );
+    }
+    assert!(!codes.is_empty(), "some call met a dropped connection");
+    assert!(codes.iter().all(|c| c == "UNAVAILABLE"), "{codes:?}");
+}
