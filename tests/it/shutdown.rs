@@ -93,10 +93,20 @@ async fn an_in_flight_completion_finishes_on_a_signal(backend: Backend) {
         let (first, rest) = body.split_at(body.len() / 2);
         stream.write_all(first.as_bytes()).await.unwrap();
 
+        let logs = server.logs_handle();
         let stopped = tokio::spawn(server.stop(signal));
-        // The signal is being handled while the body is still incomplete;
-        // new connections are no longer accepted once the listener closes.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Once the server says it has the signal, it must still wait for the
+        // request whose body is incomplete (and answer it, below).
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("shutdown signal received"))
+        {
+            assert!(tokio::time::Instant::now() < deadline, "the signal arrived");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert!(
             !stopped.is_finished(),
             "SIGINT/SIGTERM waits for the request"

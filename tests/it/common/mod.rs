@@ -6,8 +6,6 @@
 //! read `TEST_DATABASE_URL`; without it they are reported as ignored, with
 //! the reason, by the test runner itself.
 
-#![allow(dead_code)]
-
 pub mod process;
 pub mod ws;
 
@@ -142,8 +140,6 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub struct TestServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The backend under test.
-    pub backend: Backend,
     /// The HTTP client.
     pub http: reqwest::Client,
     ctx: scenario_hub::service::Ctx,
@@ -171,20 +167,16 @@ impl TestServer {
                 .try_init();
         }
         let db = TestDb::new(backend).await;
-        let mut server = Self::start_on(backend, &db.url, tweak).await;
+        let mut server = Self::start_on(&db.url, tweak).await;
         server.db = Some(db);
         server
     }
 
     /// Starts a server on the existing database at `url`.
-    pub async fn start_on(
-        backend: Backend,
-        url: &str,
-        tweak: impl FnOnce(&mut ServeConfig),
-    ) -> TestServer {
+    pub async fn start_on(url: &str, tweak: impl FnOnce(&mut ServeConfig)) -> TestServer {
         let mut config = ServeConfig::for_database(url.to_owned());
         tweak(&mut config);
-        Self::serve(backend, App::new(&config).await.expect("server starts")).await
+        Self::serve(App::new(&config).await.expect("server starts")).await
     }
 
     /// Starts a server on a fresh database whose schema builder `customize`
@@ -198,13 +190,13 @@ impl TestServer {
         let app = App::with_schema(&config, customize)
             .await
             .expect("server starts");
-        let mut server = Self::serve(backend, app).await;
+        let mut server = Self::serve(app).await;
         server.db = Some(db);
         server
     }
 
     /// Serves `app` on 127.0.0.1, port 0.
-    async fn serve(backend: Backend, app: App) -> TestServer {
+    async fn serve(app: App) -> TestServer {
         let ctx = app.ctx().clone();
         let stop = app.shutdown_token();
         let renders = app.renders();
@@ -218,7 +210,6 @@ impl TestServer {
         }));
         TestServer {
             addr,
-            backend,
             // A safety net against hangs, not a timing assertion.
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(60))
