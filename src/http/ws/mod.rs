@@ -23,7 +23,7 @@ mod protocol;
 mod writer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
@@ -31,6 +31,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::AppState;
@@ -45,12 +46,11 @@ pub struct WsSettings {
     init_timeout: Duration,
     ping_interval: Duration,
     pong_timeout: Duration,
-    max_connections: usize,
     max_subscriptions: usize,
     /// Bytes queued for the writer of one connection at most.
     send_buffer_bytes: usize,
-    /// Open connections, against `max_connections`.
-    open: AtomicUsize,
+    /// One permit per connection that may be open (`MAX_WS_CONNECTIONS`).
+    places: Arc<Semaphore>,
 }
 
 impl WsSettings {
@@ -60,10 +60,9 @@ impl WsSettings {
             init_timeout: Duration::from_millis(realtime.ws_init_timeout_ms),
             ping_interval: Duration::from_millis(realtime.ws_ping_interval_ms),
             pong_timeout: Duration::from_millis(realtime.ws_pong_timeout_ms),
-            max_connections: limits.max_ws_connections,
             max_subscriptions: limits.max_subscriptions_per_connection,
             send_buffer_bytes: writer::queue_bytes(limits.ws_send_buffer_bytes),
-            open: AtomicUsize::new(0),
+            places: Arc::new(Semaphore::new(limits.max_ws_connections)),
         }
     }
 }
@@ -80,25 +79,28 @@ const WS_WRITE_BUFFER_BYTES: usize = 4 * 1024;
 /// Numbers connections in the logs.
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// Holds one of the `max_connections` places while a connection is open.
-struct ConnectionSlot(Arc<WsSettings>, Arc<Metrics>);
+/// Holds one of the `MAX_WS_CONNECTIONS` places while a connection is open,
+/// and counts it in the connections gauge.
+struct ConnectionSlot {
+    /// Given back when the slot drops.
+    _place: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+}
 
 impl ConnectionSlot {
-    fn take(settings: &Arc<WsSettings>, metrics: &Arc<Metrics>) -> Option<Self> {
-        let taken = settings.open.fetch_add(1, Ordering::SeqCst);
-        if taken >= settings.max_connections {
-            settings.open.fetch_sub(1, Ordering::SeqCst);
-            return None;
-        }
+    fn take(settings: &WsSettings, metrics: &Arc<Metrics>) -> Option<Self> {
+        let permit = settings.places.clone().try_acquire_owned().ok()?;
         metrics.connections(1.0);
-        Some(ConnectionSlot(settings.clone(), metrics.clone()))
+        Some(ConnectionSlot {
+            _place: permit,
+            metrics: metrics.clone(),
+        })
     }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-        self.1.connections(-1.0);
+        self.metrics.connections(-1.0);
     }
 }
 
