@@ -471,20 +471,12 @@ pub async fn prefetch_relations<'a>(
 
 /// What an engine did with an event.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::entity::event_processing::ProcessingStatus")]
 pub enum ProcessingStatus {
     /// Handled.
     Processed,
     /// Failed; delivered again until the type's `maxAttempts` is reached.
     Failed,
-}
-
-impl From<ProcessingStatus> for processing::ProcessingStatus {
-    fn from(status: ProcessingStatus) -> Self {
-        match status {
-            ProcessingStatus::Processed => processing::ProcessingStatus::Processed,
-            ProcessingStatus::Failed => processing::ProcessingStatus::Failed,
-        }
-    }
 }
 
 /// What one engine recorded for one event.

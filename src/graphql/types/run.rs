@@ -14,7 +14,7 @@ use super::{loader, service_ctx};
 use crate::entity::scenario_run;
 use crate::graphql::loaders::{EnginesOf, FirstEventsOf, RelationshipsOf, ScenarioTemplateId};
 use crate::service::page::page_size;
-use crate::service::{self, relationship, run::RunStatus as Status};
+use crate::service::{self, relationship};
 
 /// Loads what a list of runs selects under each run (engines and their
 /// fields, relationships, the first page of events and what it selects on
@@ -100,6 +100,7 @@ async fn prefetch_nodes(
 
 /// Where a run is in its lifecycle.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::entity::scenario_run::RunStatus")]
 pub enum RunStatus {
     /// Created, not started.
     Pending,
@@ -113,32 +114,6 @@ pub enum RunStatus {
     Failed,
     /// Stopped (terminal).
     Cancelled,
-}
-
-impl From<RunStatus> for Status {
-    fn from(status: RunStatus) -> Self {
-        match status {
-            RunStatus::Pending => Status::Pending,
-            RunStatus::Running => Status::Running,
-            RunStatus::Paused => Status::Paused,
-            RunStatus::Completed => Status::Completed,
-            RunStatus::Failed => Status::Failed,
-            RunStatus::Cancelled => Status::Cancelled,
-        }
-    }
-}
-
-impl From<Status> for RunStatus {
-    fn from(status: Status) -> Self {
-        match status {
-            Status::Pending => RunStatus::Pending,
-            Status::Running => RunStatus::Running,
-            Status::Paused => RunStatus::Paused,
-            Status::Completed => RunStatus::Completed,
-            Status::Failed => RunStatus::Failed,
-            Status::Cancelled => RunStatus::Cancelled,
-        }
-    }
 }
 
 /// One execution of a scenario template.
