@@ -5,8 +5,9 @@ use scenario_hub::config::{
     Cli, Command, DatabaseConfig, KeyRole, KeysAction, KeysCommand, Limits, LogFormat,
 };
 use scenario_hub::db::Db;
+use scenario_hub::seed::demo;
+use scenario_hub::service::Ctx;
 use scenario_hub::service::auth::{self, Role};
-use scenario_hub::service::{Ctx, demo};
 use scenario_hub::{graphql, server, telemetry};
 
 /// mimalloc: the server allocates and frees many small objects per request

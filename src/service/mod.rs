@@ -5,7 +5,6 @@
 
 pub mod agent_template;
 pub mod auth;
-pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod event_type;

@@ -7,17 +7,19 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Ctx;
-use super::agent_template::{self, NewAgentTemplate};
-use super::engine::{self, Registration};
-use super::event_type::{self, NewEventType};
-use super::publish::{self, NewEvent};
-use super::run::{self, NewRun, RunStatus};
-use super::scenario_template::{self, AgentRole, EventFlow, NewScenarioTemplate, ScenarioConfig};
 use crate::entity::{
     agent_template as agent_entity, scenario_run, scenario_template as template_entity,
 };
 use crate::error::{AppError, AppResult};
+use crate::service::Ctx;
+use crate::service::agent_template::{self, NewAgentTemplate};
+use crate::service::engine::{self, Registration};
+use crate::service::event_type::{self, NewEventType};
+use crate::service::publish::{self, NewEvent};
+use crate::service::run::{self, NewRun, RunStatus};
+use crate::service::scenario_template::{
+    self, AgentRole, EventFlow, NewScenarioTemplate, ScenarioConfig,
+};
 
 /// The demo's scenario template.
 pub const TEMPLATE_NAME: &str = "demo-market-day";
@@ -119,7 +121,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
         let engine_id = Uuid::from_u128(0x5ce0_0000_0000_4000_8000_0000_0000_0000 | n);
         engine::register(
             ctx,
-            &super::auth::Principal::OPEN,
+            &crate::service::auth::Principal::OPEN,
             Registration {
                 engine_id: Some(engine_id),
                 run_id,
