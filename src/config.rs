@@ -74,14 +74,61 @@ pub enum KeyRole {
     Viewer,
 }
 
+/// Every setting's default, written once: the flags' defaults and the
+/// `Default` impls (the configuration tests and embedders use) read these.
+pub mod defaults {
+    /// Default of `database_url`: a file in the working directory.
+    pub const DATABASE_URL: &str = "sqlite://scenario-hub.db";
+    /// Default of `bind`: loopback only.
+    pub const BIND: &str = "127.0.0.1:8000";
+    /// Default of `database_max_connections`.
+    pub const DATABASE_MAX_CONNECTIONS: u32 = 16;
+    /// Default of `shutdown_timeout_ms`.
+    pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
+    /// Default of `ws_init_timeout_ms`.
+    pub const WS_INIT_TIMEOUT_MS: u64 = 10_000;
+    /// Default of `ws_ping_interval_ms`.
+    pub const WS_PING_INTERVAL_MS: u64 = 10_000;
+    /// Default of `ws_pong_timeout_ms`.
+    pub const WS_PONG_TIMEOUT_MS: u64 = 10_000;
+    /// Default of `delivery_poll_interval_ms`.
+    pub const DELIVERY_POLL_INTERVAL_MS: u64 = 2_000;
+    /// Default of `delivery_feed_capacity`.
+    pub const DELIVERY_FEED_CAPACITY: usize = 256;
+    /// Default of `subscription_queue_capacity`.
+    pub const SUBSCRIPTION_QUEUE_CAPACITY: usize = 10_000;
+    /// Default of `max_body_bytes`.
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// Default of `max_payload_bytes`.
+    pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+    /// Default of `max_state_bytes`.
+    pub const MAX_STATE_BYTES: usize = 1024 * 1024;
+    /// Default of `max_batch`.
+    pub const MAX_BATCH: usize = 1000;
+    /// Default of `max_page_size`.
+    pub const MAX_PAGE_SIZE: usize = 500;
+    /// Default of `max_query_depth`.
+    pub const MAX_QUERY_DEPTH: usize = 16;
+    /// Default of `max_query_complexity`.
+    pub const MAX_QUERY_COMPLEXITY: usize = 2000;
+    /// Default of `max_ws_connections`.
+    pub const MAX_WS_CONNECTIONS: usize = 10_000;
+    /// Default of `max_subscriptions_per_connection`.
+    pub const MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 100;
+    /// Default of `max_in_flight`.
+    pub const MAX_IN_FLIGHT: usize = 1000;
+    /// Default of `ws_send_buffer_bytes`.
+    pub const WS_SEND_BUFFER_BYTES: usize = 256 * 1024;
+}
+
 /// Where the data lives.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseConfig {
     /// Database URL: `sqlite://PATH` (created when missing) or `postgres://...`.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://scenario-hub.db")]
+    #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
     /// Most connections the pool opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS)]
     pub database_max_connections: u32,
 }
 
@@ -101,7 +148,7 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub database: DatabaseConfig,
     /// Address to listen on.
-    #[arg(long, env = "BIND", default_value = "127.0.0.1:8000")]
+    #[arg(long, env = "BIND", default_value = defaults::BIND)]
     pub bind: SocketAddr,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -112,7 +159,7 @@ pub struct ServeConfig {
     pub insecure_no_auth: bool,
     /// Milliseconds that requests in flight at SIGINT/SIGTERM get to finish
     /// before the process stops anyway.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = defaults::SHUTDOWN_TIMEOUT_MS)]
     pub shutdown_timeout_ms: u64,
     /// Serve GraphiQL's scripts from this folder (holding npm's graphiql@4,
     /// react@18 and react-dom@18 packages, e.g. a node_modules folder)
@@ -131,37 +178,37 @@ pub struct ServeConfig {
 #[derive(Debug, Clone, Args)]
 pub struct Realtime {
     /// Milliseconds a websocket may take to send `connection_init` (then 4408).
-    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "WS_INIT_TIMEOUT_MS", default_value_t = defaults::WS_INIT_TIMEOUT_MS)]
     pub ws_init_timeout_ms: u64,
     /// Milliseconds of silence after which the server pings a websocket.
-    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value_t = 10_000)]
+    #[arg(long, env = "WS_PING_INTERVAL_MS", default_value_t = defaults::WS_PING_INTERVAL_MS)]
     pub ws_ping_interval_ms: u64,
     /// Milliseconds a client has to answer a ping before it is dropped.
-    #[arg(long, env = "WS_PONG_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "WS_PONG_TIMEOUT_MS", default_value_t = defaults::WS_PONG_TIMEOUT_MS)]
     pub ws_pong_timeout_ms: u64,
     /// Milliseconds between checks of every watched run's last sequence: the
     /// most a lost doorbell can delay delivery.
-    #[arg(long, env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = 2_000)]
+    #[arg(long, env = "DELIVERY_POLL_INTERVAL_MS", default_value_t = defaults::DELIVERY_POLL_INTERVAL_MS)]
     pub delivery_poll_interval_ms: u64,
     /// Batches of new events a run's feed keeps for slow subscribers; one
     /// that falls further behind reads the gap from the database.
-    #[arg(long, env = "DELIVERY_FEED_CAPACITY", default_value_t = 256)]
+    #[arg(long, env = "DELIVERY_FEED_CAPACITY", default_value_t = defaults::DELIVERY_FEED_CAPACITY)]
     pub delivery_feed_capacity: usize,
     /// Events one subscription holds in memory; past that it reads later
     /// events from the database when the client catches up.
-    #[arg(long, env = "SUBSCRIPTION_QUEUE_CAPACITY", default_value_t = 10_000)]
+    #[arg(long, env = "SUBSCRIPTION_QUEUE_CAPACITY", default_value_t = defaults::SUBSCRIPTION_QUEUE_CAPACITY)]
     pub subscription_queue_capacity: usize,
 }
 
 impl Default for Realtime {
     fn default() -> Self {
         Realtime {
-            ws_init_timeout_ms: 10_000,
-            ws_ping_interval_ms: 10_000,
-            ws_pong_timeout_ms: 10_000,
-            delivery_poll_interval_ms: 2_000,
-            delivery_feed_capacity: 256,
-            subscription_queue_capacity: 10_000,
+            ws_init_timeout_ms: defaults::WS_INIT_TIMEOUT_MS,
+            ws_ping_interval_ms: defaults::WS_PING_INTERVAL_MS,
+            ws_pong_timeout_ms: defaults::WS_PONG_TIMEOUT_MS,
+            delivery_poll_interval_ms: defaults::DELIVERY_POLL_INTERVAL_MS,
+            delivery_feed_capacity: defaults::DELIVERY_FEED_CAPACITY,
+            subscription_queue_capacity: defaults::SUBSCRIPTION_QUEUE_CAPACITY,
         }
     }
 }
@@ -170,56 +217,56 @@ impl Default for Realtime {
 #[derive(Debug, Clone, Args)]
 pub struct Limits {
     /// Largest HTTP request body, in bytes.
-    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = defaults::MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
     /// Largest event payload (serialized JSON), in bytes.
-    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = defaults::MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
     /// Largest engine state (serialized JSON), in bytes.
-    #[arg(long, env = "MAX_STATE_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = "MAX_STATE_BYTES", default_value_t = defaults::MAX_STATE_BYTES)]
     pub max_state_bytes: usize,
     /// Most events in one `publishEvents` call or one `completeEvent` emit list.
-    #[arg(long, env = "MAX_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "MAX_BATCH", default_value_t = defaults::MAX_BATCH)]
     pub max_batch: usize,
     /// Largest `first` of a connection.
-    #[arg(long, env = "MAX_PAGE_SIZE", default_value_t = 500)]
+    #[arg(long, env = "MAX_PAGE_SIZE", default_value_t = defaults::MAX_PAGE_SIZE)]
     pub max_page_size: usize,
     /// Deepest query nesting.
-    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = 16)]
+    #[arg(long, env = "MAX_QUERY_DEPTH", default_value_t = defaults::MAX_QUERY_DEPTH)]
     pub max_query_depth: usize,
     /// Highest query complexity (every field, aliases included, counts).
-    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = 2000)]
+    #[arg(long, env = "MAX_QUERY_COMPLEXITY", default_value_t = defaults::MAX_QUERY_COMPLEXITY)]
     pub max_query_complexity: usize,
     /// Most open websocket connections per server.
-    #[arg(long, env = "MAX_WS_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "MAX_WS_CONNECTIONS", default_value_t = defaults::MAX_WS_CONNECTIONS)]
     pub max_ws_connections: usize,
     /// Most subscriptions on one websocket connection.
-    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 100)]
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION)]
     pub max_subscriptions_per_connection: usize,
     /// Highest `maxInFlight` of an engine subscription.
-    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 1000)]
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// Bytes a websocket connection may hold past its subscriptions'
     /// priority queues (its writer queue and the socket's send buffer): a
     /// bound in bytes keeps priority and fairness for large payloads.
-    #[arg(long, env = "WS_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "WS_SEND_BUFFER_BYTES", default_value_t = defaults::WS_SEND_BUFFER_BYTES)]
     pub ws_send_buffer_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_body_bytes: 1024 * 1024,
-            max_payload_bytes: 256 * 1024,
-            max_state_bytes: 1024 * 1024,
-            max_batch: 1000,
-            max_page_size: 500,
-            max_query_depth: 16,
-            max_query_complexity: 2000,
-            max_ws_connections: 10_000,
-            max_subscriptions_per_connection: 100,
-            max_in_flight: 1000,
-            ws_send_buffer_bytes: 256 * 1024,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_payload_bytes: defaults::MAX_PAYLOAD_BYTES,
+            max_state_bytes: defaults::MAX_STATE_BYTES,
+            max_batch: defaults::MAX_BATCH,
+            max_page_size: defaults::MAX_PAGE_SIZE,
+            max_query_depth: defaults::MAX_QUERY_DEPTH,
+            max_query_complexity: defaults::MAX_QUERY_COMPLEXITY,
+            max_ws_connections: defaults::MAX_WS_CONNECTIONS,
+            max_subscriptions_per_connection: defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            max_in_flight: defaults::MAX_IN_FLIGHT,
+            ws_send_buffer_bytes: defaults::WS_SEND_BUFFER_BYTES,
         }
     }
 }
@@ -230,13 +277,13 @@ impl ServeConfig {
         ServeConfig {
             database: DatabaseConfig {
                 database_url: database_url.into(),
-                database_max_connections: 16,
+                database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
             },
-            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            bind: defaults::BIND.parse().expect("the default address parses"),
             log_format: LogFormat::Text,
             insecure_no_auth: false,
             graphiql_assets: None,
-            shutdown_timeout_ms: 30_000,
+            shutdown_timeout_ms: defaults::SHUTDOWN_TIMEOUT_MS,
             limits: Limits::default(),
             realtime: Realtime::default(),
         }
