@@ -24,6 +24,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A migrated database, a running delivery hub and a built schema, ready to serve.
 pub struct App {
     state: AppState,
+    /// Event delivery: shutdown waits for it to settle.
+    hub: Arc<Hub>,
     /// Cancelled on shutdown: stops delivery and closes every websocket (1001).
     shutdown: CancellationToken,
 }
@@ -66,12 +68,12 @@ impl App {
             state: AppState {
                 graphql: Executor::new(schema, ctx.metrics.clone()),
                 ctx,
-                hub,
                 ws: Arc::new(ws),
                 shutdown: shutdown.clone(),
                 renders: Arc::new(RenderCache::default()),
                 graphiql,
             },
+            hub,
             shutdown,
         })
     }
@@ -99,7 +101,7 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let token = self.shutdown.clone();
-        let hub = self.state.hub.clone();
+        let hub = self.hub.clone();
         let send_buffer =
             crate::http::socket_send_buffer(self.state.ctx.limits.ws_send_buffer_bytes);
         let app = router(self.state);

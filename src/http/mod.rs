@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::Hub;
 use crate::graphql::execution::Executor;
 use crate::service::Ctx;
 
@@ -35,8 +34,6 @@ pub struct AppState {
     pub graphql: Executor,
     /// The service context, for per-request loaders and health checks.
     pub ctx: Ctx,
-    /// Event delivery.
-    pub hub: Arc<Hub>,
     /// Websocket settings and the count of open connections.
     pub ws: Arc<WsSettings>,
     /// Cancelled on shutdown: websockets close with 1001.
