@@ -46,6 +46,15 @@
 //!   event); then the engines drain the backlog. Reports events handled/s,
 //!   latency from publish to record, and priority inversions per engine
 //!   (defined at `inversions`).
+//! - `w8` engine groups (competing consumers): one run per group size in
+//!   `--w8-members` (default 1, 2, 4). The members register with one
+//!   `group` and `engineType`; a backlog of 4,000 untargeted events
+//!   (`--w8-events`, `publishEvents` batches of 500, not timed) is published
+//!   first, then all members subscribe at once with `maxInFlight` 1
+//!   (`--w8-window`) and handle events as w7's engines do, 5 ms each
+//!   (`--w8-handle-ms`). Timed until every event is recorded: events
+//!   handled/s, the ratio to the 1-member figure, and the split per member
+//!   (each event must go to exactly one).
 //! - `rss` (needs `--server-pid`): the server's VmRSS before and after opening
 //!   1,000 and then 10,000 websockets with one idle subscription each; every
 //!   subscription is proven live by one event before RSS is read. Start the
@@ -57,7 +66,7 @@
 //! (`--server-pid`), every `postgres` process, interrupts and softirqs
 //! (loopback networking), and whatever else kept the machine busy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -82,7 +91,7 @@ struct Args {
     /// The server.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
-    /// Workloads to run, in this order: w1,w2,w3,w4,w5,w6,w7,rss or `all`.
+    /// Workloads to run, in this order: w1,w2,w3,w4,w5,w6,w7,w8,rss or `all`.
     #[arg(long, default_value = "all")]
     workload: String,
     /// Measured seconds of each HTTP workload (w1, w2, w3, w5).
@@ -137,6 +146,18 @@ struct Args {
     /// targeted at one engine each, round-robin.
     #[arg(long)]
     w7_broadcast: bool,
+    /// Members of the w8 group; one w8 run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    w8_members: Vec<usize>,
+    /// `maxInFlight` of each w8 member.
+    #[arg(long, default_value_t = 1)]
+    w8_window: usize,
+    /// Milliseconds a w8 member works on each event before recording it.
+    #[arg(long, default_value_t = 5)]
+    w8_handle_ms: u64,
+    /// Events in the w8 backlog.
+    #[arg(long, default_value_t = 4000)]
+    w8_events: usize,
     /// Idle subscriptions held at each step of `rss`.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     rss_steps: Vec<usize>,
@@ -1508,7 +1529,7 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// One event a w7 handler worked on; times in µs after the workload's epoch.
+/// One event a w7 or w8 handler worked on; times in µs after the workload's epoch.
 #[derive(Clone, Copy)]
 struct Handled {
     sequence: i64,
@@ -1536,9 +1557,10 @@ struct Published {
     target: Option<usize>,
 }
 
-/// A w7 engine's shared parts.
+/// A slow engine's shared parts (w7, w8): one event at a time, `handle`
+/// of work each.
 #[derive(Clone)]
-struct W7Engine {
+struct HandlingEngine {
     api: Api,
     engine: Uuid,
     handle: Duration,
@@ -1549,7 +1571,7 @@ struct W7Engine {
 
 type Problem = Option<String>;
 
-impl W7Engine {
+impl HandlingEngine {
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }
@@ -1643,6 +1665,9 @@ impl W7Engine {
         (reader, handler)
     }
 }
+
+/// An engine's subscription as `delivered` reads it, `$w` its `maxInFlight`.
+const ENGINE_EVENTS: &str = "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority delivery { leaseId attempt } } }";
 
 /// A reproducible pseudo-random number of `i` (splitmix64).
 fn mix(i: u64) -> u64 {
@@ -1757,13 +1782,13 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
         let mut socket = ws_ready(&url).await?;
         ws_subscribe(
             &mut socket,
-            "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority delivery { leaseId attempt } } }",
+            ENGINE_EVENTS,
             json!({"r": f.run, "e": id, "w": window}),
         )
         .await?;
         let log = Arc::new(Mutex::new(Vec::new()));
         logs.push(log.clone());
-        let engine = W7Engine {
+        let engine = HandlingEngine {
             api: api.clone(),
             engine: *id,
             handle: Duration::from_millis(args.w7_handle_ms),
@@ -2053,6 +2078,300 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
     })
 }
 
+// ---------------------------------------------------------------- W8: engine groups
+
+async fn w8(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
+    let mut runs = Vec::new();
+    for (i, members) in args.w8_members.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let n = (*members).max(1);
+        runs.push((n, w8_once(args, api, n).await?));
+    }
+    // The ratio says how far more members multiply the work done: the
+    // 1-member run is the unit, whatever order the sizes ran in.
+    let one = runs
+        .iter()
+        .find(|(n, _)| *n == 1)
+        .map(|(_, (rate, _))| *rate);
+    Ok(runs
+        .into_iter()
+        .map(|(n, (rate, mut row))| {
+            let ratio = match one {
+                Some(base) if base > 0.0 => format!("{:.2}x 1 member", rate / base),
+                _ => "no 1-member run".into(),
+            };
+            let ideal = n as f64 * 1000.0 / args.w8_handle_ms.max(1) as f64;
+            row.throughput = format!(
+                "{} events handled/s ({ratio}; handling alone bounds it at {})",
+                thousands(rate),
+                thousands(ideal)
+            );
+            row
+        })
+        .collect())
+}
+
+/// Registers `n` engines of one type in one group of `run`.
+async fn register_group(api: &Api, run: Uuid, n: usize) -> Result<Vec<Uuid>, String> {
+    let mut members = Vec::new();
+    for _ in 0..n {
+        let id = Uuid::new_v4();
+        api.call(
+            "mutation($i: RegisterEngineInput!) { registerEngine(input: $i) { group } }",
+            json!({"i": {"engineId": id, "runId": run, "engineType": "BenchEngine", "group": "bench_w8"}}),
+        )
+        .await?;
+        members.push(id);
+    }
+    Ok(members)
+}
+
+/// Publishes `count` untargeted events (so routed to the group) in
+/// `publishEvents` batches of 500, priorities 0..9 pseudo-random; returns
+/// their sequences.
+async fn publish_backlog(api: &Api, f: &Fixture, count: usize) -> Result<HashSet<i64>, String> {
+    const BATCH: usize = 500;
+    let mut sequences = HashSet::with_capacity(count);
+    for from in (0..count).step_by(BATCH) {
+        let inputs: Vec<Value> = (from..count.min(from + BATCH))
+            .map(|i| json!({"runId": f.run, "eventType": f.event_type, "priority": mix(i as u64) % 10, "payload": {"i": i}}))
+            .collect();
+        let data = api
+            .call(
+                "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
+                json!({"i": inputs}),
+            )
+            .await?;
+        let events = data["publishEvents"].as_array().ok_or("no publishEvents")?;
+        sequences.extend(events.iter().filter_map(|e| e["sequence"].as_i64()));
+    }
+    if sequences.len() != count {
+        return Err(format!(
+            "w8: {} of {count} events published",
+            sequences.len()
+        ));
+    }
+    Ok(sequences)
+}
+
+type Log = Arc<Mutex<Vec<Handled>>>;
+
+/// Events of `published` whose record the server accepted, each counted
+/// once whoever recorded it, and when the last of them was answered (µs
+/// after the epoch).
+fn recorded_of(logs: &[Log], published: &HashSet<i64>) -> (usize, u64) {
+    let mut seen = HashSet::new();
+    let mut last = 0;
+    for log in logs {
+        for h in log.lock().unwrap().iter() {
+            if h.recorded && published.contains(&h.sequence) && seen.insert(h.sequence) {
+                last = last.max(h.record_done);
+            }
+        }
+    }
+    (seen.len(), last)
+}
+
+/// How long w8 waits without a new record before it gives up on the rest.
+const W8_STALL: Duration = Duration::from_secs(30);
+
+/// Waits until every published event is recorded or nothing has been
+/// recorded for `W8_STALL`; returns how many were.
+async fn await_recorded(logs: &[Log], published: &HashSet<i64>) -> usize {
+    let (mut done, mut progress) = (0, Instant::now());
+    loop {
+        let (now_done, _) = recorded_of(logs, published);
+        if now_done == published.len() {
+            return now_done;
+        }
+        if now_done > done {
+            (done, progress) = (now_done, Instant::now());
+        } else if progress.elapsed() > W8_STALL {
+            eprintln!(
+                "w8: {} of {} events recorded, none for {} s: giving up on the rest",
+                done,
+                published.len(),
+                W8_STALL.as_secs()
+            );
+            return done;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the members' logs say beyond the count: per member, duplicates,
+/// refusals and the handler's waits.
+#[derive(Default)]
+struct GroupLogs {
+    /// Distinct published events each member recorded.
+    per_member: Vec<usize>,
+    /// Takes of a published event after its first (by any member).
+    again: usize,
+    /// Published events recorded by more than one take.
+    recorded_twice: usize,
+    /// Records the server refused (a lost lease, say).
+    refused: usize,
+    /// Takes with `attempt > 1`.
+    redelivered: usize,
+    /// Other events recorded (the run's `run_status_changed`).
+    extra: usize,
+    /// Handler idle: record answered to next event taken, µs, sorted.
+    gaps: Vec<u64>,
+    /// `recordProcessing` round trips, µs, sorted.
+    record_lat: Vec<u64>,
+    /// Taken to record sent: the handler's work as the timer made it, µs, sorted.
+    work: Vec<u64>,
+    /// The first take of any member, µs after the epoch.
+    first_take: Option<u64>,
+}
+
+fn group_logs(logs: &[Log], published: &HashSet<i64>) -> GroupLogs {
+    let mut out = GroupLogs::default();
+    let (mut taken, mut recorded) = (HashSet::new(), HashMap::<i64, usize>::new());
+    for log in logs {
+        let log = log.lock().unwrap();
+        let mine: HashSet<i64> = log
+            .iter()
+            .filter(|h| h.recorded && published.contains(&h.sequence))
+            .map(|h| h.sequence)
+            .collect();
+        out.per_member.push(mine.len());
+        let mut prev_done = None;
+        for h in log.iter() {
+            out.first_take = Some(out.first_take.map_or(h.take, |t| t.min(h.take)));
+            if let Some(prev) = prev_done {
+                out.gaps.push(h.take.saturating_sub(prev));
+            }
+            prev_done = Some(h.record_done);
+            out.record_lat.push(h.record_done - h.record_sent);
+            out.work.push(h.record_sent - h.take);
+            out.refused += usize::from(!h.recorded);
+            out.redelivered += usize::from(h.attempt > 1);
+            if !published.contains(&h.sequence) {
+                out.extra += usize::from(h.recorded);
+                continue;
+            }
+            out.again += usize::from(!taken.insert(h.sequence));
+            if h.recorded {
+                *recorded.entry(h.sequence).or_default() += 1;
+            }
+        }
+    }
+    out.recorded_twice = recorded.values().filter(|c| **c > 1).count();
+    out.gaps.sort_unstable();
+    out.record_lat.sort_unstable();
+    out.work.sort_unstable();
+    out
+}
+
+/// One group size: returns events handled/s and the row (its throughput
+/// is filled in by `w8`, which knows the 1-member figure).
+async fn w8_once(args: &Args, api: &Api, n: usize) -> Result<(f64, Row), String> {
+    let f = fixture(api, "w8", None).await?;
+    let members = register_group(api, f.run, n).await?;
+    let t_fill = Instant::now();
+    let published = publish_backlog(api, &f, args.w8_events).await?;
+    eprintln!(
+        "w8: {} events published in {:.1} s (not timed)",
+        published.len(),
+        t_fill.elapsed().as_secs_f64()
+    );
+    // Connect every member first, so that the subscriptions start them at
+    // once and the clock does not count websocket handshakes.
+    let url = ws_url(&args.url);
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        sockets.push(ws_ready(&url).await?);
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (mut logs, mut tasks) = (Vec::new(), Vec::new());
+    let epoch = Instant::now();
+    let cpu0 = cpu_sample(args.server_pid);
+    for (id, mut socket) in members.iter().zip(sockets) {
+        ws_subscribe(
+            &mut socket,
+            ENGINE_EVENTS,
+            json!({"r": f.run, "e": id, "w": args.w8_window}),
+        )
+        .await?;
+        let log: Log = Arc::default();
+        logs.push(log.clone());
+        let engine = HandlingEngine {
+            api: api.clone(),
+            engine: *id,
+            handle: Duration::from_millis(args.w8_handle_ms),
+            epoch,
+            log,
+            stop: stop_rx.clone(),
+        };
+        tasks.push(engine.start(socket, epoch.elapsed().as_micros() as u64));
+    }
+    let done = await_recorded(&logs, &published).await;
+    let cpu1 = cpu_sample(args.server_pid);
+    let _ = stop_tx.send(true);
+    let mut problems = Vec::new();
+    for (reader, handler) in tasks {
+        for t in [reader, handler] {
+            if let Ok(Some(p)) = t.await {
+                problems.push(p);
+            }
+        }
+    }
+    if let Some(p) = problems.first() {
+        eprintln!(
+            "w8 member problem ({} in all): {}",
+            problems.len(),
+            truncate(p, 300)
+        );
+    }
+
+    let (_, last_done) = recorded_of(&logs, &published);
+    let g = group_logs(&logs, &published);
+    let secs = last_done as f64 / 1e6;
+    let rate = done as f64 / secs.max(0.001);
+    let min = g.per_member.iter().min().copied().unwrap_or(0);
+    let max = g.per_member.iter().max().copied().unwrap_or(0);
+    let split: Vec<String> = g.per_member.iter().map(|c| c.to_string()).collect();
+    // A member's time per event: its work, its record's round trip and the
+    // wait for the next delivery; with maxInFlight 1 these add up.
+    let cycle = secs * 1000.0 * n as f64 / done.max(1) as f64;
+    let row = Row {
+        workload: format!(
+            "W8 group of {n}, maxInFlight {}, {} ms/event",
+            args.w8_window, args.w8_handle_ms
+        ),
+        throughput: String::new(),
+        p50: ms(pct(&g.gaps, 50.0)),
+        p99: ms(pct(&g.gaps, 99.0)),
+        max: ms(pct(&g.gaps, 100.0)),
+        faults: format!(
+            "{} unrecorded, {} record errors, {} taken again, {} recorded twice, {} redelivered",
+            published.len() - done,
+            g.refused,
+            g.again,
+            g.recorded_twice,
+            g.redelivered
+        ),
+        cpu: cpu_split(cpu0, cpu1),
+        notes: format!(
+            "{done} of {} backlog events (untargeted, published before the members started) recorded in {secs:.2} s, first taken after {} ms; per member min / max {min} / {max} ({}); {} other events (the run's run_status_changed); a member's cycle {} ms per event: work (the {} ms timer) p50 {} ms, recordProcessing p50 {} p99 {} ms, then the wait for its next event (p50/p99/max columns: record answered to next take); {}",
+            published.len(),
+            ms(g.first_take.unwrap_or(0) as f64 / 1000.0),
+            split.join(", "),
+            g.extra,
+            ms(cycle),
+            args.w8_handle_ms,
+            ms(pct(&g.work, 50.0)),
+            ms(pct(&g.record_lat, 50.0)),
+            ms(pct(&g.record_lat, 99.0)),
+            cpu_per(cpu0, cpu1, done, "event handled")
+        ),
+    };
+    Ok((rate, row))
+}
+
 // ---------------------------------------------------------------- RSS
 
 fn vm_rss_kib(pid: u32) -> Result<u64, String> {
@@ -2198,7 +2517,7 @@ fn print_table(args: &Args, rows: &[Row]) {
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let names: Vec<String> = if args.workload == "all" {
-        ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "rss"]
+        ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "rss"]
             .iter()
             .map(|s| s.to_string())
             .collect()
@@ -2220,6 +2539,7 @@ async fn main() -> Result<(), String> {
             "w5" => w5(&args, &api).await.map(|r| vec![r]),
             "w6" => w6(&args, &api).await,
             "w7" => w7(&args, &api).await,
+            "w8" => w8(&args, &api).await,
             "rss" => rss(&args, &api).await,
             other => Err(format!("unknown workload {other:?}")),
         };
