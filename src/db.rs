@@ -157,10 +157,12 @@ impl Db {
     }
 
     /// Waits for this process's SQLite write turn (none on PostgreSQL).
-    /// Single-statement writes do not take it: their lock lasts one step
-    /// on SQLite's thread, and queueing them here (a pool checkout and two
-    /// thread hops each, one at a time) halved `saveEngineState`'s rate.
-    async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
+    /// Most single-statement writes do not take it: their lock lasts one
+    /// step on SQLite's thread, and queueing them here (a pool checkout and
+    /// two thread hops each, one at a time) halved `saveEngineState`'s rate.
+    /// A write that runs beside record transactions (a lease claim) takes
+    /// it: otherwise it meets their lock and sleeps in the busy handler.
+    pub async fn write_turn(&self) -> Option<OwnedMutexGuard<()>> {
         match &self.write_gate {
             Some(gate) => Some(gate.clone().lock_owned().await),
             None => None,

@@ -117,6 +117,9 @@ pub async fn claim(
         .returning_all();
     let conn = &ctx.db.conn;
     let statement = StatementBuilder::build(&insert, &conn.get_database_backend());
+    // Claims run beside records (several statements under one lock): in
+    // the same queue as they, not in SQLite's busy handler.
+    let _turn = ctx.db.write_turn().await;
     Ok(event_delivery::Entity::find()
         .from_raw_sql(statement)
         .all(conn)
