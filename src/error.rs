@@ -198,6 +198,44 @@ impl From<DbErr> for AppError {
     }
 }
 
+/// The unique keys a client can collide on: how PostgreSQL names the
+/// constraint, how SQLite names the column (`table.column`), and what the
+/// client is told, `{}` standing for the value it sent.
+const UNIQUE_KEYS: [(&str, &str, &str); 3] = [
+    (
+        "agent_templates_name_key",
+        "agent_templates.name",
+        "an agent template named {} already exists",
+    ),
+    (
+        "scenario_templates_name_key",
+        "scenario_templates.name",
+        "a scenario template named {} already exists",
+    ),
+    (
+        "event_types_pkey",
+        "event_types.name",
+        "event type {} already exists",
+    ),
+];
+
+impl AppError {
+    /// `err` as a client error; when it broke one of the unique keys a
+    /// client can collide on, a `CONFLICT` that names `value`, the value
+    /// sent for that key. The database decides, so two racing writers get
+    /// the same answer as one late one.
+    pub fn from_db_naming(err: DbErr, value: &str) -> AppError {
+        if let Some(SqlErr::UniqueConstraintViolation(detail)) = err.sql_err()
+            && let Some((_, _, message)) = UNIQUE_KEYS
+                .iter()
+                .find(|(pg, sqlite, _)| detail.contains(pg) || detail.contains(sqlite))
+        {
+            return AppError::Conflict(message.replace("{}", &format!("{value:?}")));
+        }
+        err.into()
+    }
+}
+
 /// Whether `err` says the database cannot be reached now rather than that
 /// the statement is wrong: no connection to be had, a connection lost, or
 /// PostgreSQL shutting down or starting (SQLSTATE class 08, 57P01-57P03).

@@ -45,19 +45,6 @@ fn check_config(config: Value) -> AppResult<Value> {
     Ok(config)
 }
 
-async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppResult<()> {
-    let mut query = agent_template::Entity::find().filter(agent_template::Column::Name.eq(name));
-    if let Some(id) = except {
-        query = query.filter(agent_template::Column::Id.ne(id));
-    }
-    if query.one(&ctx.db.conn).await?.is_some() {
-        return Err(AppError::Conflict(format!(
-            "an agent template named {name:?} already exists"
-        )));
-    }
-    Ok(())
-}
-
 /// Creates an agent template.
 pub async fn create(ctx: &Ctx, input: NewAgentTemplate) -> AppResult<agent_template::Model> {
     let name = check_name("name", &input.name)?;
@@ -65,17 +52,19 @@ pub async fn create(ctx: &Ctx, input: NewAgentTemplate) -> AppResult<agent_templ
     if let Some(description) = &input.description {
         super::check_text("input.description", description)?;
     }
-    ensure_name_free(ctx, &name, None).await?;
     let at = now();
     let model = agent_template::ActiveModel {
         id: Set(Uuid::now_v7()),
-        name: Set(name),
+        name: Set(name.clone()),
         description: Set(input.description.unwrap_or_default()),
         config: Set(config),
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Ok(model.insert(&ctx.db.conn).await?)
+    model
+        .insert(&ctx.db.conn)
+        .await
+        .map_err(|e| AppError::from_db_naming(e, &name))
 }
 
 /// Applies `patch` to the agent template `id`.
@@ -89,9 +78,7 @@ pub async fn update(
         .ok_or_else(|| AppError::not_found("id", format!("agent template {id} not found")))?;
     let mut model: agent_template::ActiveModel = current.into();
     if let Some(name) = patch.name {
-        let name = check_name("patch.name", &name)?;
-        ensure_name_free(ctx, &name, Some(id)).await?;
-        model.name = Set(name);
+        model.name = Set(check_name("patch.name", &name)?);
     }
     if let Some(description) = patch.description {
         super::check_text("patch.description", &description)?;
@@ -102,7 +89,11 @@ pub async fn update(
             .map_err(|_| AppError::bad_input("patch.config", "config must be a JSON object"))?);
     }
     model.updated_at = Set(now());
-    Ok(model.update(&ctx.db.conn).await?)
+    let name = model.name.clone().unwrap();
+    model
+        .update(&ctx.db.conn)
+        .await
+        .map_err(|e| AppError::from_db_naming(e, &name))
 }
 
 /// Deletes the agent template `id`; `CONFLICT` while a scenario template's

@@ -121,14 +121,9 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
         "input.retryDelaySeconds",
         input.retry_delay_seconds.unwrap_or(0),
     )?;
-    if get(ctx, &input.name).await?.is_some() {
-        return Err(AppError::Conflict(format!(
-            "event type {:?} already exists",
-            input.name
-        )));
-    }
+    let name = input.name;
     let model = event_type::ActiveModel {
-        name: Set(input.name),
+        name: Set(name.clone()),
         category: Set(category),
         engine_type: Set(input.engine_type),
         description: Set(input.description.unwrap_or_default()),
@@ -138,7 +133,10 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
         lease_seconds: Set(lease_seconds),
         retry_delay_seconds: Set(retry_delay_seconds),
     };
-    Ok(model.insert(&ctx.db.conn).await?)
+    model
+        .insert(&ctx.db.conn)
+        .await
+        .map_err(|e| AppError::from_db_naming(e, &name))
 }
 
 /// Applies `patch` to the event type `name`; built-in types cannot change.

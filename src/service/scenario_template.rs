@@ -304,20 +304,6 @@ fn to_json<T: Serialize>(field: &str, value: &T) -> AppResult<Value> {
     Ok(json)
 }
 
-async fn ensure_name_free(ctx: &Ctx, name: &str, except: Option<Uuid>) -> AppResult<()> {
-    let mut query =
-        scenario_template::Entity::find().filter(scenario_template::Column::Name.eq(name));
-    if let Some(id) = except {
-        query = query.filter(scenario_template::Column::Id.ne(id));
-    }
-    if query.one(&ctx.db.conn).await?.is_some() {
-        return Err(AppError::Conflict(format!(
-            "a scenario template named {name:?} already exists"
-        )));
-    }
-    Ok(())
-}
-
 /// Creates a scenario template after validating its typed parts.
 pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario_template::Model> {
     let name = check_name("input.name", &input.name)?;
@@ -330,11 +316,10 @@ pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario
     check_roles(ctx, "input", &roles).await?;
     let mut flow = input.event_flow.unwrap_or_default();
     check_event_flow("input", &mut flow)?;
-    ensure_name_free(ctx, &name, None).await?;
     let at = now();
     let model = scenario_template::ActiveModel {
         id: Set(Uuid::now_v7()),
-        name: Set(name),
+        name: Set(name.clone()),
         description: Set(input.description.unwrap_or_default()),
         config: Set(to_json("input.config", &config)?),
         agent_roles: Set(to_json("input.agentRoles", &roles)?),
@@ -342,7 +327,10 @@ pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario
         created_at: Set(at),
         updated_at: Set(at),
     };
-    Ok(model.insert(&ctx.db.conn).await?)
+    model
+        .insert(&ctx.db.conn)
+        .await
+        .map_err(|e| AppError::from_db_naming(e, &name))
 }
 
 /// Applies `patch` to the scenario template `id`.
@@ -356,9 +344,7 @@ pub async fn update(
         .ok_or_else(|| AppError::not_found("id", format!("scenario template {id} not found")))?;
     let mut model: scenario_template::ActiveModel = current.into();
     if let Some(name) = patch.name {
-        let name = check_name("patch.name", &name)?;
-        ensure_name_free(ctx, &name, Some(id)).await?;
-        model.name = Set(name);
+        model.name = Set(check_name("patch.name", &name)?);
     }
     if let Some(description) = patch.description {
         super::check_text("patch.description", &description)?;
@@ -377,7 +363,11 @@ pub async fn update(
         model.event_flow = Set(to_json("patch.eventFlow", &flow)?);
     }
     model.updated_at = Set(now());
-    Ok(model.update(&ctx.db.conn).await?)
+    let name = model.name.clone().unwrap();
+    model
+        .update(&ctx.db.conn)
+        .await
+        .map_err(|e| AppError::from_db_naming(e, &name))
 }
 
 /// Deletes the scenario template `id`; `CONFLICT` while runs use it.

@@ -10,7 +10,41 @@ both_backends!(
     duplicate_names_and_used_templates_conflict,
     template_lists_page_with_cursors,
     template_updates_apply_and_validate,
+    racing_creations_of_one_name_have_one_winner,
 );
+
+/// The database decides who gets a unique name: of creations racing for
+/// one name (agent template, scenario template, event type) exactly one
+/// succeeds, the rest are CONFLICT naming it, none INTERNAL.
+async fn racing_creations_of_one_name_have_one_winner(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    for (mutation, message) in [
+        (
+            "mutation { createAgentTemplate(input: {name: \"twin\"}) { id } }",
+            "an agent template named \"twin\" already exists",
+        ),
+        (
+            "mutation { createScenarioTemplate(input: {name: \"twin\"}) { id } }",
+            "a scenario template named \"twin\" already exists",
+        ),
+        (
+            "mutation { createEventType(input: {name: \"twin\", category: \"t\"}) { name } }",
+            "event type \"twin\" already exists",
+        ),
+    ] {
+        let answers =
+            futures::future::join_all((0..8).map(|_| server.gql_raw(mutation, json!({})))).await;
+        let won = answers.iter().filter(|a| a.get("errors").is_none()).count();
+        assert_eq!(won, 1, "{answers:?}");
+        for lost in answers.iter().filter(|a| a.get("errors").is_some()) {
+            assert_eq!(
+                lost["errors"][0]["extensions"]["code"], "CONFLICT",
+                "{lost}"
+            );
+            assert_eq!(lost["errors"][0]["message"], message, "{lost}");
+        }
+    }
+}
 
 async fn scenario_template_config_is_typed_and_validated(backend: Backend) {
     let server = TestServer::start(backend).await;
