@@ -19,34 +19,7 @@ both_backends!(
 
 /// A run with an engine and `n` events of type `job`, made through `client`.
 async fn prepared_run(client: &Client, n: usize) -> (String, String, Vec<String>) {
-    let template = client
-        .gql(
-            "mutation { createScenarioTemplate(input: {name: \"crash\"}) { id } }",
-            json!({}),
-        )
-        .await["createScenarioTemplate"]["id"]
-        .clone();
-    let run = client
-        .gql(
-            "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }",
-            json!({ "t": template }),
-        )
-        .await["createScenarioRun"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    client
-        .gql(
-            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
-            json!({ "r": run }),
-        )
-        .await;
-    client
-        .gql(
-            "mutation { createEventType(input: {name: \"job\", category: \"test\"}) { name } }",
-            json!({}),
-        )
-        .await;
+    let run = client.job_run("crash").await;
     let engine = client
         .gql(
             "mutation($r: UUID!) { registerEngine(input: {runId: $r, engineType: \"ActorEngine\"}) { engineId } }",

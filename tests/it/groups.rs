@@ -629,7 +629,7 @@ async fn a_group_over_two_replicas_survives_one_killed() {
     let a = ProcessServer::spawn(&db.url, &[]).await;
     let b = ProcessServer::spawn(&db.url, &[]).await;
     let via_a = Client::new(a.addr);
-    let run = process_run(&via_a).await;
+    let run = via_a.job_run("groups").await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let window = json!({"max": 2, "lease": 2});
     let mut members = Vec::new();
@@ -683,37 +683,4 @@ async fn a_group_over_two_replicas_survives_one_killed() {
         m.task.abort();
     }
     a.kill();
-}
-
-/// A RUNNING run with a `job` type, made through `client`.
-async fn process_run(client: &Client) -> String {
-    client
-        .gql(
-            "mutation { createEventType(input: {name: \"job\", category: \"test\"}) { name } }",
-            json!({}),
-        )
-        .await;
-    let template = client
-        .gql(
-            "mutation { createScenarioTemplate(input: {name: \"groups\"}) { id } }",
-            json!({}),
-        )
-        .await["createScenarioTemplate"]["id"]
-        .clone();
-    let run = client
-        .gql(
-            "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }",
-            json!({ "t": template }),
-        )
-        .await["createScenarioRun"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    client
-        .gql(
-            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
-            json!({ "r": run }),
-        )
-        .await;
-    run
 }

@@ -131,4 +131,36 @@ impl Client {
         );
         response["data"].clone()
     }
+
+    /// A RUNNING run of a new template `template`, with an event type `job`;
+    /// returns the run's id.
+    pub async fn job_run(&self, template: &str) -> String {
+        self.gql(
+            "mutation { createEventType(input: {name: \"job\", category: \"test\"}) { name } }",
+            serde_json::json!({}),
+        )
+        .await;
+        let template = self
+            .gql(
+                "mutation($n: String!) { createScenarioTemplate(input: {name: $n}) { id } }",
+                serde_json::json!({ "n": template }),
+            )
+            .await["createScenarioTemplate"]["id"]
+            .clone();
+        let run = self
+            .gql(
+                "mutation($t: UUID!) { createScenarioRun(input: {templateId: $t, name: \"r\"}) { id } }",
+                serde_json::json!({ "t": template }),
+            )
+            .await["createScenarioRun"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        self.gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+            serde_json::json!({ "r": run }),
+        )
+        .await;
+        run
+    }
 }
