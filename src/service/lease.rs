@@ -373,9 +373,7 @@ pub async fn next_due(
         .one(conn)
         .await?
         .flatten();
-    let recipients: Vec<Uuid> = std::iter::once(engine.engine_id)
-        .chain(engine.group_id)
-        .collect();
+    let recipients = super::pending::recipients(engine);
     type Times = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let rows: Vec<Times> = event_delivery::Entity::find()
         .select_only()

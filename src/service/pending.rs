@@ -67,6 +67,14 @@ pub fn recipient_of(target: Option<Uuid>, engine_id: Uuid, group_id: Option<Uuid
     }
 }
 
+/// The recipients an event routed to `engine` may wait on: the engine and
+/// its group, if any (which one, the event's target decides: [`recipient`]).
+pub fn recipients(engine: &engine_state::Model) -> Vec<Uuid> {
+    std::iter::once(engine.engine_id)
+        .chain(engine.group_id)
+        .collect()
+}
+
 /// The in-memory twin of [`condition`].
 pub fn holds(scope: Scope, facts: &Facts<'_>, now: DateTime<Utc>) -> bool {
     let engine = facts.engine;

@@ -351,6 +351,7 @@ impl From<EventInput> for crate::service::publish::NewEvent {
 
 /// The order of an event list.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "crate::service::event::EventOrder")]
 pub enum EventOrder {
     /// By sequence, ascending.
     Sequence,
@@ -385,10 +386,7 @@ pub async fn list_events(
 ) -> Result<Connection<String, Event>> {
     let service = service_ctx(ctx);
     let filter = filter.unwrap_or_default();
-    let order = match order {
-        EventOrder::Sequence => svc::EventOrder::Sequence,
-        EventOrder::Priority => svc::EventOrder::Priority,
-    };
+    let order = order.into();
     let page = PageRequest {
         first: page_size(first, service.limits.max_page_size)?,
         after: after.as_deref().map(EventCursor::decode).transpose()?,
@@ -418,10 +416,7 @@ pub async fn first_events(
     let service = service_ctx(ctx);
     let key = FirstEventsOf {
         run: run_id,
-        order: match order {
-            EventOrder::Sequence => svc::EventOrder::Sequence,
-            EventOrder::Priority => svc::EventOrder::Priority,
-        },
+        order: order.into(),
         first: page_size(first, service.limits.max_page_size)?,
     };
     let page = loader(ctx).load_one(key).await?.unwrap_or(Page {

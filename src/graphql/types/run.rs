@@ -70,12 +70,11 @@ async fn prefetch_nodes(
         if argument("filter").is_some() || argument("after").is_some() {
             continue;
         }
-        let order = match argument("orderBy") {
-            Some(GqlValue::Enum(order)) if order.as_str() == "PRIORITY" => {
-                service::event::EventOrder::Priority
-            }
-            _ => service::event::EventOrder::Sequence,
-        };
+        // The argument as the field parses it, with the field's default.
+        let order: service::event::EventOrder =
+            <EventOrder as async_graphql::InputType>::parse(argument("orderBy").cloned())
+                .unwrap_or(EventOrder::Sequence)
+                .into();
         let first = match argument("first") {
             Some(GqlValue::Number(n)) => n.as_i64().and_then(|n| i32::try_from(n).ok()),
             _ => None,
