@@ -97,7 +97,16 @@ impl Db {
                     .foreign_keys(true)
             });
         }
-        let mut conn = Database::connect(options).await?;
+        let mut conn = Database::connect(options).await.map_err(|err| {
+            let cause = match &err {
+                DbErr::Conn(inner) => source_chain(inner),
+                other => source_chain(other),
+            };
+            DbErr::Conn(sea_orm::RuntimeErr::Internal(format!(
+                "cannot connect to the database at {}: {cause}",
+                without_password(url)
+            )))
+        })?;
         let stats = Arc::new(DbStats::default());
         let counter = stats.clone();
         conn.set_metric_callback(move |_info| {
@@ -194,5 +203,60 @@ impl Db {
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         self.conn.ping().await
+    }
+}
+
+/// `url` with its password, if any, replaced by `***`, for messages.
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let shown = if userinfo.contains(':') {
+        format!("{user}:***@{host}")
+    } else {
+        format!("{user}@{host}")
+    };
+    format!("{}{shown}{}", &url[..scheme_end], &url[authority_end..])
+}
+
+/// `err` and each of its sources not already in its message: a refused TLS
+/// handshake says why only in a source.
+fn source_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn passwords_are_left_out_of_messages() {
+        assert_eq!(
+            without_password("postgres://app:s3cret@db.example:5432/hub?sslmode=require"),
+            "postgres://app:***@db.example:5432/hub?sslmode=require"
+        );
+        assert_eq!(
+            without_password("postgres://app@db/hub"),
+            "postgres://app@db/hub"
+        );
+        assert_eq!(without_password("sqlite://hub.db"), "sqlite://hub.db");
     }
 }

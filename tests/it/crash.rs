@@ -400,3 +400,184 @@ async fn dropped_database_connections_are_unavailable_then_served_again() {
     assert!(!codes.is_empty(), "some call met a dropped connection");
     assert!(codes.iter().all(|c| c == "UNAVAILABLE"), "{codes:?}");
 }
+
+/// What the load of the restart test saw: successes, and the codes of the
+/// calls that failed.
+#[derive(Default)]
+struct Outcomes {
+    published: Vec<i64>,
+    saved: usize,
+    graphql_codes: Vec<String>,
+    rest_failures: Vec<(u16, String)>,
+}
+
+/// `pg_ctl restart` of the database under load (a GraphQL publisher and a
+/// REST state saver calling without pause, a subscriber reading): the calls
+/// caught in the restart answer `UNAVAILABLE` (503 on REST), never
+/// `INTERNAL`; the server serves again without a restart of its own; and the
+/// subscriber receives every committed event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn a_restarted_database_is_unavailable_then_served_again_losing_nothing() {
+    use crate::common::pg_cluster::PgCluster;
+    use crate::common::{TestServer, event_type, register, scenario};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgCluster::start(
+            &[],
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    let server = Arc::new(TestServer::start_on(&cluster.url("127.0.0.1", ""), |_| {}).await);
+    let s = scenario(&server, "restart").await;
+    event_type(&server, "tick", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    let mut ws = WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "1",
+        "subscription($r: UUID!) { events(runId: $r, afterSequence: 0) { sequence } }",
+        json!({"r": s.run}),
+    )
+    .await;
+    let mut reader = ws.eager();
+
+    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publisher = tokio::spawn({
+        let (server, outcomes, stop, run) = (
+            server.clone(),
+            outcomes.clone(),
+            stop.clone(),
+            s.run.clone(),
+        );
+        async move {
+            while !stop.is_cancelled() {
+                let answer = server
+                    .gql_raw(
+                        "mutation($r: UUID!) { publishEvent(input: {runId: $r, eventType: \"tick\"}) { sequence } }",
+                        json!({"r": run}),
+                    )
+                    .await;
+                let mut seen = outcomes.lock().unwrap();
+                match answer["errors"][0]["extensions"]["code"].as_str() {
+                    None => seen
+                        .published
+                        .push(answer["data"]["publishEvent"]["sequence"].as_i64().unwrap()),
+                    Some(code) => seen.graphql_codes.push(code.to_owned()),
+                }
+            }
+        }
+    });
+    let saver = tokio::spawn({
+        let (server, outcomes, stop) = (server.clone(), outcomes.clone(), stop.clone());
+        let path = format!("/api/v1/engine_instances/{engine}/state");
+        async move {
+            let mut n = 0;
+            while !stop.is_cancelled() {
+                n += 1;
+                let response = server
+                    .http
+                    .put(server.url(&path))
+                    .json(&json!({"state": {"n": n}}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap();
+                let mut seen = outcomes.lock().unwrap();
+                if status == 200 {
+                    seen.saved += 1;
+                } else {
+                    let code = body["error"]["code"].as_str().unwrap_or_default();
+                    seen.rest_failures.push((status, code.to_owned()));
+                }
+            }
+        }
+    });
+    let progress = |outcomes: &Mutex<Outcomes>| {
+        let seen = outcomes.lock().unwrap();
+        (seen.published.len(), seen.saved)
+    };
+    let until = |goal: (usize, usize)| {
+        let outcomes = outcomes.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (published, saved) = progress(&outcomes);
+                if published >= goal.0 && saved >= goal.1 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "served: {published} publishes, {saved} saves of {goal:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until((20, 20)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.restart();
+        cluster
+    })
+    .await
+    .unwrap();
+    // Served again, by the same server process, for a while.
+    let (published, saved) = progress(&outcomes);
+    until((published + 50, saved + 50)).await;
+    stop.cancel();
+    publisher.await.unwrap();
+    saver.await.unwrap();
+
+    let seen = std::mem::take(&mut *outcomes.lock().unwrap());
+    eprintln!(
+        "{} publishes, {} saves; failed: GraphQL {:?}, REST {:?}",
+        seen.published.len(),
+        seen.saved,
+        seen.graphql_codes,
+        seen.rest_failures
+    );
+    assert!(
+        seen.graphql_codes.iter().all(|code| code == "UNAVAILABLE"),
+        "{:?}",
+        seen.graphql_codes
+    );
+    assert!(
+        seen.rest_failures
+            .iter()
+            .all(|(status, code)| *status == 503 && code == "UNAVAILABLE"),
+        "{:?}",
+        seen.rest_failures
+    );
+    assert!(
+        !seen.graphql_codes.is_empty() || !seen.rest_failures.is_empty(),
+        "some call was caught in the restart"
+    );
+
+    // Every committed event reaches the subscriber once, in order: the
+    // acknowledged ones and any whose answer the restart cut off.
+    let last = server
+        .gql(
+            "query($r: UUID!) { scenarioRun(id: $r) { lastSequence } }",
+            json!({"r": s.run}),
+        )
+        .await["scenarioRun"]["lastSequence"]
+        .as_i64()
+        .unwrap();
+    let mut received = Vec::new();
+    while received.last() != Some(&last) {
+        received.push(reader.next_event("1").await["sequence"].as_i64().unwrap());
+    }
+    assert_eq!(received, (1..=last).collect::<Vec<_>>());
+    let acknowledged: HashSet<i64> = seen.published.iter().copied().collect();
+    assert!(acknowledged.iter().all(|sequence| *sequence <= last));
+    drop(cluster);
+}

@@ -28,3 +28,4 @@ mod shutdown;
 mod subscriptions;
 mod surface;
 mod templates;
+mod tls;

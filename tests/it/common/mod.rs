@@ -6,6 +6,7 @@
 //! read `TEST_DATABASE_URL`; without it they are reported as ignored, with
 //! the reason, by the test runner itself.
 
+pub mod pg_cluster;
 pub mod process;
 pub mod ws;
 
