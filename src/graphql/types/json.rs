@@ -62,6 +62,18 @@ impl OutputType for RawJson {
 #[serde(transparent)]
 pub struct FreeJson(pub serde_json::Value);
 
+impl From<serde_json::Value> for FreeJson {
+    fn from(value: serde_json::Value) -> Self {
+        FreeJson(value)
+    }
+}
+
+impl From<FreeJson> for serde_json::Value {
+    fn from(value: FreeJson) -> Self {
+        value.0
+    }
+}
+
 impl InputType for FreeJson {
     type RawValueType = serde_json::Value;
 

@@ -5,7 +5,6 @@ use async_graphql::{
     ComplexObject, Context, Enum, InputObject, MaybeUndefined, Object, Result, SimpleObject,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -70,7 +69,7 @@ pub struct AgentTemplatePatch {
 }
 
 /// A scene the NarratorEngine can describe.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "SceneDescriptionInput")]
 pub struct SceneDescription {
     /// Unique key of the scene.
@@ -80,7 +79,7 @@ pub struct SceneDescription {
 }
 
 /// A metric the AnalystEngine computes.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "MetricDefinitionInput")]
 pub struct MetricDefinition {
     /// Unique metric name.
@@ -97,27 +96,23 @@ pub struct MetricDefinition {
 }
 
 /// How a success criterion compares its metric with the threshold.
-#[derive(Enum, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "svc::Operator")]
 pub enum ComparisonOperator {
     /// Greater than.
-    #[serde(rename = "GT")]
     Gt,
     /// Greater than or equal.
-    #[serde(rename = "GTE")]
     Gte,
     /// Less than.
-    #[serde(rename = "LT")]
     Lt,
     /// Less than or equal.
-    #[serde(rename = "LTE")]
     Lte,
     /// Equal.
-    #[serde(rename = "EQ")]
     Eq,
 }
 
 /// A condition on a metric that makes a run successful.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "SuccessCriterionInput")]
 pub struct SuccessCriterion {
     /// A metric of `metricsDefinitions`.
@@ -129,9 +124,8 @@ pub struct SuccessCriterion {
 }
 
 /// A scenario template's typed config.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "ScenarioConfigInput")]
-#[serde(rename_all = "camelCase")]
 pub struct ScenarioConfig {
     /// Scenes for the NarratorEngine.
     #[graphql(default)]
@@ -147,9 +141,8 @@ pub struct ScenarioConfig {
 }
 
 /// A relationship a role starts the run with.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "RoleRelationshipInput")]
-#[serde(rename_all = "camelCase")]
 pub struct RoleRelationship {
     /// The other role.
     pub target_role: String,
@@ -162,9 +155,8 @@ pub struct RoleRelationship {
 }
 
 /// A role of the scenario and the agent template that plays it.
-#[derive(SimpleObject, Serialize, Deserialize)]
+#[derive(SimpleObject)]
 #[graphql(complex)]
-#[serde(rename_all = "camelCase")]
 pub struct AgentRole {
     /// Unique role name.
     pub role: String,
@@ -186,8 +178,7 @@ impl AgentRole {
 }
 
 /// A role of the scenario.
-#[derive(InputObject, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(InputObject)]
 pub struct AgentRoleInput {
     /// Unique role name.
     pub role: String,
@@ -199,7 +190,7 @@ pub struct AgentRoleInput {
 }
 
 /// A world rule for the NarratorEngine.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "WorldRuleInput")]
 pub struct WorldRule {
     /// Unique key of the rule.
@@ -211,9 +202,8 @@ pub struct WorldRule {
 }
 
 /// How events flow in the scenario: world rules and the rest.
-#[derive(SimpleObject, InputObject, Serialize, Deserialize)]
+#[derive(SimpleObject, InputObject)]
 #[graphql(input_name = "EventFlowInput")]
-#[serde(rename_all = "camelCase")]
 pub struct EventFlow {
     /// World rules for the NarratorEngine.
     #[graphql(default)]
@@ -222,12 +212,45 @@ pub struct EventFlow {
     pub extra: FreeJson,
 }
 
-/// Moves a value between the GraphQL types and the service types, which
-/// share one JSON shape.
-fn convert<A: Serialize, B: serde::de::DeserializeOwned>(value: A) -> B {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .expect("GraphQL and service types share one JSON shape")
+/// Writes `From` both ways between a GraphQL type and its service twin,
+/// field by field (`each` fields are lists converted item by item), so that
+/// the compiler checks that the two agree.
+macro_rules! twins {
+    ($ours:ident <=> $theirs:path { $($field:ident),* } $(each { $($list:ident),* })?) => {
+        impl From<$theirs> for $ours {
+            fn from(value: $theirs) -> Self {
+                $ours {
+                    $($field: value.$field.into(),)*
+                    $($($list: value.$list.into_iter().map(Into::into).collect(),)*)?
+                }
+            }
+        }
+
+        impl From<$ours> for $theirs {
+            fn from(value: $ours) -> Self {
+                Self {
+                    $($field: value.$field.into(),)*
+                    $($($list: value.$list.into_iter().map(Into::into).collect(),)*)?
+                }
+            }
+        }
+    };
+}
+
+twins!(SceneDescription <=> svc::SceneDescription { key, description });
+twins!(MetricDefinition <=> svc::MetricDefinition { name, description, unit, aggregation });
+twins!(SuccessCriterion <=> svc::SuccessCriterion { metric, operator, threshold });
+twins!(ScenarioConfig <=> svc::ScenarioConfig { extra }
+    each { scene_descriptions, metrics_definitions, success_criteria });
+twins!(RoleRelationship <=> svc::RoleRelationship { target_role, kind, strength, data });
+twins!(AgentRole <=> svc::AgentRole { role, agent_template_id } each { relationships });
+twins!(AgentRoleInput <=> svc::AgentRole { role, agent_template_id } each { relationships });
+twins!(WorldRule <=> svc::WorldRule { key, description, data });
+twins!(EventFlow <=> svc::EventFlow { extra } each { world_rules });
+
+/// A role list from the input, for the service.
+fn roles(input: Vec<AgentRoleInput>) -> Vec<svc::AgentRole> {
+    input.into_iter().map(Into::into).collect()
 }
 
 /// A scenario: its typed config, its roles and its event flow.
@@ -249,15 +272,15 @@ impl ScenarioTemplate {
     }
     /// Scenes, metrics and success criteria.
     async fn config(&self) -> ScenarioConfig {
-        convert(svc::config_of(&self.0))
+        svc::config_of(&self.0).into()
     }
     /// The roles and the agent templates that play them.
     async fn agent_roles(&self) -> Vec<AgentRole> {
-        convert(svc::roles_of(&self.0))
+        svc::roles_of(&self.0).into_iter().map(Into::into).collect()
     }
     /// World rules and the rest of the event flow.
     async fn event_flow(&self) -> EventFlow {
-        convert(svc::event_flow_of(&self.0))
+        svc::event_flow_of(&self.0).into()
     }
     /// When it was created.
     async fn created_at(&self) -> DateTime<Utc> {
@@ -304,9 +327,9 @@ impl From<CreateScenarioTemplateInput> for svc::NewScenarioTemplate {
         svc::NewScenarioTemplate {
             name: input.name,
             description: input.description,
-            config: input.config.map(convert),
-            agent_roles: input.agent_roles.map(convert),
-            event_flow: input.event_flow.map(convert),
+            config: input.config.map(Into::into),
+            agent_roles: input.agent_roles.map(roles),
+            event_flow: input.event_flow.map(Into::into),
         }
     }
 }
@@ -316,9 +339,9 @@ impl From<ScenarioTemplatePatch> for svc::ScenarioTemplatePatch {
         svc::ScenarioTemplatePatch {
             name: patch.name,
             description: patch.description,
-            config: patch.config.map(convert),
-            agent_roles: patch.agent_roles.map(convert),
-            event_flow: patch.event_flow.map(convert),
+            config: patch.config.map(Into::into),
+            agent_roles: patch.agent_roles.map(roles),
+            event_flow: patch.event_flow.map(Into::into),
         }
     }
 }
