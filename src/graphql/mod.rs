@@ -7,6 +7,7 @@ pub mod execution;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+mod spec;
 pub mod subscription;
 pub mod types;
 
@@ -47,16 +48,20 @@ pub fn build_schema_with(
         subscription::SubscriptionRoot,
     )
     .limit_depth(limits.max_query_depth)
-    .limit_complexity(limits.max_query_complexity);
+    .limit_complexity(limits.max_query_complexity)
+    // Spec-conformant built-ins where the crate's differ: see `spec`.
+    .directive(spec::SpecConformance);
     if let Some((ctx, hub)) = services {
         builder = builder.data(ctx).data(hub);
     }
     customize(builder).finish()
 }
 
-/// The SDL of the schema, as `scenario-hub schema` prints it.
+/// The SDL of the schema, as `scenario-hub schema` prints it: the crate's
+/// export with the built-in directive definitions it leaves out (see
+/// `spec`), so that it and introspection say the same.
 pub fn sdl() -> String {
-    build_schema(None, &Limits::default()).sdl()
+    spec::complete_sdl(build_schema(None, &Limits::default()).sdl())
 }
 
 /// The DataLoader of one request, made when a field first asks for it:
