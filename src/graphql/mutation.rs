@@ -18,7 +18,6 @@ use super::types::template::{
     ScenarioTemplate, ScenarioTemplatePatch,
 };
 use super::types::{principal, service_ctx};
-use crate::service::auth::Access;
 use crate::service::{self, agent_template::NewAgentTemplate, run::NewRun};
 
 /// The root of every mutation.
@@ -32,14 +31,13 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateAgentTemplateInput,
     ) -> Result<AgentTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         let input = NewAgentTemplate {
             name: input.name,
             description: input.description,
             config: input.config,
         };
         Ok(AgentTemplate(
-            service::agent_template::create(service_ctx(ctx), input).await?,
+            service::agent_template::create(service_ctx(ctx), &principal(ctx)?, input).await?,
         ))
     }
 
@@ -50,7 +48,6 @@ impl MutationRoot {
         id: Uuid,
         patch: AgentTemplatePatch,
     ) -> Result<AgentTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         let patch = service::agent_template::AgentTemplatePatch {
             name: patch.name,
             description: patch.description,
@@ -61,15 +58,14 @@ impl MutationRoot {
             },
         };
         Ok(AgentTemplate(
-            service::agent_template::update(service_ctx(ctx), id, patch).await?,
+            service::agent_template::update(service_ctx(ctx), &principal(ctx)?, id, patch).await?,
         ))
     }
 
     /// Deletes an agent template no scenario template uses; returns it.
     async fn delete_agent_template(&self, ctx: &Context<'_>, id: Uuid) -> Result<AgentTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(AgentTemplate(
-            service::agent_template::delete(service_ctx(ctx), id).await?,
+            service::agent_template::delete(service_ctx(ctx), &principal(ctx)?, id).await?,
         ))
     }
 
@@ -79,9 +75,9 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateScenarioTemplateInput,
     ) -> Result<ScenarioTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
-            service::scenario_template::create(service_ctx(ctx), input.into()).await?,
+            service::scenario_template::create(service_ctx(ctx), &principal(ctx)?, input.into())
+                .await?,
         ))
     }
 
@@ -92,9 +88,14 @@ impl MutationRoot {
         id: Uuid,
         patch: ScenarioTemplatePatch,
     ) -> Result<ScenarioTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
-            service::scenario_template::update(service_ctx(ctx), id, patch.into()).await?,
+            service::scenario_template::update(
+                service_ctx(ctx),
+                &principal(ctx)?,
+                id,
+                patch.into(),
+            )
+            .await?,
         ))
     }
 
@@ -104,9 +105,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         id: Uuid,
     ) -> Result<ScenarioTemplate> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioTemplate(
-            service::scenario_template::delete(service_ctx(ctx), id).await?,
+            service::scenario_template::delete(service_ctx(ctx), &principal(ctx)?, id).await?,
         ))
     }
 
@@ -116,9 +116,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateEventTypeInput,
     ) -> Result<EventType> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(EventType::from(
-            service::event_type::create(service_ctx(ctx), input.into()).await?,
+            service::event_type::create(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
     }
 
@@ -129,9 +128,9 @@ impl MutationRoot {
         name: String,
         patch: EventTypePatch,
     ) -> Result<EventType> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(EventType::from(
-            service::event_type::update(service_ctx(ctx), &name, patch.into()).await?,
+            service::event_type::update(service_ctx(ctx), &principal(ctx)?, &name, patch.into())
+                .await?,
         ))
     }
 
@@ -141,14 +140,13 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: CreateScenarioRunInput,
     ) -> Result<ScenarioRun> {
-        principal(ctx)?.require(Access::Admin)?;
         let input = NewRun {
             template_id: input.template_id,
             name: input.name,
             parameters: input.parameters,
         };
         Ok(ScenarioRun(
-            service::run::create(service_ctx(ctx), input).await?,
+            service::run::create(service_ctx(ctx), &principal(ctx)?, input).await?,
         ))
     }
 
@@ -159,9 +157,9 @@ impl MutationRoot {
         run_id: Uuid,
         status: RunStatus,
     ) -> Result<ScenarioRun> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(ScenarioRun(
-            service::run::set_status(service_ctx(ctx), run_id, status.into()).await?,
+            service::run::set_status(service_ctx(ctx), &principal(ctx)?, run_id, status.into())
+                .await?,
         ))
     }
 
@@ -198,12 +196,14 @@ impl MutationRoot {
 
     /// Publishes one event.
     async fn publish_event(&self, ctx: &Context<'_>, input: EventInput) -> Result<Event> {
-        principal(ctx)?.require(Access::Engine)?;
-        let events =
-            service::publish::publish(service_ctx(ctx), vec![input.into()], "input", |_| {
-                "input".into()
-            })
-            .await?;
+        let events = service::publish::publish(
+            service_ctx(ctx),
+            &principal(ctx)?,
+            vec![input.into()],
+            "input",
+            |_| "input".into(),
+        )
+        .await?;
         Ok(Event::from(
             events.into_iter().next().expect("one input, one event"),
         ))
@@ -215,12 +215,12 @@ impl MutationRoot {
         ctx: &Context<'_>,
         inputs: Vec<EventInput>,
     ) -> Result<Vec<Event>> {
-        principal(ctx)?.require(Access::Engine)?;
         let inputs = inputs.into_iter().map(Into::into).collect();
-        let events = service::publish::publish(service_ctx(ctx), inputs, "inputs", |i| {
-            format!("inputs.{i}")
-        })
-        .await?;
+        let events =
+            service::publish::publish(service_ctx(ctx), &principal(ctx)?, inputs, "inputs", |i| {
+                format!("inputs.{i}")
+            })
+            .await?;
         Ok(events.into_iter().map(Event::from).collect())
     }
 
@@ -266,9 +266,8 @@ impl MutationRoot {
         ctx: &Context<'_>,
         input: SetRelationshipInput,
     ) -> Result<RunRelationship> {
-        principal(ctx)?.require(Access::Admin)?;
         Ok(RunRelationship(
-            service::relationship::set(service_ctx(ctx), input.into()).await?,
+            service::relationship::set(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
     }
 }

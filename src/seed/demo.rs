@@ -13,6 +13,7 @@ use crate::entity::{
 use crate::error::{AppError, AppResult};
 use crate::service::Ctx;
 use crate::service::agent_template::{self, NewAgentTemplate};
+use crate::service::auth::Principal;
 use crate::service::engine::{self, Registration};
 use crate::service::event_type::{self, NewEventType};
 use crate::service::publish::{self, NewEvent};
@@ -20,6 +21,10 @@ use crate::service::run::{self, NewRun, RunStatus};
 use crate::service::scenario_template::{
     self, AgentRole, EventFlow, NewScenarioTemplate, ScenarioConfig,
 };
+
+/// The demo is loaded by whoever runs `scenario-hub demo` on the database:
+/// the operator, who may do everything.
+const OPERATOR: Principal = Principal::OPEN;
 
 /// The demo's scenario template.
 pub const TEMPLATE_NAME: &str = "demo-market-day";
@@ -87,7 +92,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
     let template_id = template(ctx, &agents).await?;
     for event_type in event_types() {
         if event_type::get(ctx, &event_type.name).await?.is_none() {
-            event_type::create(ctx, event_type).await?;
+            event_type::create(ctx, &OPERATOR, event_type).await?;
         }
     }
     let run_id = running_run(ctx, template_id).await?;
@@ -121,7 +126,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
         let engine_id = Uuid::from_u128(0x5ce0_0000_0000_4000_8000_0000_0000_0000 | n);
         engine::register(
             ctx,
-            &crate::service::auth::Principal::OPEN,
+            &OPERATOR,
             Registration {
                 engine_id: Some(engine_id),
                 run_id,
@@ -136,7 +141,7 @@ pub async fn load(ctx: &Ctx) -> AppResult<Loaded> {
 
     // Idempotency keys make a second call publish nothing.
     let inputs = story(run_id, &engine_ids);
-    publish::publish(ctx, inputs, "demo", |i| format!("demo.{i}")).await?;
+    publish::publish(ctx, &OPERATOR, inputs, "demo", |i| format!("demo.{i}")).await?;
     let events = run::get(ctx, run_id)
         .await?
         .map_or(0, |run| run.last_sequence);
@@ -159,6 +164,7 @@ async fn agent(ctx: &Ctx, name: &str, description: &str, config: Value) -> AppRe
     }
     let created = agent_template::create(
         ctx,
+        &OPERATOR,
         NewAgentTemplate {
             name: name.into(),
             description: Some(description.into()),
@@ -215,6 +221,7 @@ async fn template(ctx: &Ctx, agents: &[Uuid]) -> AppResult<Uuid> {
     }))?;
     let created = scenario_template::create(
         ctx,
+        &OPERATOR,
         NewScenarioTemplate {
             name: TEMPLATE_NAME.into(),
             description: Some(
@@ -300,6 +307,7 @@ async fn running_run(ctx: &Ctx, template_id: Uuid) -> AppResult<Uuid> {
         None => {
             run::create(
                 ctx,
+                &OPERATOR,
                 NewRun {
                     template_id,
                     name: RUN_NAME.into(),
@@ -310,7 +318,7 @@ async fn running_run(ctx: &Ctx, template_id: Uuid) -> AppResult<Uuid> {
         }
     };
     if run.status == RunStatus::Pending {
-        run::set_status(ctx, run.id, RunStatus::Running).await?;
+        run::set_status(ctx, &OPERATOR, run.id, RunStatus::Running).await?;
     }
     Ok(run.id)
 }

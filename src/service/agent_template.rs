@@ -7,6 +7,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::page::{self, Page, PageRequest};
 use super::{Ctx, check_name, now};
 use crate::entity::{agent_template, scenario_template};
@@ -46,7 +47,12 @@ fn check_config(config: Value) -> AppResult<Value> {
 }
 
 /// Creates an agent template.
-pub async fn create(ctx: &Ctx, input: NewAgentTemplate) -> AppResult<agent_template::Model> {
+pub async fn create(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: NewAgentTemplate,
+) -> AppResult<agent_template::Model> {
+    principal.require(Access::Admin)?;
     let name = check_name("name", &input.name)?;
     let config = check_config(input.config.unwrap_or_else(|| serde_json::json!({})))?;
     if let Some(description) = &input.description {
@@ -70,9 +76,11 @@ pub async fn create(ctx: &Ctx, input: NewAgentTemplate) -> AppResult<agent_templ
 /// Applies `patch` to the agent template `id`.
 pub async fn update(
     ctx: &Ctx,
+    principal: &Principal,
     id: Uuid,
     patch: AgentTemplatePatch,
 ) -> AppResult<agent_template::Model> {
+    principal.require(Access::Admin)?;
     let current = get(ctx, id)
         .await?
         .ok_or_else(|| AppError::not_found("id", format!("agent template {id} not found")))?;
@@ -98,7 +106,12 @@ pub async fn update(
 
 /// Deletes the agent template `id`; `CONFLICT` while a scenario template's
 /// agent role refers to it.
-pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<agent_template::Model> {
+pub async fn delete(
+    ctx: &Ctx,
+    principal: &Principal,
+    id: Uuid,
+) -> AppResult<agent_template::Model> {
+    principal.require(Access::Admin)?;
     let current = get(ctx, id)
         .await?
         .ok_or_else(|| AppError::not_found("id", format!("agent template {id} not found")))?;

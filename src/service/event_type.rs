@@ -7,6 +7,7 @@ use sea_orm::{
 use serde_json::Value;
 
 use super::Ctx;
+use super::auth::{Access, Principal};
 use crate::entity::event_type;
 use crate::error::{AppError, AppResult};
 
@@ -104,7 +105,12 @@ fn check_schema(field: &str, schema: Option<Value>) -> AppResult<Option<Value>> 
 }
 
 /// Creates an event type; `CONFLICT` when the name is taken.
-pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Model> {
+pub async fn create(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: NewEventType,
+) -> AppResult<event_type::Model> {
+    principal.require(Access::Admin)?;
     check_type_name(&input.name)?;
     let category = super::check_name("input.category", &input.category)?;
     if let Some(description) = &input.description {
@@ -140,7 +146,13 @@ pub async fn create(ctx: &Ctx, input: NewEventType) -> AppResult<event_type::Mod
 }
 
 /// Applies `patch` to the event type `name`; built-in types cannot change.
-pub async fn update(ctx: &Ctx, name: &str, patch: EventTypePatch) -> AppResult<event_type::Model> {
+pub async fn update(
+    ctx: &Ctx,
+    principal: &Principal,
+    name: &str,
+    patch: EventTypePatch,
+) -> AppResult<event_type::Model> {
+    principal.require(Access::Admin)?;
     let current = get(ctx, name)
         .await?
         .ok_or_else(|| AppError::not_found("name", format!("event type {name:?} not found")))?;

@@ -17,6 +17,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::{Ctx, json_size, now};
 use crate::entity::{event_instance, event_type, scenario_run};
 use crate::error::{AppError, AppResult};
@@ -303,10 +304,12 @@ pub(crate) async fn insert_prepared(
 /// Publishes `inputs` in one transaction; `field(i)` names input `i` in errors.
 pub async fn publish(
     ctx: &Ctx,
+    principal: &Principal,
     inputs: Vec<NewEvent>,
     batch_field: &str,
     field: impl Fn(usize) -> String,
 ) -> AppResult<Vec<event_instance::Model>> {
+    principal.require(Access::Engine)?;
     let prepared = prepare(ctx, &ctx.db.conn, inputs, batch_field, field).await?;
     if prepared.is_empty() {
         return Ok(Vec::new());

@@ -10,6 +10,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::event_type::RELATIONSHIP_UPDATED;
 use super::publish::{NewEvent, insert_prepared, prepare};
 use super::scenario_template::roles_of;
@@ -65,7 +66,12 @@ impl From<run_relationship::Model> for Relationship {
 }
 
 /// Upserts a run relationship and publishes `relationship_updated`, atomically.
-pub async fn set(ctx: &Ctx, input: SetRelationship) -> AppResult<Relationship> {
+pub async fn set(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: SetRelationship,
+) -> AppResult<Relationship> {
+    principal.require(Access::Admin)?;
     use run_relationship::Column as R;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
         AppError::not_found(

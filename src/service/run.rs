@@ -7,6 +7,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, Quer
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::event_type::RUN_STATUS_CHANGED;
 use super::page::{self, Page, PageRequest};
 use super::publish::{NewEvent, insert_prepared, prepare};
@@ -55,7 +56,12 @@ pub struct NewRun {
 }
 
 /// Creates a PENDING run.
-pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> {
+pub async fn create(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: NewRun,
+) -> AppResult<scenario_run::Model> {
+    principal.require(Access::Admin)?;
     let name = check_name("input.name", &input.name)?;
     if let Some(parameters) = &input.parameters {
         super::check_json("input.parameters", parameters)?;
@@ -84,7 +90,13 @@ pub async fn create(ctx: &Ctx, input: NewRun) -> AppResult<scenario_run::Model> 
 }
 
 /// Moves the run to `to` and publishes `run_status_changed`, in one transaction.
-pub async fn set_status(ctx: &Ctx, run_id: Uuid, to: RunStatus) -> AppResult<scenario_run::Model> {
+pub async fn set_status(
+    ctx: &Ctx,
+    principal: &Principal,
+    run_id: Uuid,
+    to: RunStatus,
+) -> AppResult<scenario_run::Model> {
+    principal.require(Access::Admin)?;
     let txn = ctx.db.begin_write().await?;
     // Lock the run first: two concurrent changes must not both pass the check.
     let run = super::publish::bump_sequence(&txn, run_id, 0)

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::auth::{Access, Principal};
 use super::page::{self, Page, PageRequest};
 use super::{Ctx, check_name, now};
 use crate::entity::{scenario_run, scenario_template};
@@ -305,7 +306,12 @@ fn to_json<T: Serialize>(field: &str, value: &T) -> AppResult<Value> {
 }
 
 /// Creates a scenario template after validating its typed parts.
-pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario_template::Model> {
+pub async fn create(
+    ctx: &Ctx,
+    principal: &Principal,
+    input: NewScenarioTemplate,
+) -> AppResult<scenario_template::Model> {
+    principal.require(Access::Admin)?;
     let name = check_name("input.name", &input.name)?;
     if let Some(description) = &input.description {
         super::check_text("input.description", description)?;
@@ -336,9 +342,11 @@ pub async fn create(ctx: &Ctx, input: NewScenarioTemplate) -> AppResult<scenario
 /// Applies `patch` to the scenario template `id`.
 pub async fn update(
     ctx: &Ctx,
+    principal: &Principal,
     id: Uuid,
     patch: ScenarioTemplatePatch,
 ) -> AppResult<scenario_template::Model> {
+    principal.require(Access::Admin)?;
     let current = get(ctx, id)
         .await?
         .ok_or_else(|| AppError::not_found("id", format!("scenario template {id} not found")))?;
@@ -371,7 +379,12 @@ pub async fn update(
 }
 
 /// Deletes the scenario template `id`; `CONFLICT` while runs use it.
-pub async fn delete(ctx: &Ctx, id: Uuid) -> AppResult<scenario_template::Model> {
+pub async fn delete(
+    ctx: &Ctx,
+    principal: &Principal,
+    id: Uuid,
+) -> AppResult<scenario_template::Model> {
+    principal.require(Access::Admin)?;
     let current = get(ctx, id)
         .await?
         .ok_or_else(|| AppError::not_found("id", format!("scenario template {id} not found")))?;
