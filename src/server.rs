@@ -55,13 +55,15 @@ impl App {
             queue_capacity: config.realtime.subscription_queue_capacity.max(1),
             ..DeliveryConfig::default()
         };
+        let ctx = Ctx::new(db.clone(), config.limits.clone());
         let hub = Hub::start(
-            db.clone(),
+            db,
             &config.database.database_url,
             delivery,
+            ctx.event_types.clone(),
             shutdown.clone(),
         );
-        let ctx = Ctx::new(db, config.limits.clone()).with_listener(hub.clone());
+        let ctx = ctx.with_listener(hub.clone());
         let schema = build_schema_with(Some((ctx.clone(), hub.clone())), &config.limits, customize);
         let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {

@@ -563,7 +563,7 @@ impl EngineStream {
             return Ok(());
         }
         for t in service::event_type::get_many(&self.ctx, &missing).await? {
-            self.lease_seconds.insert(t.name, t.lease_seconds);
+            self.lease_seconds.insert(t.name.clone(), t.lease_seconds);
         }
         Ok(())
     }

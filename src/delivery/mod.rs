@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use crate::db::Db;
 use crate::service::CommitListener;
+use crate::service::event_type::EventTypeCache;
 pub use feed::{FeedBatch, FeedReceiver, LeaseNews};
 
 /// How delivery is tuned.
@@ -74,6 +75,9 @@ pub struct Hub {
     /// at once elsewhere. Upgraded websockets outlive axum's graceful
     /// shutdown, so their streams are counted here, not there.
     releases: TaskTracker,
+    /// The services' event type cache: cleared when another replica changes
+    /// a type, trusted only while this replica hears of such changes.
+    event_types: Arc<EventTypeCache>,
 }
 
 impl Hub {
@@ -83,6 +87,7 @@ impl Hub {
         db: Db,
         database_url: &str,
         config: DeliveryConfig,
+        event_types: Arc<EventTypeCache>,
         shutdown: CancellationToken,
     ) -> Arc<Hub> {
         let is_postgres = database_url.starts_with("postgres");
@@ -100,6 +105,7 @@ impl Hub {
             shutdown: shutdown.clone(),
             replica_id: Uuid::new_v4(),
             releases: TaskTracker::new(),
+            event_types,
         });
         tokio::spawn(periodic_check(hub.clone()));
         if let Some(rx) = notify_rx {
@@ -116,6 +122,11 @@ impl Hub {
             ));
         }
         hub
+    }
+
+    /// The event type cache, which the LISTEN connection vouches for.
+    pub(crate) fn event_types(&self) -> &EventTypeCache {
+        &self.event_types
     }
 
     /// The database of the hub.
@@ -234,6 +245,8 @@ pub enum Doorbell {
         /// The run.
         run_id: Uuid,
     },
+    /// An event type changed: cached event types are stale.
+    EventTypesChanged,
 }
 
 impl Hub {
@@ -255,6 +268,7 @@ impl Hub {
                 },
             ),
             Doorbell::Released { run_id } => self.tell(run_id, LeaseNews::Released),
+            Doorbell::EventTypesChanged => self.event_types.clear(),
         }
     }
 
@@ -288,6 +302,10 @@ impl CommitListener for Hub {
 
     fn released(&self, run_id: Uuid) {
         self.ring_everywhere(Doorbell::Released { run_id });
+    }
+
+    fn event_types_changed(&self) {
+        self.ring_everywhere(Doorbell::EventTypesChanged);
     }
 }
 

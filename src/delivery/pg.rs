@@ -23,7 +23,8 @@ pub const CHANNEL: &str = "scenario_hub_events";
 /// highest sequence of the burst as `replica/run_id:sequence`; records go
 /// as `replica/rec:run_id:event_id:engine_id:again` (`again` 1 or 0),
 /// released leases as
-/// `replica/rel:run_id` (once per run and burst).
+/// `replica/rel:run_id` (once per run and burst), a changed event type as
+/// `replica/types`.
 pub async fn send_notifications(
     url: String,
     replica: Uuid,
@@ -58,6 +59,12 @@ pub async fn send_notifications(
                 }
                 Doorbell::Released { run_id } => {
                     let payload = format!("{replica}/rel:{run_id}");
+                    if !payloads.contains(&payload) {
+                        payloads.push(payload);
+                    }
+                }
+                Doorbell::EventTypesChanged => {
+                    let payload = format!("{replica}/types");
                     if !payloads.contains(&payload) {
                         payloads.push(payload);
                     }
@@ -125,9 +132,12 @@ pub async fn listen(url: String, hub: Weak<Hub>, shutdown: CancellationToken) {
                 continue;
             }
         };
-        // Anything committed while we were not listening.
+        // Anything committed or changed while we were not listening.
         match hub.upgrade() {
-            Some(hub) => hub.check_all().await,
+            Some(hub) => {
+                hub.event_types().trust(true);
+                hub.check_all().await;
+            }
             None => return,
         }
         loop {
@@ -156,6 +166,11 @@ pub async fn listen(url: String, hub: Weak<Hub>, shutdown: CancellationToken) {
                 }
             }
         }
+        // Deaf now to other replicas' changes: read event types around the cache.
+        match hub.upgrade() {
+            Some(hub) => hub.event_types().trust(false),
+            None => return,
+        }
     }
 }
 
@@ -182,6 +197,9 @@ fn parse(payload: &str) -> Option<(Uuid, Doorbell)> {
             },
         };
         return Some((replica, doorbell));
+    }
+    if payload == "types" {
+        return Some((replica, Doorbell::EventTypesChanged));
     }
     if let Some(run) = payload.strip_prefix("rel:") {
         let doorbell = Doorbell::Released {
@@ -239,6 +257,10 @@ mod tests {
         assert_eq!(
             parse(&format!("{replica}/rel:{run}")),
             Some((replica, Doorbell::Released { run_id: run }))
+        );
+        assert_eq!(
+            parse(&format!("{replica}/types")),
+            Some((replica, Doorbell::EventTypesChanged))
         );
         assert_eq!(parse("garbage"), None);
         assert_eq!(parse(&format!("{replica}/{run}:x")), None);

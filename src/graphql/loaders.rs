@@ -161,7 +161,7 @@ impl Loader<EventTypeName> for Loaders {
         let rows = service::event_type::get_many(&self.ctx, &names).await?;
         Ok(rows
             .into_iter()
-            .map(|r| (EventTypeName(r.name.clone()), Arc::new(r)))
+            .map(|r| (EventTypeName(r.name.clone()), r))
             .collect())
     }
 }

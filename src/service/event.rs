@@ -207,20 +207,24 @@ pub async fn list(
     order: EventOrder,
     page: PageRequest<EventCursor>,
 ) -> AppResult<Page<EventCursor, event_instance::Model>> {
-    if super::run::get(ctx, run_id).await?.is_none() {
-        return Err(AppError::not_found(
-            "runId",
-            format!("scenario run {run_id} not found"),
-        ));
-    }
+    let run_not_found = || AppError::not_found("runId", format!("scenario run {run_id} not found"));
     let pending_for = match filter.pending_for {
         None => None,
         Some(engine_id) => {
+            if super::run::get(ctx, run_id).await?.is_none() {
+                return Err(run_not_found());
+            }
             Some(super::engine::get_in_run(ctx, engine_id, run_id, "filter.pendingFor").await?)
         }
     };
     let pending = pending_for.as_ref().map(|e| (e, Scope::Outstanding));
-    read_page(ctx, run_id, &filter, pending, order, page).await
+    let page = read_page(ctx, run_id, &filter, pending, order, page).await?;
+    // Events belong to their run (a foreign key): only an empty page leaves
+    // the run's existence open, and only then is it looked up.
+    if page.rows.is_empty() && super::run::get(ctx, run_id).await?.is_none() {
+        return Err(run_not_found());
+    }
+    Ok(page)
 }
 
 /// A page of the events of `run_id`, the run and the engine of `pending`

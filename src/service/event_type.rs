@@ -2,8 +2,12 @@
 //! priority and `maxAttempts`. The three `system` types are the server's own.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use serde_json::Value;
 
 use super::Ctx;
@@ -153,7 +157,9 @@ pub async fn update(
     patch: EventTypePatch,
 ) -> AppResult<event_type::Model> {
     principal.require(Access::Admin)?;
-    let current = get(ctx, name)
+    // From the database, not the cache: the change starts from what is stored.
+    let current = event_type::Entity::find_by_id(name.to_owned())
+        .one(&ctx.db.conn)
         .await?
         .ok_or_else(|| AppError::not_found("name", format!("event type {name:?} not found")))?;
     if BUILT_IN.contains(&name) {
@@ -191,22 +197,123 @@ pub async fn update(
     if let Some(seconds) = patch.retry_delay_seconds {
         model.retry_delay_seconds = Set(check_retry_delay("patch.retryDelaySeconds", seconds)?);
     }
-    Ok(model.update(&ctx.db.conn).await?)
+    let updated = model.update(&ctx.db.conn).await?;
+    ctx.event_types.clear();
+    ctx.event_types_changed();
+    Ok(updated)
 }
 
 /// The event type `name`, if it exists.
-pub async fn get(ctx: &Ctx, name: &str) -> AppResult<Option<event_type::Model>> {
-    Ok(event_type::Entity::find_by_id(name.to_owned())
-        .one(&ctx.db.conn)
-        .await?)
+pub async fn get(ctx: &Ctx, name: &str) -> AppResult<Option<Arc<event_type::Model>>> {
+    Ok(get_many(ctx, &[name.to_owned()]).await?.pop())
 }
 
-/// The event types among `names`.
-pub async fn get_many(ctx: &Ctx, names: &[String]) -> AppResult<Vec<event_type::Model>> {
-    Ok(event_type::Entity::find()
-        .filter(event_type::Column::Name.is_in(names.iter().cloned()))
-        .all(&ctx.db.conn)
-        .await?)
+/// The event types among `names`, from memory where the cache holds them.
+pub async fn get_many(ctx: &Ctx, names: &[String]) -> AppResult<Vec<Arc<event_type::Model>>> {
+    get_many_on(ctx, &ctx.db.conn, names).await
+}
+
+/// [`get_many`], reading what the cache lacks through `conn` (a transaction).
+pub async fn get_many_on<C: ConnectionTrait>(
+    ctx: &Ctx,
+    conn: &C,
+    names: &[String],
+) -> AppResult<Vec<Arc<event_type::Model>>> {
+    let (mut found, missing, generation) = ctx.event_types.lookup(names);
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let loaded: Vec<Arc<event_type::Model>> = event_type::Entity::find()
+        .filter(event_type::Column::Name.is_in(missing))
+        .all(conn)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    ctx.event_types.fill(generation, &loaded);
+    found.extend(loaded);
+    Ok(found)
+}
+
+/// Event types kept in memory. Every publish and every event's `type` reads
+/// them, and only admins change them, rarely: a read from memory saves a
+/// statement per request.
+///
+/// What the cache holds is what the database held after the last change it
+/// heard of. Changes made here clear it after their commit; changes made by
+/// another replica clear it when their NOTIFY arrives, so on PostgreSQL the
+/// cache is trusted only while this replica's LISTEN connection is up
+/// (`trust`), and read around otherwise. A load that began before a clear
+/// is not kept (the generation counts clears). Names not found are never
+/// cached: a type created elsewhere is seen at once.
+#[derive(Debug)]
+pub struct EventTypeCache {
+    /// A std Mutex: held to look up or insert, never across an await.
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    types: HashMap<String, Arc<event_type::Model>>,
+    generation: u64,
+    trusted: bool,
+}
+
+impl EventTypeCache {
+    /// An empty cache, used from the start when `trusted` (one process owns
+    /// the database), otherwise once [`EventTypeCache::trust`] says so.
+    pub fn new(trusted: bool) -> Self {
+        EventTypeCache {
+            state: Mutex::new(CacheState {
+                trusted,
+                ..CacheState::default()
+            }),
+        }
+    }
+
+    /// Whether changes made elsewhere will be heard of; either way the cache
+    /// starts over, since changes may have been missed.
+    pub fn trust(&self, trusted: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.trusted = trusted;
+        state.types.clear();
+        state.generation += 1;
+    }
+
+    /// Forgets every event type: one of them changed.
+    pub fn clear(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.types.clear();
+        state.generation += 1;
+    }
+
+    /// The cached types among `names`, the names to load, and the
+    /// generation to hand to [`EventTypeCache::fill`] with what they load.
+    fn lookup(&self, names: &[String]) -> (Vec<Arc<event_type::Model>>, Vec<String>, u64) {
+        let state = self.state.lock().unwrap();
+        if !state.trusted {
+            return (Vec::new(), names.to_vec(), state.generation);
+        }
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match state.types.get(name) {
+                Some(model) => found.push(model.clone()),
+                None => missing.push(name.clone()),
+            }
+        }
+        (found, missing, state.generation)
+    }
+
+    /// Keeps `loaded`, unless the cache was cleared since `generation`.
+    fn fill(&self, generation: u64, loaded: &[Arc<event_type::Model>]) {
+        let mut state = self.state.lock().unwrap();
+        if state.trusted && state.generation == generation {
+            for model in loaded {
+                state.types.insert(model.name.clone(), model.clone());
+            }
+        }
+    }
 }
 
 /// Event types by name, optionally of one category or engine type.

@@ -40,6 +40,9 @@ pub trait CommitListener: Send + Sync {
     /// Leases of run `run_id` were released before they expired: their
     /// events are pending again.
     fn released(&self, run_id: Uuid);
+
+    /// An event type changed: other replicas' caches must forget theirs.
+    fn event_types_changed(&self);
 }
 
 /// A listener for contexts without delivery (command line tools).
@@ -49,6 +52,7 @@ impl CommitListener for NoListener {
     fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
     fn recorded(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid, _again: bool) {}
     fn released(&self, _run_id: Uuid) {}
+    fn event_types_changed(&self) {}
 }
 
 /// What every service call needs: the database, the limits, and the caches
@@ -61,6 +65,8 @@ pub struct Ctx {
     pub limits: Arc<Limits>,
     /// Compiled payload validators, keyed by event type.
     pub schemas: Arc<schema_cache::SchemaCache>,
+    /// Event types in memory.
+    pub event_types: Arc<event_type::EventTypeCache>,
     /// Rung after each commit that adds events.
     listener: Arc<dyn CommitListener>,
     /// Whether any API key is active, cached briefly.
@@ -72,10 +78,14 @@ pub struct Ctx {
 impl Ctx {
     /// A context over `db` with `limits`, telling nobody of commits.
     pub fn new(db: Db, limits: Limits) -> Self {
+        let postgres = db.conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres;
         Ctx {
             db,
             limits: Arc::new(limits),
             schemas: Arc::new(schema_cache::SchemaCache::default()),
+            // On PostgreSQL other processes may change event types: the
+            // delivery hub vouches for the cache while it hears of them.
+            event_types: Arc::new(event_type::EventTypeCache::new(!postgres)),
             listener: Arc::new(NoListener),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             keys: Arc::new(auth::KeyPresence::default()),
@@ -96,6 +106,11 @@ impl Ctx {
     /// Tells the listener that leases of `run_id` were released.
     pub fn announce_released(&self, run_id: Uuid) {
         self.listener.released(run_id);
+    }
+
+    /// Tells the listener, after the commit, that an event type changed.
+    pub fn event_types_changed(&self) {
+        self.listener.event_types_changed();
     }
 
     /// Tells the listener of the runs and highest sequences among `events`,

@@ -107,13 +107,12 @@ pub async fn prepare<C: ConnectionTrait>(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let types: HashMap<String, event_type::Model> = event_type::Entity::find()
-        .filter(event_type::Column::Name.is_in(names))
-        .all(conn)
-        .await?
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect();
+    let types: HashMap<String, std::sync::Arc<event_type::Model>> =
+        super::event_type::get_many_on(ctx, conn, &names)
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
     let parents: Vec<Uuid> = inputs.iter().filter_map(|i| i.parent_event_id).collect();
     let parent_runs: HashMap<Uuid, Uuid> = if parents.is_empty() {
         HashMap::new()

@@ -29,6 +29,12 @@ impl From<event_type::Model> for EventType {
     }
 }
 
+impl From<Arc<event_type::Model>> for EventType {
+    fn from(model: Arc<event_type::Model>) -> Self {
+        EventType(model)
+    }
+}
+
 #[Object]
 impl EventType {
     /// Unique name.
