@@ -313,9 +313,141 @@ pub async fn publish(
     if prepared.is_empty() {
         return Ok(Vec::new());
     }
+    if let Some(events) = publish_in_one_statement(ctx, &prepared).await? {
+        ctx.announce(&events);
+        return Ok(events);
+    }
     let txn = ctx.db.begin_write().await?;
     let events = insert_prepared(&txn, prepared, false).await?;
     txn.commit().await?;
     ctx.announce(&events);
     Ok(events)
+}
+
+/// PostgreSQL: publishes new events of one open run in one autocommitted
+/// statement, the sequence bump and the insert in one CTE: one round trip
+/// where the transaction takes four (BEGIN, UPDATE, INSERT, COMMIT). The
+/// UPDATE's row lock orders publishers as in [`insert_prepared`].
+///
+/// `None` when the inputs need the general path (idempotency keys, several
+/// runs, SQLite, which has no writing CTEs) or when the UPDATE matched no
+/// open run: then nothing happened, no sequence was used, and the general
+/// path says why (`NOT_FOUND`, `RUN_CLOSED`).
+async fn publish_in_one_statement(
+    ctx: &Ctx,
+    prepared: &[Prepared],
+) -> AppResult<Option<Vec<event_instance::Model>>> {
+    use sea_orm::{DatabaseBackend, Statement};
+    let Some(first) = prepared.first() else {
+        return Ok(Some(Vec::new()));
+    };
+    let run_id = first.input.run_id;
+    if ctx.db.conn.get_database_backend() != DatabaseBackend::Postgres
+        || prepared
+            .iter()
+            .any(|p| p.input.run_id != run_id || p.input.idempotency_key.is_some())
+    {
+        return Ok(None);
+    }
+    let n = prepared.len() as i64;
+    let created_at = now();
+    let models: Vec<event_instance::Model> = prepared
+        .iter()
+        .map(|p| event_instance::Model {
+            id: Uuid::now_v7(),
+            run_id,
+            sequence: 0, // known once the statement has run
+            event_type: p.input.event_type.clone(),
+            priority: p.priority,
+            payload: p.payload.clone(),
+            source_engine_id: p.input.source_engine_id,
+            parent_event_id: p.input.parent_event_id,
+            target_engine_id: p.input.target_engine_id,
+            target_engine_type: p.input.target_engine_type.clone(),
+            idempotency_key: None,
+            created_at,
+            deliver_at: p.input.deliver_at.map(|at| at.trunc_subsecs(6)),
+            partition_key: p.input.partition_key.clone(),
+        })
+        .collect();
+    let mut values: Vec<sea_orm::Value> = vec![run_id.into(), n.into(), created_at.into()];
+    let mut rows = Vec::with_capacity(models.len());
+    for (ord, model) in models.iter().enumerate() {
+        let at = values.len();
+        rows.push(format!(
+            "(${}::bigint, ${}::uuid, ${}::text, ${}::int, ${}::jsonb, ${}::uuid, \
+             ${}::uuid, ${}::uuid, ${}::text, ${}::timestamptz, ${}::text)",
+            at + 1,
+            at + 2,
+            at + 3,
+            at + 4,
+            at + 5,
+            at + 6,
+            at + 7,
+            at + 8,
+            at + 9,
+            at + 10,
+            at + 11,
+        ));
+        values.extend([
+            (ord as i64 + 1).into(),
+            model.id.into(),
+            model.event_type.clone().into(),
+            model.priority.into(),
+            model.payload.clone().into(),
+            model.source_engine_id.into(),
+            model.parent_event_id.into(),
+            model.target_engine_id.into(),
+            model.target_engine_type.clone().into(),
+            model.deliver_at.into(),
+            model.partition_key.clone().into(),
+        ]);
+    }
+    let closed: Vec<String> = super::run::RunStatus::TERMINAL
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    let sql = format!(
+        "WITH run AS (
+            UPDATE scenario_runs SET last_sequence = last_sequence + $2
+            WHERE id = $1 AND status NOT IN ({closed})
+            RETURNING last_sequence
+        )
+        INSERT INTO event_instances (id, run_id, sequence, event_type, priority, payload,
+            source_engine_id, parent_event_id, target_engine_id, target_engine_type,
+            idempotency_key, created_at, deliver_at, partition_key)
+        SELECT v.id, $1, run.last_sequence - $2 + v.ord, v.event_type, v.priority, v.payload,
+            v.source, v.parent, v.target, v.target_type, NULL, $3, v.deliver_at, v.partition_key
+        FROM run, (VALUES {rows}) AS v(ord, id, event_type, priority, payload, source, parent,
+            target, target_type, deliver_at, partition_key)
+        RETURNING id, sequence",
+        closed = closed.join(", "),
+        rows = rows.join(", "),
+    );
+    let returned = ctx
+        .db
+        .conn
+        .query_all_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    if returned.is_empty() {
+        return Ok(None);
+    }
+    let mut sequences = HashMap::with_capacity(returned.len());
+    for row in returned {
+        sequences.insert(
+            row.try_get::<Uuid>("", "id")?,
+            row.try_get::<i64>("", "sequence")?,
+        );
+    }
+    let mut events = models;
+    for event in &mut events {
+        event.sequence = *sequences.get(&event.id).ok_or_else(|| {
+            AppError::internal("an inserted event came back without its sequence")
+        })?;
+    }
+    Ok(Some(events))
 }

@@ -24,12 +24,16 @@ impl RunStatus {
         RunStatus::try_from_value(&stored.to_owned()).ok()
     }
 
+    /// The statuses of a run that is over.
+    pub const TERMINAL: [RunStatus; 3] = [
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
     /// Whether the run is over and takes no more events.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
-        )
+        Self::TERMINAL.contains(&self)
     }
 
     /// Whether a run may go from `self` to `to`.

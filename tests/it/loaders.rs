@@ -7,6 +7,7 @@ use crate::both_backends;
 use crate::common::{Backend, TestServer, event_type, register, scenario};
 
 both_backends!(
+    a_publish_is_one_statement_on_postgres,
     a_page_of_events_with_types_is_one_statement,
     nested_fields_cost_a_constant_number_of_statements,
     the_readme_query_costs_the_same_for_one_run_and_fifty,
@@ -209,4 +210,30 @@ async fn a_page_of_events_with_types_is_one_statement(backend: Backend) {
         .gql_err(query, json!({ "r": uuid::Uuid::new_v4() }))
         .await;
     assert_eq!(unknown.code, "NOT_FOUND");
+}
+
+/// A publish without idempotency key (the W2 write) is one statement on
+/// PostgreSQL (the sequence bump and the insert in one CTE, autocommitted);
+/// SQLite, in process, keeps its transaction.
+async fn a_publish_is_one_statement_on_postgres(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "w2").await;
+    event_type(&server, "tick", json!({"type": "object"}), 0, 1).await;
+    let publish = "mutation($r: UUID!) { publishEvent(input: {runId: $r, eventType: \"tick\", payload: {}}) { id sequence } }";
+    let most = match backend {
+        Backend::Postgres => 1,
+        // BEGIN, the sequence UPDATE, the INSERT, COMMIT.
+        Backend::Sqlite => 4,
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let statements = loop {
+        let before = server.statements();
+        server.gql(publish, json!({ "r": s.run })).await;
+        let statements = server.statements() - before;
+        if statements <= most || tokio::time::Instant::now() > deadline {
+            break statements;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(statements <= most, "{statements} statements for a publish");
 }
