@@ -100,6 +100,10 @@ struct Args {
     /// Unmeasured seconds before each HTTP workload.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Runs that w1 reads and w2 publishes into, spread over the workers'
+    /// requests (one hot run measures its row lock, not the request).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
     /// Closed-loop workers of w1, w2 and w3.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -281,6 +285,31 @@ fn truncate(text: &str, n: usize) -> &str {
 struct Fixture {
     run: Uuid,
     event_type: String,
+    template: String,
+}
+
+/// `f.run` and `n - 1` more RUNNING runs of its template.
+async fn runs_of(api: &Api, f: &Fixture, n: usize) -> Result<Vec<Uuid>, String> {
+    let mut runs = vec![f.run];
+    for i in 1..n.max(1) {
+        let run: Uuid = api
+            .call(
+                "mutation($t: UUID!, $n: String!) { createScenarioRun(input: {templateId: $t, name: $n}) { id } }",
+                json!({ "t": f.template, "n": format!("{}-{i}", f.event_type) }),
+            )
+            .await?["createScenarioRun"]["id"]
+            .as_str()
+            .ok_or("no run id")?
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        api.call(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+            json!({ "r": run }),
+        )
+        .await?;
+        runs.push(run);
+    }
+    Ok(runs)
 }
 
 /// JSON Schema of the benchmark event types that carry text.
@@ -324,6 +353,7 @@ async fn fixture(api: &Api, tag: &str, schema: Option<Value>) -> Result<Fixture,
     Ok(Fixture {
         run,
         event_type: name,
+        template,
     })
 }
 
@@ -611,35 +641,46 @@ fn loop_row(workload: &str, unit: &str, r: &LoopResult, notes: String) -> Row {
 
 async fn w1(args: &Args, api: &Api) -> Result<Row, String> {
     let f = fixture(api, "w1", Some(text_schema())).await?;
-    // 1,000 events with priorities 0..9, so the page is the top 50 of an index scan.
-    for batch in 0..2u64 {
-        let inputs: Vec<Value> = (0..500u64)
-            .map(|i| {
-                let n = batch * 500 + i;
-                json!({"runId": f.run, "eventType": f.event_type, "priority": (n * 7) % 10, "payload": payload_300(n)})
-            })
-            .collect();
-        api.call(
-            "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
-            json!({ "i": inputs }),
-        )
-        .await?;
+    let runs = runs_of(api, &f, args.runs).await?;
+    // 1,000 events a run with priorities 0..9, so the page is the top 50 of an index scan.
+    for run in &runs {
+        for batch in 0..2u64 {
+            let inputs: Vec<Value> = (0..500u64)
+                .map(|i| {
+                    let n = batch * 500 + i;
+                    json!({"runId": run, "eventType": f.event_type, "priority": (n * 7) % 10, "payload": payload_300(n)})
+                })
+                .collect();
+            api.call(
+                "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
+                json!({ "i": inputs }),
+            )
+            .await?;
+        }
     }
-    let body = json!({
-        "query": "query($r: UUID!) { events(runId: $r, orderBy: PRIORITY, first: 50) { nodes { id eventType type { name } priority payload } } }",
-        "variables": {"r": f.run},
-    })
-    .to_string();
-    let sample = api.post(body.clone()).await?;
-    let op = posting(api, 1, move |_, _| body.clone());
+    let bodies: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            json!({
+                "query": "query($r: UUID!) { events(runId: $r, orderBy: PRIORITY, first: 50) { nodes { id eventType type { name } priority payload } } }",
+                "variables": {"r": run},
+            })
+            .to_string()
+        })
+        .collect();
+    let sample = api.post(bodies[0].clone()).await?;
+    let op = posting(api, 1, move |w, i| {
+        bodies[(w + i as usize) % bodies.len()].clone()
+    });
     let r = closed_loop(args, args.concurrency, op).await;
     Ok(loop_row(
         "W1 events(PRIORITY, first 50)",
         "req/s",
         &r,
         format!(
-            "c={}, run of 1,001 events, response {} B",
+            "c={}, {} runs of 1,001 events, response {} B",
             args.concurrency,
+            runs.len(),
             sample.len()
         ),
     ))
@@ -648,8 +689,11 @@ async fn w1(args: &Args, api: &Api) -> Result<Row, String> {
 async fn w2(args: &Args, api: &Api) -> Result<Row, String> {
     let f = fixture(api, "w2", Some(text_schema())).await?;
     let size = payload_300(0).to_string().len();
-    let (run, event_type) = (f.run, f.event_type);
+    let runs = runs_of(api, &f, args.runs).await?;
+    let count = runs.len();
+    let event_type = f.event_type;
     let op = posting(api, 1, move |w, i| {
+        let run = runs[(w + i as usize) % runs.len()];
         json!({
             "query": "mutation($e: EventInput!) { publishEvent(input: $e) { id sequence } }",
             "variables": {"e": {"runId": run, "eventType": event_type, "payload": payload_300(w as u64 * 1_000_000 + i)}},
@@ -661,7 +705,7 @@ async fn w2(args: &Args, api: &Api) -> Result<Row, String> {
         "W2 publishEvent",
         "req/s",
         &r,
-        format!("c={}, payload {size} B, one run", args.concurrency),
+        format!("c={}, payload {size} B, {count} runs", args.concurrency),
     ))
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::SubsecRound;
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, QueryFilter,
@@ -81,6 +81,28 @@ pub struct Prepared {
     input: NewEvent,
     payload: Value,
     priority: i32,
+}
+
+impl Prepared {
+    /// The event to store, with a new id, at `sequence`.
+    fn event(&self, sequence: i64, created_at: DateTime<Utc>) -> event_instance::Model {
+        event_instance::Model {
+            id: Uuid::now_v7(),
+            run_id: self.input.run_id,
+            sequence,
+            event_type: self.input.event_type.clone(),
+            priority: self.priority,
+            payload: self.payload.clone(),
+            source_engine_id: self.input.source_engine_id,
+            parent_event_id: self.input.parent_event_id,
+            target_engine_id: self.input.target_engine_id,
+            target_engine_type: self.input.target_engine_type.clone(),
+            idempotency_key: self.input.idempotency_key.clone(),
+            created_at,
+            deliver_at: self.input.deliver_at.map(|at| at.trunc_subsecs(6)),
+            partition_key: self.input.partition_key.clone(),
+        }
+    }
 }
 
 /// Checks events before their transaction: batch size, event types, payload
@@ -256,22 +278,7 @@ pub(crate) async fn insert_prepared(
                 out[i] = Some(existing.clone());
                 continue;
             }
-            let model = event_instance::Model {
-                id: Uuid::now_v7(),
-                run_id,
-                sequence: next,
-                event_type: p.input.event_type.clone(),
-                priority: p.priority,
-                payload: p.payload.clone(),
-                source_engine_id: p.input.source_engine_id,
-                parent_event_id: p.input.parent_event_id,
-                target_engine_id: p.input.target_engine_id,
-                target_engine_type: p.input.target_engine_type.clone(),
-                idempotency_key: p.input.idempotency_key.clone(),
-                created_at,
-                deliver_at: p.input.deliver_at.map(|at| at.trunc_subsecs(6)),
-                partition_key: p.input.partition_key.clone(),
-            };
+            let model = p.event(next, created_at);
             next += 1;
             if let Some(key) = &model.idempotency_key {
                 by_key.insert(key.clone(), model.clone());
@@ -351,25 +358,9 @@ async fn publish_in_one_statement(
     }
     let n = prepared.len() as i64;
     let created_at = now();
-    let models: Vec<event_instance::Model> = prepared
-        .iter()
-        .map(|p| event_instance::Model {
-            id: Uuid::now_v7(),
-            run_id,
-            sequence: 0, // known once the statement has run
-            event_type: p.input.event_type.clone(),
-            priority: p.priority,
-            payload: p.payload.clone(),
-            source_engine_id: p.input.source_engine_id,
-            parent_event_id: p.input.parent_event_id,
-            target_engine_id: p.input.target_engine_id,
-            target_engine_type: p.input.target_engine_type.clone(),
-            idempotency_key: None,
-            created_at,
-            deliver_at: p.input.deliver_at.map(|at| at.trunc_subsecs(6)),
-            partition_key: p.input.partition_key.clone(),
-        })
-        .collect();
+    // Sequences are known once the statement has run.
+    let models: Vec<event_instance::Model> =
+        prepared.iter().map(|p| p.event(0, created_at)).collect();
     let mut values: Vec<sea_orm::Value> = vec![run_id.into(), n.into(), created_at.into()];
     let mut rows = Vec::with_capacity(models.len());
     for (ord, model) in models.iter().enumerate() {
