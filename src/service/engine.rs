@@ -269,20 +269,46 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
     expected_version: Option<i64>,
 ) -> AppResult<engine_state::Model> {
     use engine_state::Column as S;
+    use sea_orm::IdenStatic;
     let at = now();
-    let mut update = engine_state::Entity::update_many()
-        .col_expr(S::State, Expr::value(state))
-        .col_expr(S::Version, Expr::col(S::Version).add(1))
-        .col_expr(S::UpdatedAt, Expr::value(at))
-        .col_expr(S::LastSeenAt, Expr::value(at))
-        .filter(S::EngineId.eq(engine_id));
+    let mut update = sea_orm::sea_query::Query::update();
+    update
+        .table(engine_state::Entity)
+        .value(S::State, state.clone())
+        .value(S::Version, Expr::col(S::Version).add(1))
+        .value(S::UpdatedAt, at)
+        .value(S::LastSeenAt, at)
+        .and_where(Expr::col(S::EngineId).eq(engine_id));
     if let Some(version) = expected_version {
-        update = update.filter(S::Version.eq(version));
+        update.and_where(Expr::col(S::Version).eq(version));
     }
-    if let Some(saved) = update.exec_with_returning(conn).await?.into_iter().next() {
-        return Ok(saved);
-    }
-    conflict_or_missing(conn, engine_id, expected_version).await
+    // Every column but the state, which is what was just written: the
+    // database need not send it back, nor the server decode it again.
+    update.returning(sea_orm::sea_query::Query::returning().columns([
+        S::RunId,
+        S::EngineType,
+        S::Version,
+        S::RegisteredAt,
+        S::RegisteredBy,
+        S::GroupId,
+        S::SubscribedUntil,
+    ]));
+    let Some(row) = conn.query_one(&update).await? else {
+        return conflict_or_missing(conn, engine_id, expected_version).await;
+    };
+    Ok(engine_state::Model {
+        engine_id,
+        run_id: row.try_get("", S::RunId.as_str())?,
+        engine_type: row.try_get("", S::EngineType.as_str())?,
+        state,
+        version: row.try_get("", S::Version.as_str())?,
+        registered_at: row.try_get("", S::RegisteredAt.as_str())?,
+        updated_at: at,
+        last_seen_at: at,
+        registered_by: row.try_get("", S::RegisteredBy.as_str())?,
+        group_id: row.try_get("", S::GroupId.as_str())?,
+        subscribed_until: row.try_get("", S::SubscribedUntil.as_str())?,
+    })
 }
 
 /// Explains why an engine's version check failed.

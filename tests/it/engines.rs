@@ -134,6 +134,26 @@ async fn state_saves_check_the_expected_version(backend: Backend) {
         (forced["state"].clone(), forced["version"].as_i64()),
         (json!([1, 2, 3]), Some(3))
     );
+    // What a save returns is what a read returns, every field (the save
+    // builds its answer from what it wrote and what the UPDATE returned).
+    const ALL: &str =
+        "engineId runId engineType state version registeredAt updatedAt lastSeenAt group";
+    let returned = server
+        .gql(
+            &format!("mutation($e: UUID!) {{ saveEngineState(engineId: $e, state: {{deep: {{list: [1, {{x: null}}], text: \"é\"}}}}) {{ {ALL} }} }}"),
+            json!({ "e": engine }),
+        )
+        .await["saveEngineState"]
+        .clone();
+    let read = server
+        .gql(
+            &format!("query($e: UUID!) {{ engine(engineId: $e) {{ {ALL} }} }}"),
+            json!({ "e": engine }),
+        )
+        .await["engine"]
+        .clone();
+    assert_eq!(returned, read);
+    assert_eq!(read["version"], 4);
 
     let err = server
         .gql_err(
