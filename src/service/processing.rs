@@ -13,7 +13,7 @@ use super::auth::{Access, Principal};
 use super::event_type::ERROR_OCCURRED;
 use super::publish::{NewEvent, insert_prepared, prepare};
 use super::{Ctx, now};
-use crate::entity::{engine_state, event_instance, event_processing, event_type, scenario_run};
+use crate::entity::{engine_state, event_instance, event_processing, scenario_run};
 use crate::error::{AppError, AppResult};
 
 /// Longest error text kept on a processing record, in bytes.
@@ -161,9 +161,9 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
     // Only a failure asks about attempts and backoff: the common record
     // (PROCESSED, SKIPPED) saves the statement, one of about six.
     let etype = if failed {
-        event_type::Entity::find_by_id(event.event_type.clone())
-            .one(txn)
+        super::event_type::get_many_on(ctx, txn, std::slice::from_ref(&event.event_type))
             .await?
+            .pop()
     } else {
         None
     };
