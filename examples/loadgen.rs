@@ -104,6 +104,12 @@ struct Args {
     /// requests (one hot run measures its row lock, not the request).
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// Page sizes of w1, one w1 row per value (the cost curve per event).
+    #[arg(long, value_delimiter = ',', default_value = "50")]
+    w1_first: Vec<usize>,
+    /// Batch sizes of w5, one w5 row per value (at most 1,000).
+    #[arg(long, value_delimiter = ',', default_value = "500")]
+    w5_batch: Vec<usize>,
     /// Closed-loop workers of w1, w2 and w3.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -639,7 +645,7 @@ fn loop_row(workload: &str, unit: &str, r: &LoopResult, notes: String) -> Row {
 
 // ---------------------------------------------------------------- W1-W3, W5
 
-async fn w1(args: &Args, api: &Api) -> Result<Row, String> {
+async fn w1(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     let f = fixture(api, "w1", Some(text_schema())).await?;
     let runs = runs_of(api, &f, args.runs).await?;
     // 1,000 events a run with priorities 0..9, so the page is the top 50 of an index scan.
@@ -658,32 +664,36 @@ async fn w1(args: &Args, api: &Api) -> Result<Row, String> {
             .await?;
         }
     }
-    let bodies: Vec<String> = runs
-        .iter()
-        .map(|run| {
-            json!({
-                "query": "query($r: UUID!) { events(runId: $r, orderBy: PRIORITY, first: 50) { nodes { id eventType type { name } priority payload } } }",
-                "variables": {"r": run},
+    let mut rows = Vec::new();
+    for &first in &args.w1_first {
+        let bodies: Vec<String> = runs
+            .iter()
+            .map(|run| {
+                json!({
+                    "query": "query($r: UUID!, $n: Int) { events(runId: $r, orderBy: PRIORITY, first: $n) { nodes { id eventType type { name } priority payload } } }",
+                    "variables": {"r": run, "n": first},
+                })
+                .to_string()
             })
-            .to_string()
-        })
-        .collect();
-    let sample = api.post(bodies[0].clone()).await?;
-    let op = posting(api, 1, move |w, i| {
-        bodies[(w + i as usize) % bodies.len()].clone()
-    });
-    let r = closed_loop(args, args.concurrency, op).await;
-    Ok(loop_row(
-        "W1 events(PRIORITY, first 50)",
-        "req/s",
-        &r,
-        format!(
-            "c={}, {} runs of 1,001 events, response {} B",
-            args.concurrency,
-            runs.len(),
-            sample.len()
-        ),
-    ))
+            .collect();
+        let sample = api.post(bodies[0].clone()).await?;
+        let op = posting(api, 1, move |w, i| {
+            bodies[(w + i as usize) % bodies.len()].clone()
+        });
+        let r = closed_loop(args, args.concurrency, op).await;
+        rows.push(loop_row(
+            &format!("W1 events(PRIORITY, first {first})"),
+            "req/s",
+            &r,
+            format!(
+                "c={}, {} runs of 1,001 events, response {} B",
+                args.concurrency,
+                runs.len(),
+                sample.len()
+            ),
+        ));
+    }
+    Ok(rows)
 }
 
 async fn w2(args: &Args, api: &Api) -> Result<Row, String> {
@@ -779,30 +789,33 @@ async fn w3(args: &Args, api: &Api) -> Result<Row, String> {
     ))
 }
 
-async fn w5(args: &Args, api: &Api) -> Result<Row, String> {
-    const BATCH: usize = 500;
+async fn w5(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     let f = fixture(api, "w5", Some(text_schema())).await?;
-    let inputs: Vec<Value> = (0..BATCH as u64)
-        .map(|n| json!({"runId": f.run, "eventType": f.event_type, "payload": payload_300(n)}))
-        .collect();
-    let body = json!({
-        "query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
-        "variables": {"i": inputs},
-    })
-    .to_string();
-    let size = body.len();
-    let op = posting(api, BATCH as u64, move |_, _| body.clone());
-    let r = closed_loop(args, args.batch_concurrency, op).await;
-    Ok(loop_row(
-        "W5 publishEvents x500",
-        "events/s",
-        &r,
-        format!(
-            "c={}, one run, request {} KB; latency per batch",
-            args.batch_concurrency,
-            size / 1000
-        ),
-    ))
+    let mut rows = Vec::new();
+    for &batch in &args.w5_batch {
+        let inputs: Vec<Value> = (0..batch as u64)
+            .map(|n| json!({"runId": f.run, "eventType": f.event_type, "payload": payload_300(n)}))
+            .collect();
+        let body = json!({
+            "query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { sequence } }",
+            "variables": {"i": inputs},
+        })
+        .to_string();
+        let size = body.len();
+        let op = posting(api, batch as u64, move |_, _| body.clone());
+        let r = closed_loop(args, args.batch_concurrency, op).await;
+        rows.push(loop_row(
+            &format!("W5 publishEvents x{batch}"),
+            "events/s",
+            &r,
+            format!(
+                "c={}, one run, request {} KB; latency per batch",
+                args.batch_concurrency,
+                size / 1000
+            ),
+        ));
+    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------- websockets
@@ -2576,11 +2589,11 @@ async fn main() -> Result<(), String> {
     for name in &names {
         eprintln!("running {name} ...");
         let result = match name.as_str() {
-            "w1" => w1(&args, &api).await.map(|r| vec![r]),
+            "w1" => w1(&args, &api).await,
             "w2" => w2(&args, &api).await.map(|r| vec![r]),
             "w3" => w3(&args, &api).await.map(|r| vec![r]),
             "w4" => w4(&args, &api).await.map(|r| vec![r]),
-            "w5" => w5(&args, &api).await.map(|r| vec![r]),
+            "w5" => w5(&args, &api).await,
             "w6" => w6(&args, &api).await,
             "w7" => w7(&args, &api).await,
             "w8" => w8(&args, &api).await,
