@@ -298,24 +298,29 @@ struct Fixture {
 async fn runs_of(api: &Api, f: &Fixture, n: usize) -> Result<Vec<Uuid>, String> {
     let mut runs = vec![f.run];
     for i in 1..n.max(1) {
-        let run: Uuid = api
-            .call(
-                "mutation($t: UUID!, $n: String!) { createScenarioRun(input: {templateId: $t, name: $n}) { id } }",
-                json!({ "t": f.template, "n": format!("{}-{i}", f.event_type) }),
-            )
-            .await?["createScenarioRun"]["id"]
-            .as_str()
-            .ok_or("no run id")?
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        api.call(
-            "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
-            json!({ "r": run }),
-        )
-        .await?;
-        runs.push(run);
+        runs.push(running_run(api, &f.template, &format!("{}-{i}", f.event_type)).await?);
     }
     Ok(runs)
+}
+
+/// A new RUNNING run `name` of `template`.
+async fn running_run(api: &Api, template: &str, name: &str) -> Result<Uuid, String> {
+    let run: Uuid = api
+        .call(
+            "mutation($t: UUID!, $n: String!) { createScenarioRun(input: {templateId: $t, name: $n}) { id } }",
+            json!({ "t": template, "n": name }),
+        )
+        .await?["createScenarioRun"]["id"]
+        .as_str()
+        .ok_or("no run id")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    api.call(
+        "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
+        json!({ "r": run }),
+    )
+    .await?;
+    Ok(run)
 }
 
 /// JSON Schema of the benchmark event types that carry text.
@@ -336,21 +341,7 @@ async fn fixture(api: &Api, tag: &str, schema: Option<Value>) -> Result<Fixture,
         .as_str()
         .ok_or("no template id")?
         .to_owned();
-    let run: Uuid = api
-        .call(
-            "mutation($t: UUID!, $n: String!) { createScenarioRun(input: {templateId: $t, name: $n}) { id } }",
-            json!({ "t": template, "n": name }),
-        )
-        .await?["createScenarioRun"]["id"]
-        .as_str()
-        .ok_or("no run id")?
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    api.call(
-        "mutation($r: UUID!) { setRunStatus(runId: $r, status: RUNNING) { status } }",
-        json!({ "r": run }),
-    )
-    .await?;
+    let run = running_run(api, &template, &name).await?;
     api.call(
         "mutation($n: String!, $s: JSON) { createEventType(input: {name: $n, category: \"bench\", payloadSchema: $s}) { name } }",
         json!({ "n": name, "s": schema }),
