@@ -213,12 +213,7 @@ async fn events_filter_order_and_page(backend: Backend) {
             e
         })
         .collect();
-    server
-        .gql(
-            "mutation($inputs: [EventInput!]!) { publishEvents(inputs: $inputs) { id } }",
-            json!({ "inputs": inputs }),
-        )
-        .await;
+    crate::common::publish_batch(&server, &inputs).await;
 
     let only_a = json!({"eventTypes": ["a", "b"], "afterSequence": base});
     let by_seq = all_pages(&server, &s.run, only_a.clone(), "SEQUENCE", 3).await;

@@ -134,13 +134,7 @@ async fn nested_fields_cost_a_constant_number_of_statements(backend: Backend) {
     let inputs: Vec<Value> = (0..50)
         .map(|i| json!({"runId": s.run, "eventType": (["a", "b", "c"][i % 3])}))
         .collect();
-    let events = server
-        .gql(
-            "mutation($inputs: [EventInput!]!) { publishEvents(inputs: $inputs) { id } }",
-            json!({ "inputs": inputs }),
-        )
-        .await["publishEvents"]
-        .clone();
+    let events = crate::common::publish_batch(&server, &inputs).await;
     for event in events.as_array().unwrap() {
         for engine in &engines {
             server
@@ -170,12 +164,7 @@ async fn a_page_of_events_with_types_is_one_statement(backend: Backend) {
     let inputs: Vec<Value> = (0..60)
         .map(|i| json!({"runId": s.run, "eventType": "tick", "priority": i % 10}))
         .collect();
-    server
-        .gql(
-            "mutation($inputs: [EventInput!]!) { publishEvents(inputs: $inputs) { id } }",
-            json!({ "inputs": inputs }),
-        )
-        .await;
+    crate::common::publish_batch(&server, &inputs).await;
     let query = "query($r: UUID!) { events(runId: $r, orderBy: PRIORITY, first: 50) {
         nodes { id eventType type { name payloadSchema } priority payload } } }";
     // On PostgreSQL the cache is used once the LISTEN connection is up,

@@ -493,6 +493,17 @@ pub async fn event_type(
         .await;
 }
 
+/// Publishes `inputs` in one `publishEvents` and returns their ids, in order.
+pub async fn publish_batch(server: &TestServer, inputs: &[Value]) -> Value {
+    server
+        .gql(
+            "mutation($inputs: [EventInput!]!) { publishEvents(inputs: $inputs) { id } }",
+            json!({ "inputs": inputs }),
+        )
+        .await["publishEvents"]
+        .clone()
+}
+
 /// Publishes one event and returns it (id, sequence, priority).
 pub async fn publish(server: &TestServer, input: Value) -> Value {
     server
