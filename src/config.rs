@@ -251,6 +251,41 @@ pub struct Limits {
     /// bound in bytes keeps priority and fairness for large payloads.
     #[arg(long, env = "WS_SEND_BUFFER_BYTES", default_value_t = defaults::WS_SEND_BUFFER_BYTES)]
     pub ws_send_buffer_bytes: usize,
+    /// Saved states kept per engine: `all`, or the last N (at least 1).
+    #[arg(long, env = "STATE_HISTORY", default_value_t = StateHistory::All)]
+    pub state_history: StateHistory,
+}
+
+/// How many saved states of each engine the timeline keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateHistory {
+    /// Every version.
+    #[default]
+    All,
+    /// The newest N versions.
+    Last(std::num::NonZeroU32),
+}
+
+impl std::fmt::Display for StateHistory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StateHistory::All => f.write_str("all"),
+            StateHistory::Last(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for StateHistory {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("all") {
+            return Ok(StateHistory::All);
+        }
+        text.parse()
+            .map(StateHistory::Last)
+            .map_err(|_| format!("{text:?} is neither `all` nor a count of at least 1"))
+    }
 }
 
 impl Default for Limits {
@@ -267,6 +302,7 @@ impl Default for Limits {
             max_subscriptions_per_connection: defaults::MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_in_flight: defaults::MAX_IN_FLIGHT,
             ws_send_buffer_bytes: defaults::WS_SEND_BUFFER_BYTES,
+            state_history: StateHistory::All,
         }
     }
 }

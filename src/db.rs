@@ -243,6 +243,27 @@ fn source_chain(err: &dyn std::error::Error) -> String {
     message
 }
 
+/// Runs `sql` on `conn`, with its parameters written `$1`, `$2`, ... as
+/// PostgreSQL has them (SQLite reads them as `?1`, `?2`, ...): for the
+/// set-based statements the query builder cannot express.
+pub async fn execute_sql<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    sql: &str,
+    values: impl IntoIterator<Item = sea_orm::Value>,
+) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => sql.to_owned(),
+        _ => sql.replace('$', "?"),
+    };
+    let result = conn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::without_password;

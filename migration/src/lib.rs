@@ -9,6 +9,7 @@ mod m20261127_000001_add_engine_owner;
 mod m20261127_000002_partial_idempotency_index;
 mod m20261202_000001_add_leased_delivery;
 mod m20261203_000001_add_engine_groups;
+mod m20261203_000002_add_run_timeline;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000002_partial_idempotency_index::Migration),
             Box::new(m20261202_000001_add_leased_delivery::Migration),
             Box::new(m20261203_000001_add_engine_groups::Migration),
+            Box::new(m20261203_000002_add_run_timeline::Migration),
         ]
     }
 }

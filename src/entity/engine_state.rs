@@ -24,6 +24,8 @@ pub struct Model {
     /// While a subscription of the engine is open (renewed as it lives, cleared
     /// when it ends): the partition keys it has stay with it until then.
     pub subscribed_until: Option<DateTimeUtc>,
+    /// The engine of the parent run this one was forked from, if any.
+    pub forked_from: Option<Uuid>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -16,6 +16,9 @@ pub struct Model {
     pub error: Option<String>,
     pub attempts: i32,
     pub processed_at: DateTimeUtc,
+    /// The run's `last_sequence` when the record committed: a fork at a
+    /// sequence keeps the records made at or before it.
+    pub run_sequence: i64,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

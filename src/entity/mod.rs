@@ -6,6 +6,7 @@ pub mod agent_template;
 pub mod api_key;
 pub mod engine_group;
 pub mod engine_state;
+pub mod engine_state_version;
 pub mod event_delivery;
 pub mod event_instance;
 pub mod event_processing;

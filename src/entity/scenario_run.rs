@@ -18,6 +18,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub ended_at: Option<DateTimeUtc>,
+    /// The run this one was forked from, if any.
+    pub parent_run_id: Option<Uuid>,
+    /// The parent's sequence it was forked at.
+    pub forked_at_sequence: Option<i64>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -44,6 +44,9 @@ pub struct InFlightOf(pub Uuid);
 /// The engines of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnginesOf(pub Uuid);
+/// The forks of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ForksOf(pub Uuid);
 /// The relationships of a run (with its template).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RelationshipsOf {
@@ -200,6 +203,20 @@ impl Loader<EnginesOf> for Loaders {
         Ok(engines
             .into_iter()
             .map(|(run, e)| (EnginesOf(run), e))
+            .collect())
+    }
+}
+
+impl Loader<ForksOf> for Loaders {
+    type Value = Vec<scenario_run::Model>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[ForksOf]) -> Result<HashMap<ForksOf, Self::Value>, Self::Error> {
+        let ids: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+        let forks = service::fork::forks_of(&self.ctx, &ids).await?;
+        Ok(forks
+            .into_iter()
+            .map(|(run, f)| (ForksOf(run), f))
             .collect())
     }
 }

@@ -11,7 +11,8 @@ use super::types::event::{
     EventType, EventTypePatch, ExtendLeaseInput, Processing, RecordProcessingInput,
 };
 use super::types::run::{
-    CreateScenarioRunInput, RunRelationship, RunStatus, ScenarioRun, SetRelationshipInput,
+    CreateScenarioRunInput, ForkRunInput, RunRelationship, RunStatus, ScenarioRun,
+    SetRelationshipInput,
 };
 use super::types::template::{
     AgentTemplate, AgentTemplatePatch, CreateAgentTemplateInput, CreateScenarioTemplateInput,
@@ -160,6 +161,14 @@ impl MutationRoot {
         Ok(ScenarioRun(
             service::run::set_status(service_ctx(ctx), &principal(ctx)?, run_id, status.into())
                 .await?,
+        ))
+    }
+
+    /// Makes a new PENDING run from another one as it stood at a sequence:
+    /// its events, records, engine states and relationships then (admin).
+    async fn fork_run(&self, ctx: &Context<'_>, input: ForkRunInput) -> Result<ScenarioRun> {
+        Ok(ScenarioRun(
+            service::fork::fork(service_ctx(ctx), &principal(ctx)?, input.into()).await?,
         ))
     }
 

@@ -5,14 +5,15 @@ use std::collections::HashMap;
 
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::{Access, Principal};
 use super::{Ctx, json_size, now};
+use crate::config::StateHistory;
 use crate::entity::{engine_group, engine_state};
 use crate::error::{AppError, AppResult};
 
@@ -100,16 +101,23 @@ pub async fn register(
         registered_by: Set(principal.key_id),
         group_id: Set(group.as_ref().map(|g| g.id)),
         subscribed_until: Set(None),
+        forked_from: Set(None),
     };
-    // Two registrations of one new id may race: the loser reads the winner's row.
-    engine_state::Entity::insert(model)
+    // Two registrations of one new id may race: the loser reads the winner's
+    // row. The winner's first state is version 1 of its history.
+    let txn = ctx.db.begin_write().await?;
+    let inserted = engine_state::Entity::insert(model)
         .on_conflict(
             OnConflict::column(engine_state::Column::EngineId)
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&ctx.db.conn)
+        .exec_without_returning(&*txn)
         .await?;
+    if inserted == 1 {
+        super::history::keep_current(&*txn, engine_id, ctx.limits.state_history).await?;
+    }
+    txn.commit().await?;
     let stored = get(ctx, engine_id)
         .await?
         .ok_or_else(|| AppError::internal("registered engine not found"))?;
@@ -238,7 +246,15 @@ pub async fn save_state(
 ) -> AppResult<engine_state::Model> {
     check_state(ctx, "state", &state)?;
     require_owner(ctx, principal, engine_id, "engineId").await?;
-    save_in(&ctx.db.conn, engine_id, state, expected_version).await
+    let keep = ctx.limits.state_history;
+    if ctx.db.backend() == DbBackend::Postgres {
+        // One statement writes the state and its version: no transaction needed.
+        return save_in(&ctx.db.conn, engine_id, state, expected_version, keep).await;
+    }
+    let txn = ctx.db.begin_write().await?;
+    let saved = save_in(&*txn, engine_id, state, expected_version, keep).await?;
+    txn.commit().await?;
+    Ok(saved)
 }
 
 /// `FORBIDDEN` unless `principal` may save the state of `engine_id`;
@@ -259,18 +275,23 @@ pub async fn require_owner(
     principal.require_owner(engine.registered_by)
 }
 
-/// Saves state on `conn` (a transaction, inside `completeEvent`). The version
-/// check and the write are one UPDATE, so of two saves with the same
-/// expected version exactly one wins.
+/// Saves state and keeps it as a version of the engine's history. The
+/// version check and the write are one UPDATE, so of two saves with the
+/// same expected version exactly one wins. On PostgreSQL one statement does
+/// it all; elsewhere `conn` must be a transaction (the version is a second
+/// statement).
 pub(crate) async fn save_in<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
     state: Value,
     expected_version: Option<i64>,
+    keep: StateHistory,
 ) -> AppResult<engine_state::Model> {
     use engine_state::Column as S;
-    use sea_orm::IdenStatic;
     let at = now();
+    if conn.get_database_backend() == DbBackend::Postgres {
+        return save_with_version(conn, engine_id, state, expected_version, keep, at).await;
+    }
     let mut update = sea_orm::sea_query::Query::update();
     update
         .table(engine_state::Entity)
@@ -292,10 +313,70 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
         S::RegisteredBy,
         S::GroupId,
         S::SubscribedUntil,
+        S::ForkedFrom,
     ]));
     let Some(row) = conn.query_one(&update).await? else {
         return conflict_or_missing(conn, engine_id, expected_version).await;
     };
+    super::history::keep_current(conn, engine_id, keep).await?;
+    saved_model(&row, engine_id, state, at)
+}
+
+/// The PostgreSQL form of [`save_in`]: the UPDATE, the version's INSERT and
+/// the pruning as one statement, one round trip.
+async fn save_with_version<C: ConnectionTrait>(
+    conn: &C,
+    engine_id: Uuid,
+    state: Value,
+    expected_version: Option<i64>,
+    keep: StateHistory,
+    at: chrono::DateTime<chrono::Utc>,
+) -> AppResult<engine_state::Model> {
+    let mut values: Vec<sea_orm::Value> = vec![engine_id.into(), state.clone().into(), at.into()];
+    let check = match expected_version {
+        Some(version) => {
+            values.push(version.into());
+            "AND version = $4"
+        }
+        None => "",
+    };
+    let prune = match keep {
+        StateHistory::All => String::new(),
+        StateHistory::Last(n) => format!(
+            ", pruned AS (DELETE FROM engine_state_versions
+                 WHERE engine_id = $1 AND version <= (SELECT version FROM saved) - {n})"
+        ),
+    };
+    let sql = format!(
+        "WITH saved AS (
+             UPDATE engine_states
+             SET state = $2, version = version + 1, updated_at = $3, last_seen_at = $3
+             WHERE engine_id = $1 {check}
+             RETURNING run_id, engine_type, version, registered_at, registered_by, group_id,
+                       subscribed_until, forked_from
+         ), kept AS (
+             INSERT INTO engine_state_versions (engine_id, version, state, saved_at, run_sequence)
+             SELECT $1, saved.version, $2, $3, r.last_sequence
+             FROM saved JOIN scenario_runs r ON r.id = saved.run_id
+         ){prune}
+         SELECT * FROM saved"
+    );
+    let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let Some(row) = conn.query_one_raw(statement).await? else {
+        return conflict_or_missing(conn, engine_id, expected_version).await;
+    };
+    saved_model(&row, engine_id, state, at)
+}
+
+/// The engine after a save, from the columns the save returned.
+fn saved_model(
+    row: &sea_orm::QueryResult,
+    engine_id: Uuid,
+    state: Value,
+    at: chrono::DateTime<chrono::Utc>,
+) -> AppResult<engine_state::Model> {
+    use engine_state::Column as S;
+    use sea_orm::IdenStatic;
     Ok(engine_state::Model {
         engine_id,
         run_id: row.try_get("", S::RunId.as_str())?,
@@ -308,6 +389,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
         registered_by: row.try_get("", S::RegisteredBy.as_str())?,
         group_id: row.try_get("", S::GroupId.as_str())?,
         subscribed_until: row.try_get("", S::SubscribedUntil.as_str())?,
+        forked_from: row.try_get("", S::ForkedFrom.as_str())?,
     })
 }
 

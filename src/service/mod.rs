@@ -8,6 +8,8 @@ pub mod auth;
 pub mod engine;
 pub mod event;
 pub mod event_type;
+pub mod fork;
+pub mod history;
 pub mod lease;
 pub mod page;
 pub mod pending;

@@ -4,8 +4,11 @@
 //! transaction. `complete` records, emits and checkpoints all or nothing.
 
 use chrono::TimeDelta;
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait};
+use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, FromQueryResult,
+    QueryFilter,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -137,26 +140,42 @@ impl Recorded {
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     use event_processing::Column as P;
     let (event, recipient) = load_event(txn, input).await?;
-    let row = event_processing::ActiveModel {
-        event_id: Set(input.event_id),
-        engine_id: Set(input.engine_id),
-        status: Set(input.status),
-        error: Set(input.error.clone()),
-        attempts: Set(1),
-        processed_at: Set(now()),
-    };
-    let processing = event_processing::Entity::insert(row)
+    let mut insert = Query::insert();
+    insert
+        .into_table(event_processing::Entity)
+        .columns([
+            P::EventId,
+            P::EngineId,
+            P::Status,
+            P::Error,
+            P::Attempts,
+            P::ProcessedAt,
+            P::RunSequence,
+        ])
+        .values_panic([
+            Expr::val(input.event_id),
+            Expr::val(input.engine_id),
+            Expr::val(input.status.as_str()),
+            Expr::val(input.error.clone()),
+            Expr::val(1),
+            Expr::val(now()),
+            super::history::run_sequence_of(event.run_id),
+        ])
         .on_conflict(
             OnConflict::columns([P::EventId, P::EngineId])
-                .update_columns([P::Status, P::Error, P::ProcessedAt])
+                .update_columns([P::Status, P::Error, P::ProcessedAt, P::RunSequence])
                 .value(
                     P::Attempts,
                     Expr::col((event_processing::Entity, P::Attempts)).add(1),
                 )
                 .to_owned(),
         )
-        .exec_with_returning(txn)
-        .await?;
+        .returning_all();
+    let row = txn
+        .query_one(&insert)
+        .await?
+        .ok_or_else(|| AppError::internal("a record's INSERT returned no row"))?;
+    let processing = event_processing::Model::from_query_result(&row, "")?;
     let failed = input.status == ProcessingStatus::Failed;
     // Only a failure asks about attempts and backoff: the common record
     // (PROCESSED, SKIPPED) saves the statement, one of about six.
@@ -210,12 +229,39 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
         }
         _ => Vec::new(),
     };
+    let mut processing = processing;
+    redate(txn, &mut processing, &published).await?;
     Ok(Recorded {
         processing,
         published,
         run_id: event.run_id,
         again: retry,
     })
+}
+
+/// Dates the record after the events its transaction published (a final
+/// failure's `error_occurred`, a completion's emits): they commit with it,
+/// and a fork between them must not hold the record without them.
+async fn redate(
+    txn: &DatabaseTransaction,
+    processing: &mut event_processing::Model,
+    published: &[event_instance::Model],
+) -> AppResult<()> {
+    use event_processing::Column as P;
+    let Some(last) = published.iter().map(|e| e.sequence).max() else {
+        return Ok(());
+    };
+    if last <= processing.run_sequence {
+        return Ok(());
+    }
+    event_processing::Entity::update_many()
+        .col_expr(P::RunSequence, Expr::value(last))
+        .filter(P::EventId.eq(processing.event_id))
+        .filter(P::EngineId.eq(processing.engine_id))
+        .exec(txn)
+        .await?;
+    processing.run_sequence = last;
+    Ok(())
 }
 
 /// The wait before attempt `failures + 1`: the type's delay doubled per
@@ -309,11 +355,19 @@ pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> Ap
     .await?;
 
     let txn = ctx.db.begin_write().await?;
-    let recorded = record_in(ctx, &txn, &record).await?;
+    let mut recorded = record_in(ctx, &txn, &record).await?;
     let emitted = insert_prepared(&txn, prepared, false).await?;
+    redate(&txn, &mut recorded.processing, &emitted).await?;
     let engine = match input.state {
         Some(state) => {
-            super::engine::save_in(&*txn, record.engine_id, state, input.expected_version).await?
+            super::engine::save_in(
+                &*txn,
+                record.engine_id,
+                state,
+                input.expected_version,
+                ctx.limits.state_history,
+            )
+            .await?
         }
         None => {
             let engine = engine_state::Entity::find_by_id(record.engine_id)

@@ -89,6 +89,8 @@ pub async fn create(
         created_at: Set(now()),
         started_at: Set(None),
         ended_at: Set(None),
+        parent_run_id: Set(None),
+        forked_at_sequence: Set(None),
     };
     Ok(model.insert(&ctx.db.conn).await?)
 }

@@ -85,6 +85,14 @@ async fn every_nullable_json_input_field_takes_null(backend: Backend) {
             json!({}),
         ),
         (
+            "ForkRunInput",
+            "parameters",
+            "mutation($r: UUID!) { r: forkRun(input: {runId: $r, atSequence: 0, parameters: null}) { parameters } }",
+            json!({"r": s.run}),
+            "/r/parameters",
+            json!({}),
+        ),
+        (
             "EventInput",
             "payload",
             "mutation($r: UUID!) { r: publishEvent(input: {runId: $r, eventType: \"job\", payload: null}) { payload } }",

@@ -29,4 +29,5 @@ mod shutdown;
 mod subscriptions;
 mod surface;
 mod templates;
+mod timeline;
 mod tls;

@@ -438,7 +438,7 @@ async fn records_from_before_delivery_rows_keep_their_outcome(backend: Backend) 
     })
     .await
     .unwrap();
-    pool.migrate_down(Some(1)).await.unwrap();
+    pool.migrate_down(Some(2)).await.unwrap();
     use sea_orm::ConnectionTrait;
     pool.conn
         .execute_unprepared("DELETE FROM event_deliveries")

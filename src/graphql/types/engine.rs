@@ -1,5 +1,6 @@
 //! Engine instances and their state.
 
+use async_graphql::connection::Connection;
 use async_graphql::{Context, InputObject, Lookahead, Object, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -7,11 +8,13 @@ use uuid::Uuid;
 
 use super::event::Delivery;
 use super::json::RawJson;
-use super::loader;
 use super::run::ScenarioRun;
-use crate::entity::engine_state;
+use super::{connection, loader, service_ctx};
+use crate::entity::{engine_state, engine_state_version};
 use crate::graphql::loaders::{GroupId, InFlightOf, PendingCountOf, RunId};
 use crate::service::engine as svc;
+use crate::service::history;
+use crate::service::page::{CursorKey, PageRequest, page_size};
 
 /// One running engine (an instance, never a type) and its checkpointed state.
 pub struct EngineInstance(pub engine_state::Model);
@@ -102,6 +105,45 @@ impl EngineInstance {
         };
         Ok(loader(ctx).load_one(GroupId(id)).await?.map(|g| g.name))
     }
+    /// The engine of the parent run this one was forked from.
+    async fn forked_from(&self, ctx: &Context<'_>) -> Result<Option<EngineInstance>> {
+        let Some(id) = self.0.forked_from else {
+            return Ok(None);
+        };
+        Ok(svc::get(service_ctx(ctx), id).await?.map(EngineInstance))
+    }
+    /// Its saved states, newest first (as many as `STATE_HISTORY` keeps).
+    async fn history(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, EngineStateVersion>> {
+        let service = service_ctx(ctx);
+        let page = PageRequest {
+            first: page_size(first, service.limits.max_page_size)?,
+            after: after.as_deref().map(i64::decode).transpose()?,
+        };
+        let had_cursor = page.after.is_some();
+        let rows = history::versions(service, self.0.engine_id, page).await?;
+        Ok(connection(rows, had_cursor, EngineStateVersion))
+    }
+    /// Its state as of run sequence `sequence`: the latest version saved at
+    /// or before it (for a forked engine before the fork, its source's
+    /// version); null before its registration or past the kept history.
+    async fn state_at(
+        &self,
+        ctx: &Context<'_>,
+        sequence: i64,
+    ) -> Result<Option<EngineStateVersion>> {
+        let conn = &service_ctx(ctx).db.conn;
+        Ok(
+            match history::state_at(conn, self.0.engine_id, sequence).await? {
+                history::StateAt::Version(version) => Some(EngineStateVersion(version)),
+                history::StateAt::Before | history::StateAt::Dropped => None,
+            },
+        )
+    }
     /// The deliveries it holds unrecorded, with their leases.
     async fn in_flight(&self, ctx: &Context<'_>) -> Result<Vec<Delivery>> {
         let found = loader(ctx).load_one(InFlightOf(self.0.engine_id)).await?;
@@ -110,6 +152,29 @@ impl EngineInstance {
             .into_iter()
             .map(|d| Delivery(std::sync::Arc::new(d)))
             .collect())
+    }
+}
+
+/// One saved state of an engine.
+pub struct EngineStateVersion(pub engine_state_version::Model);
+
+#[Object]
+impl EngineStateVersion {
+    /// The engine's `version` after this save.
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    /// The state saved.
+    async fn state(&self) -> RawJson {
+        RawJson::of(&self.0.state)
+    }
+    /// When it was saved.
+    async fn saved_at(&self) -> DateTime<Utc> {
+        self.0.saved_at
+    }
+    /// The run's `lastSequence` when the save committed.
+    async fn run_sequence(&self) -> i64 {
+        self.0.run_sequence
     }
 }
 

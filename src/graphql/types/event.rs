@@ -512,6 +512,10 @@ impl Processing {
     async fn processed_at(&self) -> DateTime<Utc> {
         self.0.processed_at
     }
+    /// The run's `lastSequence` when it was last recorded.
+    async fn run_sequence(&self) -> i64 {
+        self.0.run_sequence
+    }
 }
 
 /// A processing record.

@@ -12,7 +12,9 @@ use super::json::RawJson;
 use super::template::ScenarioTemplate;
 use super::{loader, service_ctx};
 use crate::entity::scenario_run;
-use crate::graphql::loaders::{EnginesOf, FirstEventsOf, RelationshipsOf, ScenarioTemplateId};
+use crate::graphql::loaders::{
+    EnginesOf, FirstEventsOf, ForksOf, RelationshipsOf, RunId, ScenarioTemplateId,
+};
 use crate::service::page::page_size;
 use crate::service::{self, relationship};
 
@@ -194,6 +196,31 @@ impl ScenarioRun {
         super::engine::prefetch(ctx, &ctx.look_ahead(), &engines).await?;
         Ok(engines.into_iter().map(EngineInstance).collect())
     }
+    /// The run this one was forked from.
+    async fn parent_run_id(&self) -> Option<Uuid> {
+        self.0.parent_run_id
+    }
+    /// The run this one was forked from.
+    async fn parent_run(&self, ctx: &Context<'_>) -> Result<Option<ScenarioRun>> {
+        let Some(parent) = self.0.parent_run_id else {
+            return Ok(None);
+        };
+        Ok(loader(ctx).load_one(RunId(parent)).await?.map(ScenarioRun))
+    }
+    /// The parent's sequence this run was forked at: its events up to it
+    /// are the parent's.
+    async fn forked_at_sequence(&self) -> Option<i64> {
+        self.0.forked_at_sequence
+    }
+    /// The runs forked from this one, oldest first.
+    async fn forks(&self, ctx: &Context<'_>) -> Result<Vec<ScenarioRun>> {
+        let forks = loader(ctx).load_one(ForksOf(self.0.id)).await?;
+        Ok(forks
+            .unwrap_or_default()
+            .into_iter()
+            .map(ScenarioRun)
+            .collect())
+    }
     /// The template's relationships overlaid with the changes made in this run.
     async fn relationships(&self, ctx: &Context<'_>) -> Result<Vec<RunRelationship>> {
         let key = RelationshipsOf {
@@ -245,6 +272,31 @@ pub struct CreateScenarioRunInput {
     pub name: String,
     /// Free JSON parameters; `{}` when null or left out.
     pub parameters: Option<Value>,
+}
+
+/// A fork to make of a run.
+#[derive(InputObject)]
+pub struct ForkRunInput {
+    /// The run to fork.
+    pub run_id: Uuid,
+    /// The last of its events the fork keeps (0 for none, at most its
+    /// `lastSequence`).
+    pub at_sequence: i64,
+    /// A name for people; the source's, with the sequence, when left out.
+    pub name: Option<String>,
+    /// Free JSON parameters; the source's when null or left out.
+    pub parameters: Option<Value>,
+}
+
+impl From<ForkRunInput> for crate::service::fork::ForkRun {
+    fn from(input: ForkRunInput) -> Self {
+        crate::service::fork::ForkRun {
+            run_id: input.run_id,
+            at_sequence: input.at_sequence,
+            name: input.name,
+            parameters: input.parameters,
+        }
+    }
 }
 
 /// A relationship to set on a run.

@@ -248,7 +248,7 @@ impl TestServer {
     /// database: equal before and after a refused request means it changed
     /// nothing.
     pub async fn digest(&self) -> Vec<(&'static str, i64)> {
-        const PROBES: [&str; 16] = [
+        const PROBES: [&str; 18] = [
             "SELECT COUNT(*) FROM agent_templates",
             "SELECT COUNT(*) FROM scenario_templates",
             "SELECT COUNT(*) FROM scenario_runs",
@@ -260,6 +260,8 @@ impl TestServer {
             "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM event_processings",
             "SELECT COUNT(*) FROM engine_states",
             "SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM engine_states",
+            "SELECT COUNT(*) FROM engine_state_versions",
+            "SELECT CAST(COALESCE(SUM(run_sequence), 0) AS BIGINT) FROM event_processings",
             "SELECT COUNT(*) FROM run_relationships",
             "SELECT COUNT(*) FROM api_keys",
             "SELECT COUNT(*) FROM engine_groups",
