@@ -29,6 +29,33 @@ pub enum Command {
     /// Load a small demo scenario (templates, a RUNNING run with events,
     /// engines with state); running it again changes nothing.
     Demo(DatabaseConfig),
+    /// Write a run as JSON Lines (standard output unless --output is given).
+    Export(ExportCommand),
+    /// Load a run written by `export`, in one transaction.
+    Import(ImportCommand),
+}
+
+/// `scenario-hub export RUN_ID`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportCommand {
+    /// The database to read.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// The run to export.
+    pub run_id: uuid::Uuid,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// `scenario-hub import FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportCommand {
+    /// The database to load into.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// An export's file; `-` reads standard input.
+    pub file: PathBuf,
 }
 
 /// `scenario-hub keys ...`.

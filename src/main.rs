@@ -2,12 +2,14 @@
 
 use clap::Parser;
 use scenario_hub::config::{
-    Cli, Command, DatabaseConfig, KeyRole, KeysAction, KeysCommand, Limits, LogFormat,
+    Cli, Command, DatabaseConfig, ExportCommand, ImportCommand, KeyRole, KeysAction, KeysCommand,
+    Limits, LogFormat,
 };
 use scenario_hub::db::Db;
 use scenario_hub::seed::demo;
 use scenario_hub::service::Ctx;
-use scenario_hub::service::auth::{self, Role};
+use scenario_hub::service::auth::{self, Principal, Role};
+use scenario_hub::service::{export, import};
 use scenario_hub::{graphql, server, telemetry};
 
 /// mimalloc: the server allocates and frees many small objects per request
@@ -39,6 +41,14 @@ async fn main() -> std::process::ExitCode {
             telemetry::init(LogFormat::Text);
             demo(config).await
         }
+        Command::Export(command) => {
+            telemetry::init(LogFormat::Text);
+            export(command).await
+        }
+        Command::Import(command) => {
+            telemetry::init(LogFormat::Text);
+            import(command).await
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -50,9 +60,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn demo(config: DatabaseConfig) -> Result<(), server::BoxError> {
-    let db = Db::connect(&config).await?;
-    db.migrate().await?;
-    let ctx = Ctx::new(db, Limits::default());
+    let ctx = tool_ctx(&config).await?;
     let loaded = demo::load(&ctx).await?;
     println!(
         "demo loaded: scenario template {:?} ({}), run {:?} ({}) RUNNING with {} events, {} engines",
@@ -70,9 +78,7 @@ async fn demo(config: DatabaseConfig) -> Result<(), server::BoxError> {
 }
 
 async fn keys(command: KeysCommand) -> Result<(), server::BoxError> {
-    let db = Db::connect(&command.database).await?;
-    db.migrate().await?;
-    let ctx = Ctx::new(db, Limits::default());
+    let ctx = tool_ctx(&command.database).await?;
     match command.action {
         KeysAction::Create { role, name } => {
             let role = match role {
@@ -106,6 +112,58 @@ async fn keys(command: KeysCommand) -> Result<(), server::BoxError> {
             println!("revoked key {:?} ({})", key.name, key.id);
         }
     }
+    Ok(())
+}
+
+/// A context over the migrated database of `config`, for one command.
+async fn tool_ctx(config: &DatabaseConfig) -> Result<Ctx, server::BoxError> {
+    let db = Db::connect(config).await?;
+    db.migrate().await?;
+    Ok(Ctx::new(db, Limits::default()))
+}
+
+async fn export(command: ExportCommand) -> Result<(), server::BoxError> {
+    let ctx = tool_ctx(&command.database).await?;
+    let counts = match &command.output {
+        Some(path) => {
+            let file = tokio::fs::File::create(path).await?;
+            export::export(&ctx, command.run_id, file).await?
+        }
+        None => export::export(&ctx, command.run_id, tokio::io::stdout()).await?,
+    };
+    eprintln!(
+        "exported run {}: {} events, {} processing records, {} engines, {} state versions, {} relationships",
+        command.run_id,
+        counts.events,
+        counts.processings,
+        counts.engines,
+        counts.engine_state_versions,
+        counts.relationships
+    );
+    Ok(())
+}
+
+async fn import(command: ImportCommand) -> Result<(), server::BoxError> {
+    let ctx = tool_ctx(&command.database).await?;
+    // The command line is the machine's operator: an admin.
+    let imported = if command.file.as_os_str() == "-" {
+        let input = tokio::io::BufReader::new(tokio::io::stdin());
+        import::import(&ctx, &Principal::OPEN, input).await?
+    } else {
+        let file = tokio::fs::File::open(&command.file).await?;
+        let input = tokio::io::BufReader::with_capacity(256 * 1024, file);
+        import::import(&ctx, &Principal::OPEN, input).await?
+    };
+    println!(
+        "imported run {:?} ({}): {} events, {} processing records, {} engines, {} state versions, {} relationships",
+        imported.run.name,
+        imported.run.id,
+        imported.counts.events,
+        imported.counts.processings,
+        imported.counts.engines,
+        imported.counts.engine_state_versions,
+        imported.counts.relationships
+    );
     Ok(())
 }
 

@@ -36,6 +36,15 @@ pub enum ProcessingStatus {
 }
 
 impl ProcessingStatus {
+    /// Reads the stored form.
+    pub fn parse(stored: &str) -> Option<Self> {
+        match stored {
+            "PROCESSED" => Some(ProcessingStatus::Processed),
+            "FAILED" => Some(ProcessingStatus::Failed),
+            _ => None,
+        }
+    }
+
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -4,15 +4,18 @@
 
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::graphql::authorization;
@@ -20,8 +23,8 @@ use super::{AppState, ErrorCode};
 use crate::entity::{engine_state, event_processing};
 use crate::error::AppError;
 use crate::service::auth::{self, Access, Principal};
-use crate::service::engine;
 use crate::service::processing::{self, ProcessingStatus, Record};
+use crate::service::{engine, export};
 
 /// The REST routes.
 pub fn routes() -> Router<AppState> {
@@ -31,6 +34,46 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/engine_instances/{engine_id}/state",
             get(get_state).put(put_state),
         )
+        .route("/api/v1/runs/{run_id}/export", get(export_run))
+}
+
+/// `GET /api/v1/runs/{run_id}/export`: the run as JSON Lines, streamed as
+/// it is read. A failure after the first bytes aborts the response, so a
+/// client never takes a cut file for a whole one.
+async fn export_run(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RestError> {
+    caller(&state, &headers).await?.require(Access::Read)?;
+    let run_id = uuid_in_path("run_id", &run_id)?;
+    export::require_run(&state.ctx, run_id).await?;
+    let (writer, reader) = tokio::io::duplex(64 * 1024);
+    let ctx = state.ctx.clone();
+    let done = tokio::spawn(async move { export::export(&ctx, run_id, writer).await });
+    let outcome = futures::stream::once(async move {
+        match done.await {
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => {
+                tracing::error!(%run_id, error = %err, "export failed");
+                Some(Err(std::io::Error::other("the export failed")))
+            }
+            Err(err) => Some(Err(std::io::Error::other(err))),
+        }
+    })
+    .filter_map(std::future::ready);
+    let body = Body::from_stream(ReaderStream::new(reader).chain(outcome));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"run-{run_id}.jsonl\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// An [`AppError`] as REST answers it: `{"error": {"code", "message"}}`.

@@ -274,10 +274,14 @@ async fn copy_records<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Delivery rows of the fork from its records, per recipient (the engine,
-/// or its group): done once PROCESSED or failed `maxAttempts` times, with
-/// the failures counted. No lease is held in a new run.
-async fn rebuild_deliveries<C: ConnectionTrait>(conn: &C, fork_id: Uuid) -> AppResult<()> {
+/// Delivery rows of a new run (a fork, an import) from its records, per
+/// recipient (the engine, or its group): done once PROCESSED or failed
+/// `maxAttempts` times, with the failures counted. No lease is held in a
+/// new run.
+pub(crate) async fn rebuild_deliveries<C: ConnectionTrait>(
+    conn: &C,
+    run_id: Uuid,
+) -> AppResult<()> {
     execute_sql(
         conn,
         "INSERT INTO event_deliveries (event_id, recipient_id, attempt, done, failures)
@@ -299,7 +303,7 @@ async fn rebuild_deliveries<C: ConnectionTrait>(conn: &C, fork_id: Uuid) -> AppR
                  WHERE e.run_id = $1
              ) x
              GROUP BY x.event_id, x.recipient_id",
-        [fork_id.into()],
+        [run_id.into()],
     )
     .await?;
     Ok(())

@@ -12,6 +12,7 @@ mod engines;
 mod event_type_cache;
 mod events;
 mod example_engine;
+mod export;
 mod groups;
 mod hostile;
 mod json_inputs;

@@ -258,7 +258,7 @@ const FORK: &str = "mutation($r: UUID!, $s: Int!) {
 
 /// Everything readable about a run: events with their records, engines
 /// with their history, relationships.
-async fn run_digest(server: &TestServer, run: &str) -> Value {
+pub async fn run_digest(server: &TestServer, run: &str) -> Value {
     server
         .gql(
             "query($r: UUID!) { scenarioRun(id: $r) { status lastSequence
@@ -276,7 +276,7 @@ async fn run_digest(server: &TestServer, run: &str) -> Value {
 }
 
 /// The sequences pending for `engine` in `run`.
-async fn pending(server: &TestServer, run: &str, engine: &str) -> Vec<i64> {
+pub async fn pending(server: &TestServer, run: &str, engine: &str) -> Vec<i64> {
     server
         .gql(
             "query($r: UUID!, $e: UUID!) { events(runId: $r, filter: {pendingFor: $e}, first: 500) {
@@ -292,37 +292,39 @@ async fn pending(server: &TestServer, run: &str, engine: &str) -> Vec<i64> {
 }
 
 /// The run as it stood at one sequence, read while it did.
-struct Snapshot {
-    relationships: Value,
-    pending: BTreeMap<String, Vec<i64>>,
+pub struct Snapshot {
+    /// Its relationships.
+    pub relationships: Value,
+    /// The sequences pending for each engine.
+    pub pending: BTreeMap<String, Vec<i64>>,
 }
 
-async fn a_fork_holds_the_run_as_it_stood(backend: Backend) {
-    const AT: i64 = 150;
-    let server = TestServer::start(backend).await;
-    let s = scenario(&server, "fork").await;
-    event_type(&server, "tl_tick", Value::Null, 0, 1).await;
-    event_type(&server, "tl_flaky", Value::Null, 5, 2).await;
-    let a = register(&server, &s.run, "ActorEngine").await;
-    let b = register(&server, &s.run, "ActorEngine").await;
-    let n = register(&server, &s.run, "NarratorEngine").await;
+/// A run with three engines (two ActorEngines, a NarratorEngine) and at
+/// least `until` events: plain, targeted by id and by type, keyed; chains
+/// emitted by completions with states; failures (final ones publish
+/// `error_occurred`); relationship changes; plain state saves. When the run
+/// reaches `pause_at`, what it then is is read into a [`Snapshot`].
+pub async fn build_run(server: &TestServer, tag: &str, until: i64, pause_at: i64) -> BuiltRun {
+    let s = scenario(server, tag).await;
+    event_type(server, "tl_tick", Value::Null, 0, 1).await;
+    event_type(server, "tl_flaky", Value::Null, 5, 2).await;
+    let a = register(server, &s.run, "ActorEngine").await;
+    let b = register(server, &s.run, "ActorEngine").await;
+    let n = register(server, &s.run, "NarratorEngine").await;
     let engines = [a.clone(), b.clone(), n.clone()];
 
-    // 300 events: plain, targeted by id and by type, keyed; chains emitted
-    // by completions with states; failures (final ones publish
-    // error_occurred); relationship changes; plain state saves.
     let mut snapshot = None;
     let mut step = 0;
-    while last_sequence(&server, &s.run).await < 300 {
+    while last_sequence(server, &s.run).await < until {
         step += 1;
-        let at = last_sequence(&server, &s.run).await;
-        if at < AT && at + 4 > AT {
-            while last_sequence(&server, &s.run).await < AT {
-                tick(&server, &s.run).await;
+        let at = last_sequence(server, &s.run).await;
+        if at < pause_at && at + 4 > pause_at {
+            while last_sequence(server, &s.run).await < pause_at {
+                tick(server, &s.run).await;
             }
             let mut pending_at = BTreeMap::new();
             for engine in &engines {
-                pending_at.insert(engine.clone(), pending(&server, &s.run, engine).await);
+                pending_at.insert(engine.clone(), pending(server, &s.run, engine).await);
             }
             let relationships = server
                 .gql(
@@ -356,7 +358,7 @@ async fn a_fork_holds_the_run_as_it_stood(backend: Backend) {
             .as_object_mut()
             .unwrap()
             .extend(target.as_object().unwrap().clone());
-        publish(&server, input).await;
+        publish(server, input).await;
 
         let engine = &engines[step % 3];
         let next = server
@@ -405,10 +407,32 @@ async fn a_fork_holds_the_run_as_it_stood(backend: Backend) {
                 .await;
         }
         if step % 11 == 0 {
-            save(&server, &n, json!({ "saved": step })).await;
+            save(server, &n, json!({ "saved": step })).await;
         }
     }
-    let snapshot = snapshot.expect("the run passed sequence 150");
+    BuiltRun {
+        scenario: s,
+        engines,
+        snapshot: snapshot.expect("the run passed its pause"),
+    }
+}
+
+/// A run made by [`build_run`].
+pub struct BuiltRun {
+    /// Its scenario (template and run).
+    pub scenario: crate::common::Scenario,
+    /// Its engines.
+    pub engines: [String; 3],
+    /// The run as it stood at the pause.
+    pub snapshot: Snapshot,
+}
+
+async fn a_fork_holds_the_run_as_it_stood(backend: Backend) {
+    const AT: i64 = 150;
+    let server = TestServer::start(backend).await;
+    let built = build_run(&server, "fork", 300, AT).await;
+    let s = &built.scenario;
+    let snapshot = built.snapshot;
     let source_before = run_digest(&server, &s.run).await;
 
     let fork = server.gql(FORK, json!({ "r": s.run, "s": AT })).await["forkRun"].clone();
