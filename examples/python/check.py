@@ -5,7 +5,8 @@ Seeds a run over GraphQL/HTTP (a scenario template, a RUNNING run, the
 `prompt` and `reply` event types, N prompts), runs engine.py for K < N
 events (three at a time), runs it again with the same --engine-id for the
 rest, then checks what the server stored: one PROCESSED record per prompt,
-N replies, and the engine's state. Then leases, each on a run of its own:
+N replies, and the engine's state. Then a fork of a run half done: the
+engine, given the fork's copy of itself, resumes in the fork. Then leases, each on a run of its own:
 prompts that take longer than their lease are kept by the engine's
 heartbeat (each delivered once), and an engine whose event a restarted
 instance took over hears LEASE_LOST, lets go and keeps running. Last, three
@@ -308,6 +309,7 @@ def check(args: argparse.Namespace) -> None:
         f"ok: {n} prompts processed once each, {n} replies, state handled {n} at version {version}"
     )
 
+    check_fork(args.url, admin, engine_key)
     check_heartbeat(args.url, admin, engine_key)
     check_lease_lost(args.url, admin, engine_key)
     check_group(args.url, admin, engine_key, args.group_prompts)
@@ -325,6 +327,65 @@ def expect_processed_once(api: Api, run: str, engine_id: str, n: int) -> None:
         state.get("handled") == n and version == n + 1,
         f"stored state {state} version {version}; expected handled {n}, version {n + 1}",
     )
+
+
+def check_fork(url: str, admin: Api, engine_key: str | None, n: int = 8, k: int = 3) -> None:
+    """A run forked after k of n prompts: engine.py, given the fork's copy of
+    the engine, resumes from the forked state and handles the fork's backlog;
+    the source run stays as it was."""
+    run, _ = seed(admin, n)
+    source_engine = str(uuid.uuid4())
+    print(f"fork: engine.py handles {k} of {n} prompts of run {run}, then the run is forked:")
+    run_engine(url, run, source_engine, engine_key, k)
+    at = admin.call("query($run: UUID!) { scenarioRun(id: $run) { lastSequence } }", run=run)[
+        "scenarioRun"
+    ]["lastSequence"]
+    fork = admin.call(
+        "mutation($run: UUID!, $at: Int!) { forkRun(input: {runId: $run, atSequence: $at}) {"
+        " id lastSequence engines { engineId state version forkedFrom { engineId } } } }",
+        run=run,
+        at=at,
+    )["forkRun"]
+    expect(fork["lastSequence"] == at, f"the fork's lastSequence is {fork['lastSequence']}")
+    copies = [e for e in fork["engines"] if e["forkedFrom"]["engineId"] == source_engine]
+    expect(len(copies) == 1, f"the fork's engines: {fork['engines']}")
+    copy = copies[0]
+    expect(
+        copy["state"].get("handled") == k and copy["version"] == 1,
+        f"the forked engine starts at {copy['state']} version {copy['version']}",
+    )
+    admin.call(
+        "mutation($run: UUID!) { setRunStatus(runId: $run, status: RUNNING) { status } }",
+        run=fork["id"],
+    )
+    print(f"engine.py on fork {fork['id']} as {copy['engineId']}:")
+    run_engine(url, fork["id"], copy["engineId"], engine_key, n - k)
+
+    # Every prompt of the fork processed once by the copy (the first k by
+    # the source, whose records the fork holds as the copy's), one reply each.
+    for p in all_events(admin, fork["id"], "prompt", "sequence processedBy { engineId status }"):
+        expect(
+            p["processedBy"] == [{"engineId": copy["engineId"], "status": "PROCESSED"}],
+            f"fork prompt {p['sequence']}: records {p['processedBy']}",
+        )
+    replies = all_events(admin, fork["id"], "reply", "sequence")
+    expect(len(replies) == n, f"{len(replies)} replies in the fork, expected {n}")
+    state, version = engine_state(admin, copy["engineId"])
+    expect(
+        state.get("handled") == n and version == n - k + 1,
+        f"the forked engine ends at {state} version {version}",
+    )
+    # The source run is as the fork found it: k done, the rest waiting.
+    state, version = engine_state(admin, source_engine)
+    expect(state.get("handled") == k, f"the source engine's state changed: {state}")
+    left = admin.call(
+        "query($run: UUID!, $engine: UUID!) { events(runId: $run,"
+        ' filter: {pendingFor: $engine, eventTypes: ["prompt"]}) { nodes { sequence } } }',
+        run=run,
+        engine=source_engine,
+    )["events"]["nodes"]
+    expect(len(left) == n - k, f"{len(left)} prompts pending in the source, expected {n - k}")
+    print(f"ok: the fork's engine resumed at handled {k} and handled the fork's {n - k} prompts")
 
 
 def check_heartbeat(url: str, admin: Api, engine_key: str | None) -> None:
