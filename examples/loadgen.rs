@@ -55,6 +55,17 @@
 //!   (`--w8-handle-ms`). Timed until every event is recorded: events
 //!   handled/s, the ratio to the 1-member figure, and the split per member
 //!   (each event must go to exactly one).
+//! - `fork` (not in `all`): a run of 100,000 events (`--fork-events`,
+//!   `publishEvents` batches of 1,000, each event targeted at one of 10
+//!   engines, `--fork-engines`) of which every engine completes half with a
+//!   small state save (not timed); then `forkRun` at the last sequence and
+//!   at half of it, each timed alone: events copied per second, with the
+//!   records and versions it carried.
+//! - `export` (not in `all`): a run of 1,000,000 events (`--export-events`,
+//!   ~300-byte payloads, not timed), then `GET /api/v1/runs/{id}/export`
+//!   read to the end: events/s, MB/s, and (with `--server-pid`) the
+//!   server's VmRSS before and its peak while it streams. The run id is in
+//!   the notes, for `scenario-hub export` timed by `bench/timeline.sh`.
 //! - `rss` (needs `--server-pid`): the server's VmRSS before and after opening
 //!   1,000 and then 10,000 websockets with one idle subscription each; every
 //!   subscription is proven live by one event before RSS is read. Start the
@@ -168,6 +179,15 @@ struct Args {
     /// Events in the w8 backlog.
     #[arg(long, default_value_t = 4000)]
     w8_events: usize,
+    /// Events of the `fork` workload's run.
+    #[arg(long, default_value_t = 100_000)]
+    fork_events: usize,
+    /// Engines of the `fork` workload's run.
+    #[arg(long, default_value_t = 10)]
+    fork_engines: usize,
+    /// Events of the `export` workload's run.
+    #[arg(long, default_value_t = 1_000_000)]
+    export_events: usize,
     /// Idle subscriptions held at each step of `rss`.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     rss_steps: Vec<usize>,
@@ -2422,6 +2442,216 @@ async fn w8_once(args: &Args, api: &Api, n: usize) -> Result<(f64, Row), String>
 
 // ---------------------------------------------------------------- RSS
 
+// ---------------------------------------------------------------- timeline
+
+/// Publishes `count` events into `run` in batches of 1,000, four batches at
+/// a time, `input(i)` making the i-th; returns their ids by sequence.
+async fn publish_many(
+    api: &Api,
+    count: usize,
+    input: impl Fn(usize) -> Value,
+) -> Result<Vec<(i64, String)>, String> {
+    const BATCH: usize = 1000;
+    let bodies: Vec<String> = (0..count)
+        .step_by(BATCH)
+        .map(|from| {
+            let inputs: Vec<Value> = (from..count.min(from + BATCH)).map(&input).collect();
+            json!({
+                "query": "mutation($i: [EventInput!]!) { publishEvents(inputs: $i) { id sequence } }",
+                "variables": {"i": inputs},
+            })
+            .to_string()
+        })
+        .collect();
+    let answers = futures::stream::iter(bodies.into_iter().map(|body| api.post(body)))
+        .buffered(4)
+        .collect::<Vec<_>>()
+        .await;
+    let mut events = Vec::with_capacity(count);
+    for answer in answers {
+        let data: Value = serde_json::from_str(&answer?).map_err(|e| e.to_string())?;
+        for e in data["data"]["publishEvents"]
+            .as_array()
+            .ok_or("no publishEvents")?
+        {
+            let id = e["id"].as_str().ok_or("no id")?.to_owned();
+            events.push((e["sequence"].as_i64().ok_or("no sequence")?, id));
+        }
+    }
+    events.sort();
+    Ok(events)
+}
+
+async fn fork(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
+    let f = fixture(api, "fork", None).await?;
+    let mut engines = Vec::new();
+    for _ in 0..args.fork_engines {
+        let data = api
+            .call(
+                "mutation($r: UUID!) { registerEngine(input: {runId: $r, engineType: \"ForkEngine\"}) { engineId } }",
+                json!({"r": f.run}),
+            )
+            .await?;
+        engines.push(
+            data["registerEngine"]["engineId"]
+                .as_str()
+                .ok_or("no engine id")?
+                .to_owned(),
+        );
+    }
+    let n = engines.len();
+    let events = publish_many(api, args.fork_events, |i| {
+        json!({"runId": f.run, "eventType": f.event_type, "priority": mix(i as u64) % 10,
+               "payload": payload_300(i as u64), "targetEngineId": engines[i % n]})
+    })
+    .await?;
+    // Every engine completes every other event of its own, saving a state.
+    let bodies: Vec<String> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (i / n) % 2 == 0)
+        .map(|(i, (sequence, id))| {
+            json!({
+                "query": "mutation($ev: UUID!, $e: UUID!, $s: JSON!) { completeEvent(input: {eventId: $ev, engineId: $e, status: PROCESSED, state: $s}) { engine { version } } }",
+                "variables": {"ev": id, "e": engines[i % n], "s": {"handled": sequence, "note": "a small state"}},
+            })
+            .to_string()
+        })
+        .collect();
+    let completed = bodies.len();
+    let started = Instant::now();
+    let failures = futures::stream::iter(bodies.into_iter().map(|body| api.post(body)))
+        .buffer_unordered(args.concurrency)
+        .filter(|r| std::future::ready(r.is_err()))
+        .count()
+        .await;
+    if failures > 0 {
+        return Err(format!(
+            "fork: {failures} of {completed} completions failed"
+        ));
+    }
+    eprintln!(
+        "  fork: {} events, {completed} completions in {:.1} s",
+        events.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let last = events.last().map_or(0, |e| e.0);
+    let mut rows = Vec::new();
+    for at in [last, last / 2] {
+        let before = cpu_sample(args.server_pid);
+        let started = Instant::now();
+        let data = api
+            .call(
+                "mutation($r: UUID!, $at: Int!) { forkRun(input: {runId: $r, atSequence: $at}) { id lastSequence } }",
+                json!({"r": f.run, "at": at}),
+            )
+            .await?;
+        let took = started.elapsed();
+        let after = cpu_sample(args.server_pid);
+        let fork_id = data["forkRun"]["id"].as_str().ok_or("no fork id")?;
+        let counts = api
+            .call(
+                "query($r: UUID!) { scenarioRun(id: $r) { engines { engineId } } }",
+                json!({"r": fork_id}),
+            )
+            .await?;
+        let forked_engines = counts["scenarioRun"]["engines"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let secs = took.as_secs_f64();
+        rows.push(Row {
+            workload: format!("fork at {at}"),
+            throughput: format!("{} events/s", thousands(at as f64 / secs)),
+            p50: format!("{:.0}", secs * 1e3),
+            p99: "-".into(),
+            max: "-".into(),
+            faults: "0".into(),
+            cpu: cpu_split(before, after),
+            notes: format!(
+                "one forkRun of {at} events ({} records, {forked_engines} engines) in {:.0} ms",
+                (0..at as usize).filter(|i| (i / n) % 2 == 0).count(),
+                secs * 1e3
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+async fn export(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
+    let f = fixture(api, "export", None).await?;
+    let started = Instant::now();
+    publish_many(api, args.export_events, |i| {
+        json!({"runId": f.run, "eventType": f.event_type, "priority": mix(i as u64) % 10,
+               "payload": payload_300(i as u64)})
+    })
+    .await?;
+    eprintln!(
+        "  export: {} events published in {:.1} s",
+        args.export_events,
+        started.elapsed().as_secs_f64()
+    );
+    let rss_before = args.server_pid.map(vm_rss_kib).transpose()?;
+    let peak = Arc::new(AtomicU64::new(rss_before.unwrap_or(0)));
+    let sampling = args.server_pid.map(|pid| {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(kib) = vm_rss_kib(pid) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    let before = cpu_sample(args.server_pid);
+    let started = Instant::now();
+    let url = format!(
+        "{}/api/v1/runs/{}/export",
+        args.url.trim_end_matches('/'),
+        f.run
+    );
+    let response = api.http.get(&url).send().await.map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("export answered {}", response.status()));
+    }
+    let mut body = response.bytes_stream();
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = cpu_sample(args.server_pid);
+    if let Some(task) = sampling {
+        task.abort();
+    }
+    let events = args.export_events as f64;
+    let rss = match rss_before {
+        Some(kib) => format!(
+            "server VmRSS {:.0} MiB before, {:.0} MiB at most while streaming; ",
+            kib as f64 / 1024.0,
+            peak.load(Ordering::Relaxed) as f64 / 1024.0
+        ),
+        None => String::new(),
+    };
+    Ok(vec![Row {
+        workload: "export (HTTP)".into(),
+        throughput: format!("{} events/s", thousands(events / secs)),
+        p50: format!("{:.0}", secs * 1e3),
+        p99: "-".into(),
+        max: "-".into(),
+        faults: "0".into(),
+        cpu: cpu_split(before, after),
+        notes: format!(
+            "{rss}{lines} lines, {:.0} MB at {:.0} MB/s; run {}",
+            bytes as f64 / 1e6,
+            bytes as f64 / 1e6 / secs,
+            f.run
+        ),
+    }])
+}
+
 fn vm_rss_kib(pid: u32) -> Result<u64, String> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
@@ -2589,6 +2819,8 @@ async fn main() -> Result<(), String> {
             "w7" => w7(&args, &api).await,
             "w8" => w8(&args, &api).await,
             "rss" => rss(&args, &api).await,
+            "fork" => fork(&args, &api).await,
+            "export" => export(&args, &api).await,
             other => Err(format!("unknown workload {other:?}")),
         };
         match result {

@@ -202,7 +202,10 @@ async fn a_bad_file_imports_nothing(backend: Backend) {
     let (code, message) = refuse(moved.join("\n")).await;
     assert_eq!(code, "BAD_USER_INPUT");
     assert!(
-        message.contains(&format!("line {}: `engine` record out of order", first_engine + 2)),
+        message.contains(&format!(
+            "line {}: `engine` record out of order",
+            first_engine + 2
+        )),
         "{message}"
     );
     // The command line says so and exits non-zero.
