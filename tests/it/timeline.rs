@@ -53,11 +53,25 @@ async fn every_save_is_kept_with_its_run_sequence(backend: Backend) {
     let event = tick(&server, &s.run).await;
     assert_eq!(save(&server, &engine, json!({"n": 2})).await, 3);
 
-    // A refused save keeps no version.
+    // A refused save keeps no version, nor does a refused completion
+    // (its record, emits and state go together or not at all).
+    let before = server.digest().await;
     let err = server
         .gql_err(SAVE, json!({ "e": engine, "s": {"n": 99}, "v": 1 }))
         .await;
     assert_eq!(err.code, "VERSION_CONFLICT");
+    let err = server
+        .gql_err(
+            "mutation($ev: UUID!, $e: UUID!) { completeEvent(input: {eventId: $ev, engineId: $e,
+                status: PROCESSED, state: {n: 99}, expectedVersion: 1,
+                emit: [{runId: \"RUN\", eventType: \"tl_tick\"}]}) { engine { version } } }"
+                .replace("RUN", &s.run)
+                .as_str(),
+            json!({ "ev": event["id"], "e": engine }),
+        )
+        .await;
+    assert_eq!(err.code, "VERSION_CONFLICT");
+    assert_eq!(server.digest().await, before);
 
     // A completion's state is dated after the events it emitted, and so is
     // its record.
