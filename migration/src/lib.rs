@@ -10,6 +10,7 @@ mod m20261127_000002_partial_idempotency_index;
 mod m20261202_000001_add_leased_delivery;
 mod m20261203_000001_add_engine_groups;
 mod m20261203_000002_add_run_timeline;
+mod m20261203_000003_add_run_metrics;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_add_leased_delivery::Migration),
             Box::new(m20261203_000001_add_engine_groups::Migration),
             Box::new(m20261203_000002_add_run_timeline::Migration),
+            Box::new(m20261203_000003_add_run_metrics::Migration),
         ]
     }
 }

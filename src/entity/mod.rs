@@ -11,6 +11,7 @@ pub mod event_delivery;
 pub mod event_instance;
 pub mod event_processing;
 pub mod event_type;
+pub mod run_metric;
 pub mod run_relationship;
 pub mod scenario_run;
 pub mod scenario_template;

@@ -44,6 +44,14 @@ pub struct InFlightOf(pub Uuid);
 /// The engines of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EnginesOf(pub Uuid);
+/// The metrics and evaluation of a run (with its template).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MetricsOf {
+    /// The run.
+    pub run: Uuid,
+    /// Its template.
+    pub template: Uuid,
+}
 /// The forks of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ForksOf(pub Uuid);
@@ -203,6 +211,23 @@ impl Loader<EnginesOf> for Loaders {
         Ok(engines
             .into_iter()
             .map(|(run, e)| (EnginesOf(run), e))
+            .collect())
+    }
+}
+
+impl Loader<MetricsOf> for Loaders {
+    type Value = (Vec<service::metric::RunMetric>, service::metric::Evaluation);
+    type Error = LoadError;
+
+    async fn load(
+        &self,
+        keys: &[MetricsOf],
+    ) -> Result<HashMap<MetricsOf, Self::Value>, Self::Error> {
+        let runs: Vec<(Uuid, Uuid)> = keys.iter().map(|k| (k.run, k.template)).collect();
+        let mut found = service::metric::of_runs(&self.ctx.db.conn, &runs).await?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| found.remove(&k.run).map(|v| (*k, v)))
             .collect())
     }
 }

@@ -191,8 +191,8 @@ async fn template(ctx: &Ctx, agents: &[Uuid]) -> AppResult<Uuid> {
             {"key": "gate", "description": "The town gate, where the guard stands."},
         ],
         "metricsDefinitions": [
-            {"name": "trust", "description": "How much the actors trust each other.", "unit": "ratio", "aggregation": "avg"},
-            {"name": "thefts", "description": "Purses stolen.", "unit": "count", "aggregation": "sum"},
+            {"name": "trust", "description": "How much the actors trust each other.", "unit": "ratio", "aggregation": "MEAN"},
+            {"name": "thefts", "description": "Purses stolen.", "unit": "count", "aggregation": "SUM"},
         ],
         "successCriteria": [
             {"metric": "trust", "operator": "GTE", "threshold": 0.6},
@@ -278,17 +278,6 @@ fn event_types() -> Vec<NewEventType> {
             payload_schema: None,
             default_priority: Some(5),
             max_attempts: Some(2),
-            lease_seconds: None,
-            retry_delay_seconds: None,
-        },
-        NewEventType {
-            name: "metric_recorded".into(),
-            category: "analysis".into(),
-            engine_type: Some("AnalystEngine".into()),
-            description: Some("The analyst records a metric.".into()),
-            payload_schema: None,
-            default_priority: Some(1),
-            max_attempts: Some(1),
             lease_seconds: None,
             retry_delay_seconds: None,
         },

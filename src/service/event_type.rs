@@ -21,8 +21,16 @@ pub const ERROR_OCCURRED: &str = "error_occurred";
 pub const RUN_STATUS_CHANGED: &str = "run_status_changed";
 /// Published by the server when a run relationship is set.
 pub const RELATIONSHIP_UPDATED: &str = "relationship_updated";
+/// A sample of a metric, aggregated into the run's metrics when its
+/// scenario template defines the metric.
+pub const METRIC_RECORDED: &str = "metric_recorded";
 /// The built-in event types, which clients may read but not change.
-pub const BUILT_IN: [&str; 3] = [ERROR_OCCURRED, RUN_STATUS_CHANGED, RELATIONSHIP_UPDATED];
+pub const BUILT_IN: [&str; 4] = [
+    ERROR_OCCURRED,
+    RUN_STATUS_CHANGED,
+    RELATIONSHIP_UPDATED,
+    METRIC_RECORDED,
+];
 
 /// A new event type.
 #[derive(Debug, Clone)]

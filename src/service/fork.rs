@@ -130,6 +130,7 @@ pub async fn fork(
     copy_events(conn, source.id, &fork, at).await?;
     copy_records(conn, source.id, fork.id, at).await?;
     rebuild_deliveries(conn, fork.id).await?;
+    super::metric::rebuild_in(conn, &fork).await?;
     copy_relationships(conn, source.id, fork.id, at).await?;
     txn.commit().await?;
     Ok(fork)

@@ -150,6 +150,7 @@ pub async fn import<R: AsyncBufRead + Unpin>(
         .one(&*txn)
         .await?
         .ok_or_else(|| AppError::internal("imported run not found"))?;
+    super::metric::rebuild_in(&*txn, &stored).await?;
     txn.commit().await?;
     if types_added {
         ctx.event_types_changed();

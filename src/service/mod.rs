@@ -13,6 +13,7 @@ pub mod fork;
 pub mod history;
 pub mod import;
 pub mod lease;
+pub mod metric;
 pub mod page;
 pub mod pending;
 pub mod processing;

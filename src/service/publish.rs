@@ -240,6 +240,8 @@ pub(crate) async fn insert_prepared(
     }
     let mut out: Vec<Option<event_instance::Model>> = vec![None; prepared.len()];
     let mut new_rows = Vec::new();
+    // Each run with the range of `new_rows` that is its new events.
+    let mut runs = Vec::new();
     let created_at = now();
     for (run_id, indexes) in by_run {
         let keys: Vec<String> = indexes
@@ -272,6 +274,7 @@ pub(crate) async fn insert_prepared(
         };
         let first_free = run.last_sequence - delta + 1;
         let mut next = first_free;
+        let first_row = new_rows.len();
         for i in indexes {
             let p = &prepared[i];
             if let Some(existing) = p.input.idempotency_key.as_ref().and_then(|k| by_key.get(k)) {
@@ -289,6 +292,7 @@ pub(crate) async fn insert_prepared(
         if delta == 0 && next > first_free {
             bump_sequence(txn, run_id, next - first_free).await?;
         }
+        runs.push((run, first_row..new_rows.len()));
     }
     // 13 parameters a row: 1,000 rows stay under both backends' bind limits.
     for chunk in new_rows.chunks(1000) {
@@ -300,6 +304,11 @@ pub(crate) async fn insert_prepared(
         )
         .exec_without_returning(txn)
         .await?;
+    }
+    // Metric samples update their run's aggregates in this transaction,
+    // under the run's row lock taken above.
+    for (run, rows) in runs {
+        super::metric::aggregate_in(txn, &run, &new_rows[rows]).await?;
     }
     Ok(out
         .into_iter()
@@ -337,7 +346,8 @@ pub async fn publish(
 /// UPDATE's row lock orders publishers as in [`insert_prepared`].
 ///
 /// `None` when the inputs need the general path (idempotency keys, several
-/// runs, SQLite, which has no writing CTEs) or when the UPDATE matched no
+/// runs, metric samples, which update aggregates, SQLite, which has no
+/// writing CTEs) or when the UPDATE matched no
 /// open run: then nothing happened, no sequence was used, and the general
 /// path says why (`NOT_FOUND`, `RUN_CLOSED`).
 async fn publish_in_one_statement(
@@ -350,9 +360,11 @@ async fn publish_in_one_statement(
     };
     let run_id = first.input.run_id;
     if ctx.db.conn.get_database_backend() != DatabaseBackend::Postgres
-        || prepared
-            .iter()
-            .any(|p| p.input.run_id != run_id || p.input.idempotency_key.is_some())
+        || prepared.iter().any(|p| {
+            p.input.run_id != run_id
+                || p.input.idempotency_key.is_some()
+                || p.input.event_type == super::event_type::METRIC_RECORDED
+        })
     {
         return Ok(None);
     }

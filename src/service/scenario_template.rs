@@ -37,9 +37,40 @@ pub struct MetricDefinition {
     /// Its unit.
     #[serde(default)]
     pub unit: String,
-    /// How samples combine (sum, avg, ...).
-    #[serde(default)]
-    pub aggregation: String,
+    /// How samples combine into the run's value.
+    pub aggregation: Aggregation,
+}
+
+/// How a metric's samples combine into the run's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Aggregation {
+    /// The sum of the samples.
+    Sum,
+    /// Their mean (the sum over the count).
+    Mean,
+    /// The smallest.
+    Min,
+    /// The largest.
+    Max,
+    /// The sample with the highest sequence.
+    Last,
+    /// How many samples there were.
+    Count,
+}
+
+impl Aggregation {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Aggregation::Sum => "SUM",
+            Aggregation::Mean => "MEAN",
+            Aggregation::Min => "MIN",
+            Aggregation::Max => "MAX",
+            Aggregation::Last => "LAST",
+            Aggregation::Count => "COUNT",
+        }
+    }
 }
 
 /// How a success criterion compares a metric with its threshold.

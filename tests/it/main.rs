@@ -9,6 +9,7 @@ mod concurrency;
 mod crash;
 mod demo;
 mod engines;
+mod evaluation;
 mod event_type_cache;
 mod events;
 mod example_engine;

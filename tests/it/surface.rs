@@ -305,7 +305,7 @@ async fn serve_defaults_to_an_embedded_sqlite_file() {
         .json()
         .await
         .unwrap();
-    assert_eq!(response["data"]["eventTypes"].as_array().unwrap().len(), 3);
+    assert_eq!(response["data"]["eventTypes"].as_array().unwrap().len(), 4);
 
     let db = dir.path().join("scenario-hub.db");
     assert!(db.exists(), "scenario-hub.db in the working directory");
@@ -438,7 +438,7 @@ async fn records_from_before_delivery_rows_keep_their_outcome(backend: Backend) 
     })
     .await
     .unwrap();
-    pool.migrate_down(Some(2)).await.unwrap();
+    pool.migrate_down(Some(3)).await.unwrap();
     use sea_orm::ConnectionTrait;
     pool.conn
         .execute_unprepared("DELETE FROM event_deliveries")

@@ -66,7 +66,7 @@ async fn scenario_template_config_is_typed_and_validated(backend: Backend) {
         "description": "a castle under siege",
         "config": {
             "sceneDescriptions": [{"key": "gate", "description": "the main gate"}],
-            "metricsDefinitions": [{"name": "morale", "description": "d", "unit": "pts", "aggregation": "avg"}],
+            "metricsDefinitions": [{"name": "morale", "description": "d", "unit": "pts", "aggregation": "MEAN"}],
             "successCriteria": [{"metric": "morale", "operator": "GTE", "threshold": 0.5}],
             "extra": {"weather": "rain"}
         },

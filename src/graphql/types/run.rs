@@ -9,14 +9,15 @@ use uuid::Uuid;
 use super::engine::EngineInstance;
 use super::event::{Event, EventFilter, EventOrder};
 use super::json::RawJson;
-use super::template::ScenarioTemplate;
+use super::template::{ComparisonOperator, MetricAggregation, ScenarioTemplate};
 use super::{loader, service_ctx};
 use crate::entity::scenario_run;
+use crate::error::AppError;
 use crate::graphql::loaders::{
-    EnginesOf, FirstEventsOf, ForksOf, RelationshipsOf, RunId, ScenarioTemplateId,
+    EnginesOf, FirstEventsOf, ForksOf, MetricsOf, RelationshipsOf, RunId, ScenarioTemplateId,
 };
 use crate::service::page::page_size;
-use crate::service::{self, relationship};
+use crate::service::{self, metric, relationship};
 
 /// Loads what a list of runs selects under each run (engines and their
 /// fields, relationships, the first page of events and what it selects on
@@ -49,6 +50,14 @@ async fn prefetch_nodes(
             .await?;
         let all: Vec<_> = found.into_values().flatten().collect();
         super::engine::prefetch(ctx, &engines, &all).await?;
+    }
+    if node.field("metrics").exists() || node.field("evaluation").exists() {
+        loader
+            .load_many(runs.iter().map(|r| MetricsOf {
+                run: r.id,
+                template: r.template_id,
+            }))
+            .await?;
     }
     if node.field("relationships").exists() {
         loader
@@ -196,6 +205,20 @@ impl ScenarioRun {
         super::engine::prefetch(ctx, &ctx.look_ahead(), &engines).await?;
         Ok(engines.into_iter().map(EngineInstance).collect())
     }
+    /// Every metric its template defines, with the run's aggregate.
+    async fn metrics(&self, ctx: &Context<'_>) -> Result<Vec<RunMetric>> {
+        Ok(self
+            .metrics_and_evaluation(ctx)
+            .await?
+            .0
+            .into_iter()
+            .map(RunMetric)
+            .collect())
+    }
+    /// How the run stands against its template's success criteria.
+    async fn evaluation(&self, ctx: &Context<'_>) -> Result<RunEvaluation> {
+        Ok(RunEvaluation(self.metrics_and_evaluation(ctx).await?.1))
+    }
     /// The run this one was forked from.
     async fn parent_run_id(&self) -> Option<Uuid> {
         self.0.parent_run_id
@@ -272,6 +295,114 @@ pub struct CreateScenarioRunInput {
     pub name: String,
     /// Free JSON parameters; `{}` when null or left out.
     pub parameters: Option<Value>,
+}
+
+impl ScenarioRun {
+    async fn metrics_and_evaluation(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<(Vec<metric::RunMetric>, metric::Evaluation)> {
+        let key = MetricsOf {
+            run: self.0.id,
+            template: self.0.template_id,
+        };
+        loader(ctx)
+            .load_one(key)
+            .await?
+            .ok_or_else(|| AppError::internal("metrics of a run not loaded").into())
+    }
+}
+
+/// A run's aggregate of one metric its template defines.
+pub struct RunMetric(pub metric::RunMetric);
+
+#[Object]
+impl RunMetric {
+    /// The metric's name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Its unit.
+    async fn unit(&self) -> &str {
+        &self.0.unit
+    }
+    /// How its samples combine.
+    async fn aggregation(&self) -> MetricAggregation {
+        self.0.aggregation.into()
+    }
+    /// The aggregate; null before the first sample.
+    async fn value(&self) -> Option<f64> {
+        self.0.value
+    }
+    /// Samples so far.
+    async fn samples(&self) -> i64 {
+        self.0.samples
+    }
+    /// When the latest sample came.
+    async fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.0.updated_at
+    }
+}
+
+/// Where a run stands against its success criteria.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "metric::EvaluationStatus")]
+pub enum EvaluationStatus {
+    /// A criterion's metric has no value yet.
+    Pending,
+    /// Every criterion holds.
+    Passed,
+    /// Every criterion has a value and one does not hold.
+    Failed,
+}
+
+/// A run's evaluation: its status and each criterion's outcome.
+pub struct RunEvaluation(pub metric::Evaluation);
+
+#[Object]
+impl RunEvaluation {
+    /// PENDING while a criterion's metric has no value, then PASSED when
+    /// every criterion holds, else FAILED.
+    async fn status(&self) -> EvaluationStatus {
+        self.0.status.into()
+    }
+    /// Each criterion with the metric's value and whether it holds.
+    async fn criteria(&self) -> Vec<CriterionOutcome> {
+        self.0
+            .criteria
+            .iter()
+            .cloned()
+            .map(CriterionOutcome)
+            .collect()
+    }
+}
+
+/// One success criterion, judged. `EQ` holds within a relative 1e-9 (of
+/// the threshold's magnitude, at least 1): float sums are rarely exact.
+pub struct CriterionOutcome(pub metric::CriterionOutcome);
+
+#[Object]
+impl CriterionOutcome {
+    /// The metric.
+    async fn metric(&self) -> &str {
+        &self.0.metric
+    }
+    /// The comparison.
+    async fn operator(&self) -> ComparisonOperator {
+        self.0.operator.into()
+    }
+    /// The value compared with.
+    async fn threshold(&self) -> f64 {
+        self.0.threshold
+    }
+    /// The metric's value; null before its first sample.
+    async fn value(&self) -> Option<f64> {
+        self.0.value
+    }
+    /// Whether it holds; null before the metric has a value.
+    async fn passed(&self) -> Option<bool> {
+        self.0.passed
+    }
 }
 
 /// A fork to make of a run.

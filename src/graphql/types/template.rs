@@ -90,9 +90,26 @@ pub struct MetricDefinition {
     /// Its unit.
     #[graphql(default)]
     pub unit: String,
-    /// How samples combine (sum, avg, max, ...).
-    #[graphql(default)]
-    pub aggregation: String,
+    /// How samples combine into the run's value.
+    pub aggregation: MetricAggregation,
+}
+
+/// How a metric's samples combine into the run's value.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+#[graphql(remote = "svc::Aggregation")]
+pub enum MetricAggregation {
+    /// The sum of the samples.
+    Sum,
+    /// Their mean (the sum over the count).
+    Mean,
+    /// The smallest.
+    Min,
+    /// The largest.
+    Max,
+    /// The sample with the highest sequence.
+    Last,
+    /// How many samples there were.
+    Count,
 }
 
 /// How a success criterion compares its metric with the threshold.
