@@ -21,7 +21,7 @@ use super::{FeedBatch, Hub};
 use crate::entity::{event_delivery, event_instance, scenario_run};
 use crate::error::{AppError, AppResult};
 use crate::service::event::{EventCursor, EventFilter, EventOrder};
-use crate::service::event_type::{RELATIONSHIP_UPDATED, RUN_STATUS_CHANGED};
+use crate::service::event_type::{METRIC_RECORDED, RELATIONSHIP_UPDATED, RUN_STATUS_CHANGED};
 use crate::service::page::PageRequest;
 use crate::service::run::RunStatus;
 use crate::service::{self, Ctx};
@@ -429,9 +429,10 @@ pub(super) async fn keep_present(ctx: Ctx, every: std::time::Duration, engine_id
 }
 
 /// Starts a `runUpdated` subscription: the run as it is, then the run after
-/// each status or relationship change, until a terminal status. The first
-/// item is read after the feed's position is taken, so no change falls
-/// between a subscriber's first view and the changes it is sent.
+/// each status or relationship change and each change of its evaluation,
+/// until a terminal status. The first item is read after the feed's
+/// position is taken, so no change falls between a subscriber's first view
+/// and the changes it is sent.
 pub async fn run_updates(
     ctx: &Ctx,
     hub: &Arc<Hub>,
@@ -440,52 +441,88 @@ pub async fn run_updates(
     let run = service::run::get(ctx, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
-    let done = run.status.is_terminal();
+    let (_, evaluation) = service::metric::for_run(ctx, &run).await?;
     // A change between the read above and the feed's position is announced
     // by the first batch's gap.
     let feed = hub.subscribe(run_id, run.last_sequence).batches;
-    let state = (ctx.clone(), hub.clone(), feed, run.last_sequence, done);
+    let state = RunWatch {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
+        feed,
+        cursor: run.last_sequence,
+        done: run.status.is_terminal(),
+        evaluation,
+    };
     let first = futures::stream::once(std::future::ready(AppResult::Ok(run)));
     Ok(futures::StreamExt::chain(
         first,
-        futures::stream::unfold(
-            state,
-            move |(ctx, hub, mut feed, mut cursor, done)| async move {
-                if done {
-                    return None;
+        futures::stream::unfold(state, move |mut watch| async move {
+            if watch.done {
+                return None;
+            }
+            loop {
+                let shutdown = watch.hub.shutdown_token().clone();
+                let (changed, samples) = tokio::select! {
+                    received = watch.feed.recv() => match received {
+                        Ok(batch) => {
+                            let cursor = watch.cursor;
+                            let gap = batch.after > cursor;
+                            let new = || batch.events.iter().filter(|e| e.sequence > cursor);
+                            let relevant = new().any(|e| {
+                                e.event_type == RUN_STATUS_CHANGED
+                                    || e.event_type == RELATIONSHIP_UPDATED
+                            });
+                            let samples = new().any(|e| e.event_type == METRIC_RECORDED);
+                            watch.cursor =
+                                cursor.max(batch.events.last().map_or(cursor, |e| e.sequence));
+                            (relevant || gap, samples)
+                        }
+                        // Missed batches may hold a change: send the run as it is.
+                        Err(broadcast::error::RecvError::Lagged(_)) => (true, false),
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    () = shutdown.cancelled() => return None,
+                };
+                if !changed && !samples {
+                    continue;
                 }
-                loop {
-                    let shutdown = hub.shutdown_token().clone();
-                    let changed = tokio::select! {
-                        received = feed.recv() => match received {
-                            Ok(batch) => {
-                                let gap = batch.after > cursor;
-                                let relevant = batch.events.iter().any(|e| {
-                                    e.sequence > cursor
-                                        && (e.event_type == RUN_STATUS_CHANGED || e.event_type == RELATIONSHIP_UPDATED)
-                                });
-                                cursor = cursor.max(batch.events.last().map_or(cursor, |e| e.sequence));
-                                relevant || gap
-                            }
-                            // Missed batches may hold a change: send the run as it is.
-                            Err(broadcast::error::RecvError::Lagged(_)) => true,
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                        () = shutdown.cancelled() => return None,
-                    };
-                    if !changed {
-                        continue;
+                let run = match service::run::get(&watch.ctx, run_id).await {
+                    Ok(Some(run)) => run,
+                    Ok(None) => return None,
+                    Err(err) => {
+                        watch.done = true;
+                        return Some((Err(err), watch));
                     }
-                    let run = match service::run::get(&ctx, run_id).await {
-                        Ok(Some(run)) => run,
-                        Ok(None) => return None,
-                        Err(err) => return Some((Err(err), (ctx, hub, feed, cursor, true))),
-                    };
-                    let done = run.status.is_terminal();
-                    cursor = cursor.max(run.last_sequence);
-                    return Some((Ok(run), (ctx, hub, feed, cursor, done)));
+                };
+                // Samples matter only when they move the evaluation.
+                match service::metric::for_run(&watch.ctx, &run).await {
+                    Ok((_, evaluation)) => {
+                        let moved = evaluation != watch.evaluation;
+                        watch.evaluation = evaluation;
+                        if !changed && !moved {
+                            continue;
+                        }
+                    }
+                    Err(err) => {
+                        watch.done = true;
+                        return Some((Err(err), watch));
+                    }
                 }
-            },
-        ),
+                watch.done = run.status.is_terminal();
+                watch.cursor = watch.cursor.max(run.last_sequence);
+                return Some((Ok(run), watch));
+            }
+        }),
     ))
+}
+
+/// What a `runUpdated` stream keeps between items.
+struct RunWatch {
+    ctx: Ctx,
+    hub: Arc<Hub>,
+    feed: broadcast::Receiver<Arc<FeedBatch>>,
+    cursor: i64,
+    done: bool,
+    /// The evaluation last seen, to tell when samples change it.
+    evaluation: service::metric::Evaluation,
 }

@@ -115,10 +115,18 @@ pub async fn set_status(
             to: to.as_str().into(),
         });
     }
+    let mut payload = json!({"runId": run_id, "from": from.as_str(), "to": to.as_str()});
+    if to.is_terminal() {
+        // The run's last word on itself: read under its lock, so no sample
+        // can come between this evaluation and the close.
+        let (_, evaluation) = super::metric::of_run(&*txn, &run).await?;
+        payload["evaluation"] = serde_json::to_value(&evaluation)
+            .map_err(|e| AppError::internal(format!("evaluation not serializable: {e}")))?;
+    }
     let event = NewEvent {
         run_id,
         event_type: RUN_STATUS_CHANGED.into(),
-        payload: Some(json!({"runId": run_id, "from": from.as_str(), "to": to.as_str()})),
+        payload: Some(payload),
         ..Default::default()
     };
     let prepared = prepare(ctx, &*txn, vec![event], "status", |_| "status".into()).await?;

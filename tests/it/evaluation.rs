@@ -9,6 +9,7 @@ use crate::common::{Backend, TestServer, create_run, publish, publish_batch};
 both_backends!(
     concurrent_samples_aggregate_exactly,
     the_evaluation_follows_the_criteria,
+    run_updated_pushes_evaluation_changes,
     stored_aggregations_are_mapped_or_reported,
 );
 
@@ -204,6 +205,80 @@ async fn the_evaluation_follows_the_criteria(backend: Backend) {
         .to_owned();
     let forked = server.gql(METRICS, json!({ "r": fork })).await["scenarioRun"].clone();
     assert_eq!(forked["evaluation"]["status"], "PASSED");
+    server.stop().await;
+}
+
+async fn run_updated_pushes_evaluation_changes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let template = template(
+        &server,
+        "push",
+        json!([{"metric": "m_sum", "operator": "GTE", "threshold": 10}]),
+    )
+    .await;
+    let run = create_run(&server, &template, "RUNNING").await;
+    let mut ws = crate::common::ws::WsClient::ready(server.addr).await;
+    ws.subscribe(
+        "run",
+        "subscription($r: UUID!) { runUpdated(runId: $r) { status evaluation { status } } }",
+        json!({ "r": run }),
+    )
+    .await;
+    let status = |data: Value| {
+        (
+            data["runUpdated"]["status"].as_str().unwrap().to_owned(),
+            data["runUpdated"]["evaluation"]["status"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    assert_eq!(
+        status(ws.next_data("run").await),
+        ("RUNNING".into(), "PENDING".into())
+    );
+    publish(&server, sample(&run, "m_sum", 4.0)).await;
+    assert_eq!(
+        status(ws.next_data("run").await),
+        ("RUNNING".into(), "FAILED".into())
+    );
+    // A sample that leaves the evaluation as it is sends nothing: the next
+    // message is the one after the sample that moves it.
+    publish(&server, sample(&run, "m_mean", 1.0)).await;
+    publish(&server, sample(&run, "m_sum", 6.0)).await;
+    assert_eq!(
+        status(ws.next_data("run").await),
+        ("RUNNING".into(), "PASSED".into())
+    );
+
+    // The event that closes the run carries the final evaluation.
+    server
+        .gql(
+            "mutation($r: UUID!) { setRunStatus(runId: $r, status: COMPLETED) { status } }",
+            json!({ "r": run }),
+        )
+        .await;
+    assert_eq!(
+        status(ws.next_data("run").await),
+        ("COMPLETED".into(), "PASSED".into())
+    );
+    let closing = server
+        .gql(
+            "query($r: UUID!) { events(runId: $r, filter: {eventTypes: [\"run_status_changed\"]}) { nodes { payload } } }",
+            json!({ "r": run }),
+        )
+        .await["events"]["nodes"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["payload"]
+        .clone();
+    assert_eq!(closing["to"], "COMPLETED");
+    assert_eq!(
+        closing["evaluation"],
+        json!({"status": "PASSED", "criteria": [{"metric": "m_sum", "operator": "GTE",
+            "threshold": 10.0, "value": 10.0, "passed": true}]})
+    );
     server.stop().await;
 }
 
