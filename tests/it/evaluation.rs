@@ -10,6 +10,7 @@ both_backends!(
     concurrent_samples_aggregate_exactly,
     the_evaluation_follows_the_criteria,
     run_updated_pushes_evaluation_changes,
+    runs_compare_in_one_query_at_a_constant_cost,
     stored_aggregations_are_mapped_or_reported,
 );
 
@@ -278,6 +279,85 @@ async fn run_updated_pushes_evaluation_changes(backend: Backend) {
         closing["evaluation"],
         json!({"status": "PASSED", "criteria": [{"metric": "m_sum", "operator": "GTE",
             "threshold": 10.0, "value": 10.0, "passed": true}]})
+    );
+    server.stop().await;
+}
+
+/// Statements of `scenarioRuns(templateId) { metrics evaluation }` (the
+/// least of two reads) and the runs it returned.
+async fn compare_cost(server: &TestServer, template: &str) -> (u64, Vec<Value>) {
+    let mut least = u64::MAX;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let before = server.statements();
+        let data = server
+            .gql(
+                "query($t: UUID!) { scenarioRuns(templateId: $t) { nodes { name forkedAtSequence
+                    metrics { name value samples } evaluation { status criteria { value passed } } } } }",
+                json!({ "t": template }),
+            )
+            .await;
+        least = least.min(server.statements() - before);
+        runs = data["scenarioRuns"]["nodes"].as_array().unwrap().clone();
+    }
+    (least, runs)
+}
+
+async fn runs_compare_in_one_query_at_a_constant_cost(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let template = template(
+        &server,
+        "compare",
+        json!([{"metric": "m_max", "operator": "LTE", "threshold": 3}]),
+    )
+    .await;
+    let run = create_run(&server, &template, "RUNNING").await;
+    for value in [1.0, 2.0, 3.0, 4.0] {
+        publish(&server, sample(&run, "m_max", value)).await;
+    }
+    let (one, runs) = compare_cost(&server, &template).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["evaluation"]["status"], "FAILED");
+
+    // A parent and its forks at each sample, side by side.
+    let last = crate::common::last_sequence(&server, &run).await;
+    for at in last - 3..last {
+        server
+            .gql(
+                "mutation($r: UUID!, $s: Int!) { forkRun(input: {runId: $r, atSequence: $s}) { id } }",
+                json!({ "r": run, "s": at }),
+            )
+            .await;
+    }
+    let (many, runs) = compare_cost(&server, &template).await;
+    assert_eq!(runs.len(), 4);
+    assert_eq!(many, one, "4 runs cost what 1 costs");
+    let mut seen: Vec<(Value, Value, Value)> = runs
+        .iter()
+        .map(|r| {
+            let max = r["metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == "m_max")
+                .unwrap()
+                .clone();
+            (
+                r["forkedAtSequence"].clone(),
+                max["value"].clone(),
+                r["evaluation"]["status"].clone(),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|s| s.0.as_i64().unwrap_or(i64::MAX));
+    assert_eq!(
+        seen,
+        [
+            (json!(last - 3), json!(1.0), json!("PASSED")),
+            (json!(last - 2), json!(2.0), json!("PASSED")),
+            (json!(last - 1), json!(3.0), json!("PASSED")),
+            (Value::Null, json!(4.0), json!("FAILED")),
+        ]
     );
     server.stop().await;
 }
