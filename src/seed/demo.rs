@@ -394,6 +394,13 @@ fn story(run_id: Uuid, engines: &[Uuid]) -> Vec<NewEvent> {
         for (i, (event_type, priority, payload, target)) in lines.iter().enumerate() {
             let mut payload = payload.clone();
             payload["turn"] = json!(round * lines.len() + i + 1);
+            // The analyst's samples move: trust grows a little each round,
+            // and the only theft is in the first.
+            match payload["metric"].as_str() {
+                Some("trust") => payload["value"] = json!(0.55 + 0.07 * round as f64),
+                Some("thefts") => payload["value"] = json!(if round == 0 { 1 } else { 0 }),
+                _ => {}
+            }
             events.push(NewEvent {
                 run_id,
                 event_type: (*event_type).into(),

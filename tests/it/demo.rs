@@ -51,6 +51,15 @@ async fn the_demo_loads_once_and_the_readme_query_shows_it(backend: Backend) {
     assert_eq!(runs.len(), 1, "{data:#}");
     let run = &runs[0];
     assert_eq!(run["status"], "RUNNING");
+    // The analyst's samples, aggregated: trust's mean over three rounds
+    // (0.55, 0.62, 0.69) and one theft, against both criteria.
+    let metrics = &run["metrics"];
+    assert_eq!(metrics[0]["name"], "trust");
+    assert_eq!(metrics[0]["aggregation"], "MEAN");
+    let trust = metrics[0]["value"].as_f64().unwrap();
+    assert!((trust - 0.62).abs() < 1e-9, "{metrics}");
+    assert_eq!(metrics[1]["value"], 1.0, "{metrics}");
+    assert_eq!(run["evaluation"]["status"], "PASSED", "{run}");
     assert!(
         run["lastSequence"].as_i64().unwrap() >= 24,
         "a few dozen events"
