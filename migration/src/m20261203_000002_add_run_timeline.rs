@@ -3,6 +3,10 @@
 //! record, and the lineage of forks (`scenario_runs.parent_run_id` and
 //! `forked_at_sequence`, `engine_states.forked_from`).
 //!
+//! On SQLite a trigger keeps each save's version, so that a save stays one
+//! statement there too (PostgreSQL's save is one statement with a CTE,
+//! which SQLite cannot write).
+//!
 //! Rows from before keep what is known of them: an engine's current state
 //! becomes its history of one, and it and every existing record are dated at
 //! their run's `last_sequence` now (they happened at or before it).
@@ -115,6 +119,20 @@ impl MigrationTrait for Migration {
              FROM engine_states s JOIN scenario_runs r ON r.id = s.run_id",
         )
         .await?;
+        if conn.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Sqlite {
+            conn.execute_unprepared(
+                "CREATE TRIGGER engine_state_versions_on_save
+                 AFTER UPDATE OF version ON engine_states
+                 WHEN NEW.version <> OLD.version
+                 BEGIN
+                     INSERT INTO engine_state_versions
+                         (engine_id, version, state, saved_at, run_sequence)
+                     VALUES (NEW.engine_id, NEW.version, NEW.state, NEW.updated_at,
+                             (SELECT last_sequence FROM scenario_runs WHERE id = NEW.run_id));
+                 END",
+            )
+            .await?;
+        }
         conn.execute_unprepared(
             "UPDATE event_processings SET run_sequence = (
                  SELECT r.last_sequence FROM event_instances e
@@ -126,6 +144,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let conn = manager.get_connection();
+        if conn.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Sqlite {
+            conn.execute_unprepared("DROP TRIGGER IF EXISTS engine_state_versions_on_save")
+                .await?;
+        }
         manager
             .drop_index(
                 Index::drop()

@@ -246,15 +246,16 @@ pub async fn save_state(
 ) -> AppResult<engine_state::Model> {
     check_state(ctx, "state", &state)?;
     require_owner(ctx, principal, engine_id, "engineId").await?;
-    let keep = ctx.limits.state_history;
-    if ctx.db.backend() == DbBackend::Postgres {
-        // One statement writes the state and its version: no transaction needed.
-        return save_in(&ctx.db.conn, engine_id, state, expected_version, keep).await;
-    }
-    let txn = ctx.db.begin_write().await?;
-    let saved = save_in(&*txn, engine_id, state, expected_version, keep).await?;
-    txn.commit().await?;
-    Ok(saved)
+    // One statement writes the state and its version on either backend: no
+    // transaction (and on SQLite no write turn) is needed.
+    save_in(
+        &ctx.db.conn,
+        engine_id,
+        state,
+        expected_version,
+        ctx.limits.state_history,
+    )
+    .await
 }
 
 /// `FORBIDDEN` unless `principal` may save the state of `engine_id`;
@@ -277,9 +278,11 @@ pub async fn require_owner(
 
 /// Saves state and keeps it as a version of the engine's history. The
 /// version check and the write are one UPDATE, so of two saves with the
-/// same expected version exactly one wins. On PostgreSQL one statement does
-/// it all; elsewhere `conn` must be a transaction (the version is a second
-/// statement).
+/// same expected version exactly one wins, and the version is written by
+/// the same statement: a CTE on PostgreSQL, the timeline migration's
+/// trigger on SQLite. Pruning past `STATE_HISTORY=N` is a second statement
+/// on SQLite; a crash between the two leaves one version too many, which
+/// the next save prunes.
 pub(crate) async fn save_in<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
@@ -318,7 +321,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
     let Some(row) = conn.query_one(&update).await? else {
         return conflict_or_missing(conn, engine_id, expected_version).await;
     };
-    super::history::keep_current(conn, engine_id, keep).await?;
+    super::history::prune(conn, engine_id, keep).await?;
     saved_model(&row, engine_id, state, at)
 }
 

@@ -30,8 +30,8 @@ pub fn run_sequence_of(run_id: Uuid) -> Expr {
     Expr::SubQuery(None, Box::new(SubQueryStatement::SelectStatement(select)))
 }
 
-/// Keeps the engine's current row as a version (its registration, or a
-/// save on SQLite), and drops versions past `keep`.
+/// Keeps the engine's current row as a version (its registration, a fork's
+/// copy), and drops versions past `keep`.
 pub(crate) async fn keep_current<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
@@ -50,7 +50,11 @@ pub(crate) async fn keep_current<C: ConnectionTrait>(
 }
 
 /// Drops the engine's versions older than the newest `keep`.
-async fn prune<C: ConnectionTrait>(conn: &C, engine_id: Uuid, keep: StateHistory) -> AppResult<()> {
+pub(crate) async fn prune<C: ConnectionTrait>(
+    conn: &C,
+    engine_id: Uuid,
+    keep: StateHistory,
+) -> AppResult<()> {
     let StateHistory::Last(n) = keep else {
         return Ok(());
     };
