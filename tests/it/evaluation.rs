@@ -206,6 +206,31 @@ async fn the_evaluation_follows_the_criteria(backend: Backend) {
         .to_owned();
     let forked = server.gql(METRICS, json!({ "r": fork })).await["scenarioRun"].clone();
     assert_eq!(forked["evaluation"]["status"], "PASSED");
+
+    // A sample emitted by a completion counts in the completion's
+    // transaction, as a published one does.
+    crate::common::event_type(&server, "ev_job", Value::Null, 0, 1).await;
+    let engine = crate::common::register(&server, &run, "AnalystEngine").await;
+    let job = publish(&server, json!({"runId": run, "eventType": "ev_job"})).await;
+    server
+        .gql(
+            "mutation($ev: UUID!, $e: UUID!, $emit: [EventInput!]) { completeEvent(input:
+                {eventId: $ev, engineId: $e, status: PROCESSED, emit: $emit}) { emitted { sequence } } }",
+            json!({ "ev": job["id"], "e": engine, "emit": [sample(&run, "m_count", 7.0)] }),
+        )
+        .await;
+    let metrics = server.gql(METRICS, json!({ "r": run })).await["scenarioRun"]["metrics"].clone();
+    let count = metrics
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m_count")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (count["value"].as_f64(), count["samples"].as_i64()),
+        (Some(1.0), Some(1))
+    );
     server.stop().await;
 }
 
