@@ -151,8 +151,6 @@ impl MigrationTrait for Migration {
         }
         // The row's key becomes the recipient (the engine, or its group);
         // `engine_id` is now the member that holds or last held the lease.
-        // The row's key becomes the recipient (the engine, or its group);
-        // `engine_id` is now the member that holds or last held the lease.
         // A new table and a copy, the way SQLite changes a primary key.
         deliveries_table(manager, Deliveries::New).await?;
         let conn = manager.get_connection();
