@@ -190,7 +190,7 @@ pub struct ServeConfig {
     pub shutdown_timeout_ms: u64,
     /// Serve GraphiQL's scripts from this folder (holding npm's graphiql@4,
     /// react@18 and react-dom@18 packages, e.g. a node_modules folder)
-    /// instead of unpkg.com.
+    /// instead of the ones built into the binary.
     #[arg(long, env = "GRAPHIQL_ASSETS")]
     pub graphiql_assets: Option<PathBuf>,
     /// Request and data limits.

@@ -44,7 +44,7 @@ impl App {
     ) -> Result<App, BoxError> {
         let graphiql = match &config.graphiql_assets {
             Some(dir) => GraphiqlAssets::local(dir)?,
-            None => GraphiqlAssets::Cdn,
+            None => GraphiqlAssets::Embedded,
         };
         let db = Db::connect(&config.database).await?;
         db.migrate().await?;

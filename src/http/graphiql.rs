@@ -1,12 +1,15 @@
 //! `GET /graphiql`: the GraphiQL page, wired to `/graphql` over HTTP and the
-//! websocket. Its scripts come from unpkg.com, or, for networks without
-//! internet, from a local folder of npm packages served under
-//! `/graphiql/assets`.
+//! websocket. Its scripts are built into the binary (`web/dist`, copied from
+//! the npm packages pinned in `web/package-lock.json`, with their licences)
+//! and served under `/graphiql/assets`, so the page needs no internet; a
+//! local folder of npm packages may replace them (`GRAPHIQL_ASSETS`).
 
 use std::path::{Path, PathBuf};
 
 use axum::Router;
-use axum::response::Html;
+use axum::extract::Path as UrlPath;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::ServeDir;
 
@@ -21,20 +24,39 @@ const LOCAL_FILES: [&str; 4] = [
     "graphiql/graphiql.min.css",
 ];
 
-/// The same files on unpkg.com, at the versions the page is written for.
-const CDN_FILES: [&str; 4] = [
-    "https://unpkg.com/react@18/umd/react.production.min.js",
-    "https://unpkg.com/react-dom@18/umd/react-dom.production.min.js",
-    "https://unpkg.com/graphiql@4/graphiql.min.js",
-    "https://unpkg.com/graphiql@4/graphiql.min.css",
+/// The built-in files: (name, content type, bytes), in the page's order.
+const EMBEDDED: [(&str, &str, &[u8]); 4] = [
+    (
+        "react.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/dist/graphiql/react.production.min.js"),
+    ),
+    (
+        "react-dom.production.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/dist/graphiql/react-dom.production.min.js"),
+    ),
+    (
+        "graphiql.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/dist/graphiql/graphiql.min.js"),
+    ),
+    (
+        "graphiql.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../web/dist/graphiql/graphiql.min.css"),
+    ),
 ];
+
+/// The licences of every npm package the built-in files come from.
+const LICENCES: &[u8] = include_bytes!("../../web/dist/THIRD_PARTY_LICENSES.txt");
 
 /// Where the page's scripts come from.
 #[derive(Debug, Clone, Default)]
 pub enum GraphiqlAssets {
-    /// unpkg.com.
+    /// The files built into the binary.
     #[default]
-    Cdn,
+    Embedded,
     /// A local folder of npm packages, served under `/graphiql/assets`.
     Local(PathBuf),
 }
@@ -60,20 +82,49 @@ impl GraphiqlAssets {
     /// The page's script and stylesheet URLs: react, react-dom, graphiql, css.
     fn urls(&self) -> [String; 4] {
         match self {
-            GraphiqlAssets::Cdn => CDN_FILES.map(str::to_owned),
+            GraphiqlAssets::Embedded => {
+                EMBEDDED.map(|(name, ..)| format!("/graphiql/assets/{name}"))
+            }
             GraphiqlAssets::Local(_) => LOCAL_FILES.map(|file| format!("/graphiql/assets/{file}")),
         }
     }
 }
 
-/// The GraphiQL page and, for local assets, the folder they are served from.
+/// The GraphiQL page and the assets it loads.
 pub fn routes(assets: &GraphiqlAssets) -> Router<AppState> {
     let page = Html(page(assets));
-    let router = Router::new().route("/graphiql", get(move || async move { page.clone() }));
+    let router = Router::new()
+        .route("/graphiql", get(move || async move { page.clone() }))
+        .route("/graphiql/licenses", get(licences));
     match assets {
-        GraphiqlAssets::Cdn => router,
+        GraphiqlAssets::Embedded => router.route("/graphiql/assets/{name}", get(embedded)),
         GraphiqlAssets::Local(dir) => router.nest_service("/graphiql/assets", ServeDir::new(dir)),
     }
+}
+
+/// A built-in file; they change only with the binary, so browsers may keep
+/// them for a day.
+async fn embedded(UrlPath(name): UrlPath<String>) -> Response {
+    match EMBEDDED.iter().find(|(file, ..)| *file == name) {
+        Some((_, content_type, bytes)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `GET /graphiql/licenses`: the licences of the built-in files.
+async fn licences() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        LICENCES,
+    )
+        .into_response()
 }
 
 /// The HTML of the page.
@@ -88,9 +139,9 @@ fn page(assets: &GraphiqlAssets) -> String {
   <title>scenario-hub GraphiQL</title>
   <style>body {{ margin: 0; }} #graphiql {{ height: 100dvh; }}</style>
   <link rel="stylesheet" href="{css}">
-  <script crossorigin src="{react}"></script>
-  <script crossorigin src="{react_dom}"></script>
-  <script crossorigin src="{graphiql}"></script>
+  <script src="{react}"></script>
+  <script src="{react_dom}"></script>
+  <script src="{graphiql}"></script>
 </head>
 <body>
   <div id="graphiql">Loading GraphiQL...</div>

@@ -2,9 +2,9 @@
 //
 //   node graphiql.mjs http://127.0.0.1:PORT
 //
-// The server must run with GRAPHIQL_ASSETS pointing at this folder's
-// node_modules, so the page loads graphiql, react and react-dom from
-// /graphiql/assets; any request to another host fails the test.
+// The page loads graphiql, react and react-dom from the server's
+// /graphiql/assets (built into its binary); any request to another host is
+// aborted and fails the test.
 //
 // Check 1: the README's first GraphiQL query (the first ```graphql block:
 // the RUNNING runs of the demo that run.sh loads with `scenario-hub demo`),
@@ -255,9 +255,8 @@ async function main() {
   if (!response || response.status() !== 200) throw new Error(`GET /graphiql: ${response?.status()}`);
   await page.waitForSelector('.graphiql-query-editor .CodeMirror', { timeout: STEP_MS });
   await page.waitForSelector('.graphiql-execute-button', { timeout: STEP_MS });
-  const version = (pkg) =>
-    JSON.parse(fs.readFileSync(path.join(here, 'node_modules', pkg, 'package.json'), 'utf8')).version;
-  log(`editor ready (graphiql ${version('graphiql')}, react ${version('react')}, playwright-core ${version('playwright-core')})`);
+  const version = await page.evaluate(() => `react ${window.React?.version}`);
+  log(`editor ready (built-in scripts, ${version})`);
 
   const checks = [
     ['README query in GraphiQL', checkReadmeQuery],

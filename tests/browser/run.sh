@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Headless Chromium test of GraphiQL (tests/browser/graphiql.mjs) against a
-# scenario-hub on a fresh SQLite database, with GraphiQL's scripts served
-# from this folder's node_modules (GRAPHIQL_ASSETS), so nothing is fetched
-# from outside this machine.
+# scenario-hub on a fresh SQLite database, with GraphiQL's scripts served by
+# the server itself (built into the binary); the page's requests to any
+# other host are aborted.
 #
 #   bash tests/browser/run.sh
 #
@@ -61,7 +61,6 @@ url="http://127.0.0.1:$port"
 DATABASE_URL="sqlite://$tmp/b.db?mode=rwc" "$bin" demo >"$tmp/demo.log"
 DATABASE_URL="sqlite://$tmp/b.db?mode=rwc" \
   BIND="127.0.0.1:$port" \
-  GRAPHIQL_ASSETS="$here/node_modules" \
   "$bin" serve >"$tmp/server.log" 2>&1 &
 server_pid=$!
 

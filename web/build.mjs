@@ -1,0 +1,59 @@
+// Copies the browser assets scenario-hub builds into its binary from
+// node_modules (installed from package-lock.json) into dist/, with one file
+// of every installed package's licence. Reproducible: the same lock file
+// gives the same dist/, byte for byte.
+//
+//   npm --prefix web ci && npm --prefix web run build
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const modules = join(here, 'node_modules');
+const dist = join(here, 'dist');
+
+// What the GraphiQL page loads (src/http/graphiql.rs embeds these).
+const GRAPHIQL = {
+  'react.production.min.js': 'react/umd/react.production.min.js',
+  'react-dom.production.min.js': 'react-dom/umd/react-dom.production.min.js',
+  'graphiql.min.js': 'graphiql/graphiql.min.js',
+  'graphiql.min.css': 'graphiql/graphiql.min.css',
+};
+
+rmSync(dist, { recursive: true, force: true });
+mkdirSync(join(dist, 'graphiql'), { recursive: true });
+for (const [name, source] of Object.entries(GRAPHIQL)) {
+  copyFileSync(join(modules, source), join(dist, 'graphiql', name));
+}
+
+// Every installed package (the bundles carry code of many of them), sorted
+// by name, with its licence text when it ships one.
+function packages(dir) {
+  const found = [];
+  for (const entry of readdirSync(dir).sort()) {
+    if (entry.startsWith('.')) continue;
+    const path = join(dir, entry);
+    if (entry.startsWith('@')) {
+      found.push(...packages(path));
+    } else if (existsSync(join(path, 'package.json'))) {
+      found.push(path);
+      if (existsSync(join(path, 'node_modules'))) found.push(...packages(join(path, 'node_modules')));
+    }
+  }
+  return found;
+}
+const sections = [];
+for (const path of packages(modules)) {
+  const meta = JSON.parse(readFileSync(join(path, 'package.json'), 'utf8'));
+  const licenceFile = readdirSync(path)
+    .sort()
+    .find((f) => /^(licen[cs]e|copying)(\.|$)/i.test(f));
+  const text = licenceFile ? readFileSync(join(path, licenceFile), 'utf8').trim() : '(no licence file shipped)';
+  const licence = typeof meta.license === 'string' ? meta.license : JSON.stringify(meta.license ?? null);
+  sections.push(`${meta.name}@${meta.version} (${licence})\n\n${text}\n`);
+}
+writeFileSync(
+  join(dist, 'THIRD_PARTY_LICENSES.txt'),
+  `Third-party software in scenario-hub's browser assets (web/package-lock.json)\n\n${sections.join('\n' + '-'.repeat(72) + '\n\n')}`,
+);
+console.log(`web/dist: ${Object.keys(GRAPHIQL).length} GraphiQL files, ${sections.length} licences`);
