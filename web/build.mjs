@@ -1,12 +1,14 @@
-// Copies the browser assets scenario-hub builds into its binary from
-// node_modules (installed from package-lock.json) into dist/, with one file
-// of every installed package's licence. Reproducible: the same lock file
-// gives the same dist/, byte for byte.
+// Builds the browser assets scenario-hub embeds into its binary, from
+// node_modules (installed from package-lock.json) into dist/: GraphiQL's
+// files copied as npm ships them, the run viewer (viewer/) bundled with
+// esbuild, and one file of every installed package's licence.
+// Reproducible: the same lock file gives the same dist/, byte for byte.
 //
 //   npm --prefix web ci && npm --prefix web run build
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const modules = join(here, 'node_modules');
@@ -25,6 +27,21 @@ mkdirSync(join(dist, 'graphiql'), { recursive: true });
 for (const [name, source] of Object.entries(GRAPHIQL)) {
   copyFileSync(join(modules, source), join(dist, 'graphiql', name));
 }
+
+// The run viewer: one script (chart.js and graphql-ws bundled in) and its
+// stylesheet.
+mkdirSync(join(dist, 'viewer'), { recursive: true });
+await build({
+  entryPoints: [join(here, 'viewer', 'main.js')],
+  bundle: true,
+  minify: true,
+  format: 'iife',
+  target: 'es2020',
+  legalComments: 'none',
+  outfile: join(dist, 'viewer', 'viewer.js'),
+  logLevel: 'warning',
+});
+copyFileSync(join(here, 'viewer', 'viewer.css'), join(dist, 'viewer', 'viewer.css'));
 
 // Every installed package (the bundles carry code of many of them), sorted
 // by name, with its licence text when it ships one.
@@ -56,4 +73,4 @@ writeFileSync(
   join(dist, 'THIRD_PARTY_LICENSES.txt'),
   `Third-party software in scenario-hub's browser assets (web/package-lock.json)\n\n${sections.join('\n' + '-'.repeat(72) + '\n\n')}`,
 );
-console.log(`web/dist: ${Object.keys(GRAPHIQL).length} GraphiQL files, ${sections.length} licences`);
+console.log(`web/dist: ${Object.keys(GRAPHIQL).length} GraphiQL files, the run viewer, ${sections.length} licences`);

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use axum::Router;
 use axum::extract::Path as UrlPath;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::services::ServeDir;
 
 use super::AppState;
+use super::assets::{self, Asset};
 
 /// The files the page loads, relative to a folder holding npm's `react`,
 /// `react-dom` and `graphiql` packages (a `node_modules` folder).
@@ -25,7 +26,7 @@ const LOCAL_FILES: [&str; 4] = [
 ];
 
 /// The built-in files: (name, content type, bytes), in the page's order.
-const EMBEDDED: [(&str, &str, &[u8]); 4] = [
+const EMBEDDED: [Asset; 4] = [
     (
         "react.production.min.js",
         "text/javascript; charset=utf-8",
@@ -102,20 +103,9 @@ pub fn routes(assets: &GraphiqlAssets) -> Router<AppState> {
     }
 }
 
-/// A built-in file; they change only with the binary, so browsers may keep
-/// them for a day.
+/// A built-in file.
 async fn embedded(UrlPath(name): UrlPath<String>) -> Response {
-    match EMBEDDED.iter().find(|(file, ..)| *file == name) {
-        Some((_, content_type, bytes)) => (
-            [
-                (header::CONTENT_TYPE, *content_type),
-                (header::CACHE_CONTROL, "public, max-age=86400"),
-            ],
-            *bytes,
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+    assets::serve(&EMBEDDED, &name)
 }
 
 /// `GET /graphiql/licenses`: the licences of the built-in files.

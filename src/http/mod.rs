@@ -1,12 +1,14 @@
 //! HTTP transport: the axum router and the state its handlers share. Each
 //! submodule owns its routes.
 
+mod assets;
 mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
 mod render;
 mod rest;
+mod viewer;
 mod ws;
 
 pub use graphiql::GraphiqlAssets;
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     let graphql = Router::new()
         .merge(graphql::routes())
         .merge(graphiql::routes(&state.graphiql))
+        .merge(viewer::routes())
         .merge(health::routes())
         .merge(metrics::routes())
         .layer(RequestBodyLimitLayer::new(body_limit))

@@ -397,7 +397,7 @@ fn story(run_id: Uuid, engines: &[Uuid]) -> Vec<NewEvent> {
             // The analyst's samples move: trust grows a little each round,
             // and the only theft is in the first.
             match payload["metric"].as_str() {
-                Some("trust") => payload["value"] = json!(0.55 + 0.07 * round as f64),
+                Some("trust") => payload["value"] = json!([0.55, 0.62, 0.69][round]),
                 Some("thefts") => payload["value"] = json!(if round == 0 { 1 } else { 0 }),
                 _ => {}
             }

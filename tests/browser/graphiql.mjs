@@ -261,6 +261,7 @@ async function main() {
   const checks = [
     ['README query in GraphiQL', checkReadmeQuery],
     ['subscription over the page websocket', checkSubscription],
+    ['run viewer: the demo run, live', checkViewer],
   ];
   for (const [name, check] of checks) {
     try {
@@ -277,6 +278,40 @@ async function main() {
   }
   if (!failed) await screenshot('graphiql-ok.png');
   if (consoleErrors.length) log('console errors (not failures):', consoleErrors.join(' | '));
+}
+
+/**
+ * The run viewer: /runs lists the demo run; its page shows the demo's
+ * engines, events (table and chart) and evaluation; an event published
+ * afterwards appears without a reload.
+ */
+async function checkViewer() {
+  await page.goto(`${base}/runs`, { waitUntil: 'load', timeout: STEP_MS });
+  const link = await page.waitForSelector('#runs a', { timeout: STEP_MS });
+  const name = await link.innerText();
+  if (name !== 'market day, first light') throw new Error(`the run list shows ${name}`);
+  await link.click();
+  await page.waitForSelector('#engine-table tbody tr', { timeout: STEP_MS });
+  const engines = await page.$$eval('#engine-table tbody tr', (rows) => rows.length);
+  if (engines !== 5) throw new Error(`${engines} engines shown, the demo has 5`);
+  await page.waitForSelector('#event-table tbody tr', { timeout: STEP_MS });
+  const shown = await page.$eval('#events h2', (h) => h.textContent);
+  if (!/Events \(37,/.test(shown)) throw new Error(`events heading: ${shown}`);
+  const evaluation = await page.$eval('#evaluation', (e) => e.textContent);
+  if (evaluation !== 'PASSED') throw new Error(`evaluation shows ${evaluation}`);
+  const canvas = await page.$eval('#timeline', (c) => [c.width, c.height]);
+  if (!(canvas[0] > 100 && canvas[1] > 100)) throw new Error(`timeline chart ${canvas}`);
+  log('viewer shows', engines, 'engines,', shown, 'evaluation', evaluation);
+
+  // Live: a new event appears without a reload.
+  const run = page.url().split('/').pop();
+  const published = await gql(`mutation { publishEvent(input: {runId: "${run}", eventType: "scene_set",
+    priority: 9, payload: {text: "The viewer watches.", role: "narrator"}}) { sequence } }`);
+  const sequence = published.publishEvent.sequence;
+  await page.waitForSelector(`#event-table tr[data-sequence="${sequence}"]`, { timeout: STEP_MS });
+  await page.waitForFunction((n) => document.querySelector('#last-sequence')?.textContent === String(n), sequence, { timeout: STEP_MS });
+  log(`viewer shows event ${sequence} live`);
+  await screenshot('viewer.png');
 }
 
 const watchdog = setTimeout(async () => {
