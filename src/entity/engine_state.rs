@@ -21,8 +21,9 @@ pub struct Model {
     pub registered_by: Option<Uuid>,
     /// The group it shares its run's work with, if any.
     pub group_id: Option<Uuid>,
-    /// While a subscription of the engine is open (renewed as it lives, cleared
-    /// when it ends): the partition keys it has stay with it until then.
+    /// While a subscription of the engine is open (renewed as it lives, set
+    /// to the time it ended when it ends; none before its first): the
+    /// partition keys it has stay with it until then.
     pub subscribed_until: Option<DateTimeUtc>,
     /// The engine of the parent run this one was forked from, if any.
     pub forked_from: Option<Uuid>,

@@ -20,9 +20,15 @@ use crate::error::{AppError, AppResult};
 /// An engine is online while its last sign of life is younger than this.
 pub const ONLINE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
-/// Whether the engine was seen within [`ONLINE_WINDOW`].
+/// Whether the engine is there: while it has a subscription (renewed as it
+/// lives, ended when it closes, lapsing [`ONLINE_WINDOW`] after a crash);
+/// an engine that never subscribed, while it was seen within the window.
 pub fn is_online(engine: &engine_state::Model) -> bool {
-    chrono::Utc::now() - engine.last_seen_at < ONLINE_WINDOW
+    let now = chrono::Utc::now();
+    match engine.subscribed_until {
+        Some(until) => until > now,
+        None => now - engine.last_seen_at < ONLINE_WINDOW,
+    }
 }
 
 /// An engine announcing itself.
@@ -488,14 +494,11 @@ pub async fn touch(ctx: &Ctx, engine_id: Uuid) -> AppResult<()> {
     Ok(())
 }
 
-/// Notes that the engine's subscription ended: the partition keys it had
-/// may go to other members of its group at once.
+/// Notes that the engine's subscription ended, now: it is offline, and
+/// the partition keys it had may go to other members of its group at once.
 pub async fn unsubscribed(ctx: &Ctx, engine_id: Uuid) -> AppResult<()> {
     engine_state::Entity::update_many()
-        .col_expr(
-            engine_state::Column::SubscribedUntil,
-            Expr::value(None::<chrono::DateTime<chrono::Utc>>),
-        )
+        .col_expr(engine_state::Column::SubscribedUntil, Expr::value(now()))
         .filter(engine_state::Column::EngineId.eq(engine_id))
         .exec(&ctx.db.conn)
         .await?;

@@ -311,7 +311,36 @@ async function checkViewer() {
   await page.waitForSelector(`#event-table tr[data-sequence="${sequence}"]`, { timeout: STEP_MS });
   await page.waitForFunction((n) => document.querySelector('#last-sequence')?.textContent === String(n), sequence, { timeout: STEP_MS });
   log(`viewer shows event ${sequence} live`);
+
+  // An engine that subscribes shows online; once its websocket closes it
+  // turns offline, without a reload.
+  const engineId = crypto.randomUUID();
+  await gql(`mutation { registerEngine(input: {runId: "${run}", engineId: "${engineId}",
+    engineType: "ViewerProbe"}) { engineId } }`);
+  const probe = await context.newPage();
+  await probe.goto(`${base}/healthz`);
+  await probe.evaluate(
+    ({ engineId, run }) =>
+      new Promise((resolve, reject) => {
+        const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
+        window.probe = ws;
+        ws.onopen = () => ws.send(JSON.stringify({ type: 'connection_init' }));
+        ws.onerror = () => reject(new Error('probe websocket failed'));
+        ws.onmessage = (m) => {
+          if (JSON.parse(m.data).type !== 'connection_ack') return;
+          const query = `subscription { events(runId: "${run}", engineId: "${engineId}") { id } }`;
+          ws.send(JSON.stringify({ id: 'probe', type: 'subscribe', payload: { query } }));
+          resolve();
+        };
+      }),
+    { engineId, run },
+  );
+  await page.waitForSelector(`tr[data-engine="${engineId}"] td.online`, { timeout: STEP_MS });
   await screenshot('viewer.png');
+  await probe.evaluate(() => window.probe.close());
+  await probe.close();
+  await page.waitForSelector(`tr[data-engine="${engineId}"] td.offline`, { timeout: STEP_MS });
+  log(`engine ${engineId} shown online while subscribed, offline once gone`);
 }
 
 const watchdog = setTimeout(async () => {

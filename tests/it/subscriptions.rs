@@ -427,4 +427,22 @@ async fn failed_events_come_back_until_max_attempts(backend: Backend) {
         )
         .await;
     assert_eq!(presence["engine"]["online"], true);
+
+    // Gone: offline as soon as its subscription has ended, not 30 s later.
+    ws.drop_connection().await;
+    let mut online = true;
+    for _ in 0..100 {
+        online = server
+            .gql(
+                "query($e: UUID!) { engine(engineId: $e) { online } }",
+                json!({ "e": engine }),
+            )
+            .await["engine"]["online"]
+            == true;
+        if !online {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!online, "the engine still shows online 5 s after it left");
 }
