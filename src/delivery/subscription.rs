@@ -441,7 +441,7 @@ pub async fn run_updates(
     let run = service::run::get(ctx, run_id)
         .await?
         .ok_or_else(|| AppError::not_found("runId", format!("scenario run {run_id} not found")))?;
-    let (_, evaluation) = service::metric::for_run(ctx, &run).await?;
+    let (_, evaluation) = service::metric::of_run(&ctx.db.conn, &run).await?;
     // A change between the read above and the feed's position is announced
     // by the first batch's gap.
     let feed = hub.subscribe(run_id, run.last_sequence).batches;
@@ -495,7 +495,7 @@ pub async fn run_updates(
                     }
                 };
                 // Samples matter only when they move the evaluation.
-                match service::metric::for_run(&watch.ctx, &run).await {
+                match service::metric::of_run(&watch.ctx.db.conn, &run).await {
                     Ok((_, evaluation)) => {
                         let moved = evaluation != watch.evaluation;
                         watch.evaluation = evaluation;

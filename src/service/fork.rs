@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait,
     QueryFilter, QueryOrder,
@@ -360,14 +359,8 @@ async fn copy_relationships<C: ConnectionTrait>(
         };
         latest.insert((source_role, target_role), row);
     }
-    use run_relationship::Column as R;
-    for row in latest.into_values() {
-        run_relationship::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([R::RunId, R::SourceRole, R::TargetRole])
-                    .do_nothing()
-                    .to_owned(),
-            )
+    if !latest.is_empty() {
+        run_relationship::Entity::insert_many(latest.into_values())
             .exec_without_returning(conn)
             .await?;
     }

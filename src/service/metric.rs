@@ -13,12 +13,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::event_type::METRIC_RECORDED;
+use super::now;
 use super::scenario_template::{Aggregation, MetricDefinition, Operator, ScenarioConfig};
-use super::{Ctx, now};
 use crate::entity::{event_instance, run_metric, scenario_run, scenario_template};
 use crate::error::AppResult;
 
@@ -133,7 +132,7 @@ fn metrics_of(config: &ScenarioConfig, rows: &[run_metric::Model]) -> Vec<RunMet
             Some(row) => RunMetric {
                 name: d.name.clone(),
                 unit: d.unit.clone(),
-                aggregation: parse(&row.aggregation).unwrap_or(d.aggregation),
+                aggregation: Aggregation::parse(&row.aggregation).unwrap_or(d.aggregation),
                 value: row.value,
                 samples: row.samples,
                 updated_at: Some(row.updated_at),
@@ -148,10 +147,6 @@ fn metrics_of(config: &ScenarioConfig, rows: &[run_metric::Model]) -> Vec<RunMet
             },
         })
         .collect()
-}
-
-fn parse(stored: &str) -> Option<Aggregation> {
-    serde_json::from_value(Value::from(stored)).ok()
 }
 
 /// The metrics and evaluation of each of `runs` (run id, template id): two
@@ -303,7 +298,7 @@ pub(crate) async fn rebuild_in<C: ConnectionTrait>(
 /// Adds one sample to an aggregate. The row's own aggregation (fixed by the
 /// run's first sample) rules, so a template edited mid-run does not mix two.
 fn add(row: &mut run_metric::Model, value: f64, sequence: i64, defined: Aggregation) {
-    let aggregation = parse(&row.aggregation).unwrap_or(defined);
+    let aggregation = Aggregation::parse(&row.aggregation).unwrap_or(defined);
     row.samples += 1;
     row.total += value;
     row.value = Some(match (aggregation, row.value) {
@@ -316,14 +311,6 @@ fn add(row: &mut run_metric::Model, value: f64, sequence: i64, defined: Aggregat
         (Aggregation::Min | Aggregation::Max | Aggregation::Last, _) => value,
     });
     row.last_sequence = row.last_sequence.max(sequence);
-}
-
-/// The metrics and evaluation of a run, for a service caller.
-pub async fn for_run(
-    ctx: &Ctx,
-    run: &scenario_run::Model,
-) -> AppResult<(Vec<RunMetric>, Evaluation)> {
-    of_run(&ctx.db.conn, run).await
 }
 
 #[cfg(test)]

@@ -60,6 +60,20 @@ pub enum Aggregation {
 }
 
 impl Aggregation {
+    /// Reads the stored form.
+    pub fn parse(stored: &str) -> Option<Self> {
+        [
+            Aggregation::Sum,
+            Aggregation::Mean,
+            Aggregation::Min,
+            Aggregation::Max,
+            Aggregation::Last,
+            Aggregation::Count,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == stored)
+    }
+
     /// The stored form.
     pub fn as_str(self) -> &'static str {
         match self {
