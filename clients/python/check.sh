@@ -2,9 +2,9 @@
 # Checks the Python engine SDK (clients/python): a virtualenv at
 # target/sdk-venv (created once by $PYTHON, default python3, 3.10 or newer,
 # then reused), the package installed with its test extras, `mypy --strict`
-# on the package and its tests, then the tests, which drive the real server
-# (target/debug/scenario-hub, built when missing; $SCENARIO_HUB_BIN overrides
-# it). Run from anywhere:
+# on the package, its tests and the example engine, then the tests, which
+# drive the real server (target/debug/scenario-hub, built when missing;
+# $SCENARIO_HUB_BIN overrides it). Run from anywhere:
 #
 #   bash clients/python/check.sh [PYTEST ARGS...]
 set -euo pipefail
@@ -29,7 +29,9 @@ if [ -z "${SCENARIO_HUB_BIN:-}" ] && [ ! -x "$root/target/debug/scenario-hub" ];
 fi
 
 cd "$here"
-echo "mypy --strict src/scenario_hub tests"
-"$venv/bin/python" -m mypy --strict --cache-dir "$root/target/sdk-mypy-cache" src/scenario_hub tests
+# The example engine on the SDK is checked with it.
+echo "mypy --strict src/scenario_hub tests examples/python/engine.py"
+"$venv/bin/python" -m mypy --strict --cache-dir "$root/target/sdk-mypy-cache" \
+  src/scenario_hub tests "$root/examples/python/engine.py"
 echo "pytest"
 "$venv/bin/python" -m pytest -q "$@"

@@ -271,10 +271,11 @@ class _Runner:
             self.saved_state = copy.deepcopy(instance.state)
             engine.load_state(copy.deepcopy(instance.state))
             log.info(
-                "engine %s (%s) registered on run %s at state version %d",
+                "engine %s (%s) registered on run %s%s at state version %d",
                 engine.engine_id,
                 engine.engine_type,
                 self.run_id,
+                f" in group {instance.group!r}" if instance.group else "",
                 self.version,
             )
             if self._max_reached():
@@ -504,9 +505,10 @@ class _Runner:
                 self.summary.processed += 1
                 self.handled += 1
                 log.info(
-                    "engine %s: processed sequence %d, state version %d",
+                    "engine %s: processed sequence %d (attempt %s), state version %d",
                     self.engine.engine_id,
                     event.sequence,
+                    event.delivery.attempt if event.delivery else "?",
                     self.version,
                 )
                 return
