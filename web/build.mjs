@@ -28,8 +28,8 @@ for (const [name, source] of Object.entries(GRAPHIQL)) {
   copyFileSync(join(modules, source), join(dist, 'graphiql', name));
 }
 
-// The run viewer: one script (chart.js and graphql-ws bundled in) and its
-// stylesheet.
+// The run viewer: one script (chart.js, chartjs-chart-graph and graphql-ws
+// bundled in) and its stylesheet.
 mkdirSync(join(dist, 'viewer'), { recursive: true });
 await build({
   entryPoints: [join(here, 'viewer', 'main.js')],

@@ -15,9 +15,17 @@
 // then a live one pushed after another status change, in the result pane,
 // over the page's websocket (graphql-transport-ws).
 //
-// Exits 0 when both pass; otherwise non-zero, with a screenshot under
-// target/browser/.
+// Check 3: the run viewer of the demo run: its engines, events, chart,
+// relationship graph and evaluation; a fork appears in its fork tree; a new
+// event appears without a reload; an engine that goes away turns offline.
+// Check 4: once the server has keys (made here with the CLI, on the
+// database run.sh gives in DATABASE_URL), the viewer asks for a token,
+// refuses a wrong one, and with a viewer key shows the runs and a run live.
+//
+// Exits 0 when all pass; otherwise non-zero, with a screenshot under
+// target/browser/ (and target/browser/viewer.png of the viewer either way).
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,13 +54,13 @@ function readmeFirstQuery() {
   return block[1].trim();
 }
 
+let setupToken = null; // the admin key the setup requests use once keys exist
+
 /** A GraphQL request over HTTP from the test itself (setup, not under test). */
 async function gql(query) {
-  const response = await fetch(`${base}/graphql`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ query }),
-  });
+  const headers = { 'content-type': 'application/json' };
+  if (setupToken) headers.authorization = `Bearer ${setupToken}`;
+  const response = await fetch(`${base}/graphql`, { method: 'POST', headers, body: JSON.stringify({ query }) });
   const body = await response.json();
   if (!response.ok || body.errors) {
     throw new Error(`setup request failed (${response.status}): ${JSON.stringify(body)}`);
@@ -262,6 +270,7 @@ async function main() {
     ['README query in GraphiQL', checkReadmeQuery],
     ['subscription over the page websocket', checkSubscription],
     ['run viewer: the demo run, live', checkViewer],
+    ['run viewer: token prompt once keys exist', checkTokenPrompt],
   ];
   for (const [name, check] of checks) {
     try {
@@ -303,8 +312,26 @@ async function checkViewer() {
   if (!(canvas[0] > 100 && canvas[1] > 100)) throw new Error(`timeline chart ${canvas}`);
   log('viewer shows', engines, 'engines,', shown, 'evaluation', evaluation);
 
-  // Live: a new event appears without a reload.
+  // The relationship graph: a drawn chart, and one line per relationship.
   const run = page.url().split('/').pop();
+  const { scenarioRun } = await gql(`{ scenarioRun(id: "${run}") { relationships { kind } } }`);
+  const relationships = scenarioRun.relationships.length;
+  if (!relationships) throw new Error('the demo run has no relationships');
+  await page.waitForSelector('#relationship-graph', { timeout: STEP_MS });
+  const graph = await page.$eval('#relationship-graph', (c) => [c.width, c.height]);
+  if (!(graph[0] > 100 && graph[1] > 100)) throw new Error(`relationship graph ${graph}`);
+  const listed = await page.$$eval('#relationship-list li', (items) => items.length);
+  if (listed !== relationships) throw new Error(`${listed} relationships listed, the run has ${relationships}`);
+  log(`viewer draws the relationship graph (${relationships} relationships)`);
+
+  // The fork tree: a fork made now shows under the run without a reload
+  // (the run is drawn again every few seconds), and links to its own page.
+  const fork = await gql(`mutation { forkRun(input: {runId: "${run}", atSequence: 10, name: "viewer fork"}) { id } }`);
+  const forkLink = await page.waitForSelector(`#lineage a[href="/runs/${fork.forkRun.id}"]`, { timeout: STEP_MS });
+  if ((await forkLink.innerText()) !== 'viewer fork') throw new Error('the fork link is not named after the fork');
+  log('viewer shows the fork in its fork tree');
+
+  // Live: a new event appears without a reload.
   const published = await gql(`mutation { publishEvent(input: {runId: "${run}", eventType: "scene_set",
     priority: 9, payload: {text: "The viewer watches.", role: "narrator"}}) { sequence } }`);
   const sequence = published.publishEvent.sequence;
@@ -341,6 +368,49 @@ async function checkViewer() {
   await probe.close();
   await page.waitForSelector(`tr[data-engine="${engineId}"] td.offline`, { timeout: STEP_MS });
   log(`engine ${engineId} shown online while subscribed, offline once gone`);
+}
+
+/**
+ * With keys, the viewer asks for a token: a wrong one is refused (asked
+ * again), a viewer key shows the runs, and the run page is live over the
+ * websocket with that key.
+ */
+async function checkTokenPrompt() {
+  const bin = process.env.SCENARIO_HUB_BIN;
+  if (!bin || !process.env.DATABASE_URL) throw new Error('run.sh sets SCENARIO_HUB_BIN and DATABASE_URL');
+  const key = (role) =>
+    execFileSync(bin, ['keys', 'create', '--role', role, '--name', `browser-${role}`], { encoding: 'utf8' })
+      .trim().split('\n').pop();
+  const viewerKey = key('viewer');
+  setupToken = key('admin');
+  // The server notices new keys within a second: wait until it refuses an
+  // anonymous request.
+  const deadline = Date.now() + STEP_MS;
+  for (;;) {
+    const anonymous = await fetch(`${base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query":"{ __typename }"}' });
+    if (anonymous.status === 401) break;
+    if (Date.now() > deadline) throw new Error('the server still answers without a key');
+    await page.waitForTimeout(100);
+  }
+
+  const submit = async (token) => {
+    await page.fill('#token-input', token);
+    await Promise.all([page.waitForNavigation({ timeout: STEP_MS }), page.click('#token-form button')]);
+  };
+  await page.goto(`${base}/runs`, { waitUntil: 'load', timeout: STEP_MS });
+  await page.waitForSelector('#token-form', { timeout: STEP_MS });
+  await submit('not-a-key');
+  await page.waitForSelector('#token-form', { timeout: STEP_MS });
+  log('viewer asks for a token, and again after a wrong one');
+  await submit(viewerKey);
+  const link = await page.waitForSelector('#runs a', { timeout: STEP_MS });
+  await link.click();
+  await page.waitForSelector('#engine-table tbody tr', { timeout: STEP_MS });
+  const run = page.url().split('/').pop();
+  const published = await gql(`mutation { publishEvent(input: {runId: "${run}", eventType: "scene_set",
+    priority: 9, payload: {text: "Only key holders watch.", role: "narrator"}}) { sequence } }`);
+  await page.waitForSelector(`#event-table tr[data-sequence="${published.publishEvent.sequence}"]`, { timeout: STEP_MS });
+  log('with a viewer key the viewer shows the runs, and a run live over the websocket');
 }
 
 const watchdog = setTimeout(async () => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Headless Chromium test of GraphiQL (tests/browser/graphiql.mjs) against a
-# scenario-hub on a fresh SQLite database, with GraphiQL's scripts served by
+# Headless Chromium test of GraphiQL and the run viewer
+# (tests/browser/graphiql.mjs) against a scenario-hub on a fresh SQLite
+# database with the demo loaded, with GraphiQL's scripts served by
 # the server itself (built into the binary); the page's requests to any
 # other host are aborted.
 #
@@ -88,7 +89,9 @@ fi
 say "scenario-hub on $url ($bin)"
 
 status=0
-node "$here/graphiql.mjs" "$url" || status=$?
+# The last check makes API keys on this database with the CLI.
+DATABASE_URL="sqlite://$tmp/b.db?mode=rwc" SCENARIO_HUB_BIN="$bin" \
+  node "$here/graphiql.mjs" "$url" || status=$?
 if [ "$status" -ne 0 ]; then
   say "scenario-hub log (last 50 lines):" >&2
   tail -n 50 "$tmp/server.log" >&2

@@ -1,11 +1,12 @@
 // The run viewer: /runs lists the runs, /runs/{id} shows one live. It reads
 // through /graphql (queries over HTTP, subscriptions over the websocket with
-// graphql-ws) with the read role; when the server has keys it asks for a
-// token once and keeps it in this browser's localStorage.
+// graphql-ws); when the server has keys it asks for a token (any role) once
+// and keeps it in this browser's localStorage.
 import { Chart, Legend, LinearScale, PointElement, ScatterController, Tooltip } from 'chart.js';
+import { EdgeLine, ForceDirectedGraphController } from 'chartjs-chart-graph';
 import { createClient } from 'graphql-ws';
 
-Chart.register(ScatterController, LinearScale, PointElement, Tooltip, Legend);
+Chart.register(ScatterController, LinearScale, PointElement, Tooltip, Legend, ForceDirectedGraphController, EdgeLine);
 
 const TOKEN_KEY = 'scenario-hub-token';
 const app = document.getElementById('app');
@@ -59,6 +60,70 @@ function failed(err) {
 
 const COLORS = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
+// Writes each node's label beside it (the graph chart draws points only).
+const nodeLabels = {
+  id: 'nodeLabels',
+  afterDatasetsDraw(chart) {
+    const { ctx } = chart;
+    ctx.save();
+    ctx.font = '12px system-ui, sans-serif';
+    ctx.fillStyle = '#222';
+    ctx.textAlign = 'center';
+    chart.getDatasetMeta(0).data.forEach((point, i) => ctx.fillText(chart.data.labels[i], point.x, point.y - 10));
+    ctx.restore();
+  },
+};
+
+// The relationship graph: roles as nodes, each relationship an arrow from
+// source to target, coloured by kind and as thick as its strength. Drawn
+// again only when the relationships change (the layout is a simulation).
+function relationshipGraph(section) {
+  let chart = null;
+  let drawn = null;
+  return (relationships) => {
+    const key = JSON.stringify(relationships);
+    if (key === drawn) return;
+    drawn = key;
+    chart?.destroy();
+    chart = null;
+    const kinds = [...new Set(relationships.map((r) => r.kind))].sort();
+    const colour = (kind) => COLORS[kinds.indexOf(kind) % COLORS.length];
+    const list = el('ul', { id: 'relationship-list' }, ...relationships.map((r) => el('li', {},
+      el('span', { class: 'swatch', style: `background:${colour(r.kind)}` }),
+      `${r.sourceRole} → ${r.targetRole}: ${r.kind} (${r.strength})`)));
+    if (!relationships.length) {
+      section.replaceChildren(el('h2', { text: 'Relationships' }), el('p', { text: 'none' }));
+      return;
+    }
+    const canvas = el('canvas', { id: 'relationship-graph' });
+    section.replaceChildren(el('h2', { text: 'Relationships' }), el('div', { class: 'graph' }, canvas), list);
+    const roles = [...new Set(relationships.flatMap((r) => [r.sourceRole, r.targetRole]))].sort();
+    chart = new Chart(canvas, {
+      type: 'forceDirectedGraph',
+      data: {
+        labels: roles,
+        datasets: [{
+          data: roles.map(() => ({})),
+          edges: relationships.map((r) => ({ source: roles.indexOf(r.sourceRole), target: roles.indexOf(r.targetRole), ...r })),
+          pointRadius: 6,
+          pointBackgroundColor: '#555',
+          directed: true,
+          arrowHeadSize: 8,
+          // Edge options take the edge element's id as their prefix.
+          edgeLineBorderColor: (c) => colour(c.raw?.kind),
+          edgeLineBorderWidth: (c) => 1 + 3 * Math.min(1, Math.abs(c.raw?.strength ?? 0)),
+        }],
+      },
+      options: {
+        maintainAspectRatio: false,
+        layout: { padding: { top: 24, bottom: 12, left: 48, right: 48 } },
+        plugins: { legend: { display: false }, tooltip: { enabled: false } },
+      },
+      plugins: [nodeLabels],
+    });
+  };
+}
+
 // ------------------------------------------------------------------ /runs
 
 async function runList() {
@@ -110,6 +175,7 @@ async function runPage(runId) {
     recent,
   );
 
+  const drawRelationships = relationshipGraph(relationships);
   const events = [];
   const seen = new Set();
   const chart = new Chart(document.getElementById('timeline'), {
@@ -195,10 +261,7 @@ async function runPage(runId) {
         text: `${c.metric} ${c.operator} ${c.threshold}: ${c.value === null ? 'no value yet' : Math.round(c.value * 1e4) / 1e4}`,
       }))),
     );
-    relationships.replaceChildren(
-      el('h2', { text: 'Relationships' }),
-      el('ul', {}, ...run.relationships.map((r) => el('li', { text: `${r.sourceRole} → ${r.targetRole}: ${r.kind} (${r.strength})` }))),
-    );
+    drawRelationships(run.relationships);
     const tree = el('ul', {});
     if (run.parentRun) tree.append(el('li', {}, 'forked from ', el('a', { href: `/runs/${run.parentRun.id}`, text: run.parentRun.name }), ` at ${run.forkedAtSequence}`));
     for (const f of run.forks) tree.append(el('li', {}, 'fork ', el('a', { href: `/runs/${f.id}`, text: f.name }), ` at ${f.forkedAtSequence}`));
