@@ -410,7 +410,7 @@ pub(super) fn selected(
 /// Whether `event` is the status change that puts its run into a terminal status.
 pub(super) fn closes_run(event: &event_instance::Model) -> bool {
     event.event_type == RUN_STATUS_CHANGED
-        && event.payload["to"]
+        && event.payload.value()["to"]
             .as_str()
             .and_then(RunStatus::parse)
             .is_some_and(RunStatus::is_terminal)

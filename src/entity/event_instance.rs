@@ -3,6 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
+use super::json_text::JsonText;
+
 #[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "event_instances")]
@@ -13,8 +15,9 @@ pub struct Model {
     pub sequence: i64,
     pub event_type: String,
     pub priority: i32,
+    /// Passed through as text; `value()` parses it.
     #[sea_orm(column_type = "JsonBinary")]
-    pub payload: Json,
+    pub payload: JsonText,
     pub source_engine_id: Option<Uuid>,
     pub parent_event_id: Option<Uuid>,
     pub target_engine_id: Option<Uuid>,

@@ -23,6 +23,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use uuid::Uuid;
 
 use super::Ctx;
+use crate::entity::json_text::JsonText;
 use crate::entity::{
     agent_template, engine_group, engine_state, engine_state_version, event_instance,
     event_processing, event_type, run_relationship, scenario_run, scenario_template,
@@ -155,7 +156,8 @@ pub struct EventRecord {
     pub sequence: i64,
     pub event_type: String,
     pub priority: i32,
-    pub payload: Value,
+    #[serde(deserialize_with = "JsonText::deserialize_value")]
+    pub payload: JsonText,
     pub source_engine_id: Option<Uuid>,
     pub parent_event_id: Option<Uuid>,
     pub target_engine_id: Option<Uuid>,

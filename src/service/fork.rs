@@ -328,13 +328,8 @@ async fn copy_relationships<C: ConnectionTrait>(
         .await?;
     let mut latest = BTreeMap::new();
     for change in changes {
-        let text = |key: &str| {
-            change
-                .payload
-                .get(key)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        let payload = change.payload.value();
+        let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
         let (Some(source_role), Some(target_role), Some(kind)) =
             (text("sourceRole"), text("targetRole"), text("kind"))
         else {
@@ -345,16 +340,11 @@ async fn copy_relationships<C: ConnectionTrait>(
             source_role: Set(source_role.clone()),
             target_role: Set(target_role.clone()),
             kind: Set(kind),
-            strength: Set(change
-                .payload
+            strength: Set(payload
                 .get("strength")
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0)),
-            data: Set(change
-                .payload
-                .get("data")
-                .cloned()
-                .unwrap_or_else(|| json!({}))),
+            data: Set(payload.get("data").cloned().unwrap_or_else(|| json!({}))),
             updated_at: Set(change.created_at),
         };
         latest.insert((source_role, target_role), row);

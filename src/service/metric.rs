@@ -202,12 +202,13 @@ pub(crate) async fn aggregate_in<C: ConnectionTrait>(
     run: &scenario_run::Model,
     events: &[event_instance::Model],
 ) -> AppResult<bool> {
-    let samples: Vec<(&str, f64, i64)> = events
+    let samples: Vec<(String, f64, i64)> = events
         .iter()
         .filter(|e| e.event_type == METRIC_RECORDED)
         .filter_map(|e| {
-            let metric = e.payload.get("metric")?.as_str()?;
-            let value = e.payload.get("value")?.as_f64()?;
+            let payload = e.payload.value();
+            let metric = payload.get("metric")?.as_str()?.to_owned();
+            let value = payload.get("value")?.as_f64()?;
             Some((metric, value, e.sequence))
         })
         .collect();
@@ -226,12 +227,12 @@ pub(crate) async fn aggregate_in<C: ConnectionTrait>(
         .iter()
         .map(|d| (d.name.as_str(), d))
         .collect();
-    if !samples.iter().any(|s| defined.contains_key(s.0)) {
+    if !samples.iter().any(|s| defined.contains_key(s.0.as_str())) {
         return Ok(false);
     }
     let mut rows: HashMap<String, run_metric::Model> = run_metric::Entity::find()
         .filter(run_metric::Column::RunId.eq(run.id))
-        .filter(run_metric::Column::Name.is_in(samples.iter().map(|s| s.0)))
+        .filter(run_metric::Column::Name.is_in(samples.iter().map(|s| s.0.as_str())))
         .all(conn)
         .await?
         .into_iter()
@@ -239,14 +240,14 @@ pub(crate) async fn aggregate_in<C: ConnectionTrait>(
         .collect();
     let at = now();
     for (metric, value, sequence) in samples {
-        let Some(definition) = defined.get(metric) else {
+        let Some(definition) = defined.get(metric.as_str()) else {
             continue;
         };
         let row = rows
-            .entry(metric.to_owned())
+            .entry(metric.clone())
             .or_insert_with(|| run_metric::Model {
                 run_id: run.id,
-                name: metric.to_owned(),
+                name: metric,
                 aggregation: definition.aggregation.as_str().to_owned(),
                 unit: definition.unit.clone(),
                 value: None,

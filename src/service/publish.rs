@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::auth::{Access, Principal};
 use super::{Ctx, json_size, now};
+use crate::entity::json_text::JsonText;
 use crate::entity::{event_instance, event_type, scenario_run};
 use crate::error::{AppError, AppResult};
 
@@ -92,7 +93,7 @@ impl Prepared {
             sequence,
             event_type: self.input.event_type.clone(),
             priority: self.priority,
-            payload: self.payload.clone(),
+            payload: JsonText::of(&self.payload),
             source_engine_id: self.input.source_engine_id,
             parent_event_id: self.input.parent_event_id,
             target_engine_id: self.input.target_engine_id,
@@ -397,7 +398,8 @@ async fn publish_in_one_statement(
             model.id.into(),
             model.event_type.clone().into(),
             model.priority.into(),
-            model.payload.clone().into(),
+            // Bound as text, cast by the statement: no parse on the way.
+            model.payload.as_str().to_owned().into(),
             model.source_engine_id.into(),
             model.parent_event_id.into(),
             model.target_engine_id.into(),

@@ -246,7 +246,7 @@ impl Event {
     }
     /// Its payload, valid against the event type's schema.
     async fn payload(&self) -> RawJson {
-        RawJson::of(&self.0.payload)
+        RawJson::text(self.0.payload.as_str())
     }
     /// The engine that emitted it.
     async fn source_engine_id(&self) -> Option<Uuid> {

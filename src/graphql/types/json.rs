@@ -23,6 +23,11 @@ impl RawJson {
     pub fn of(value: &serde_json::Value) -> Self {
         RawJson(value.to_string())
     }
+
+    /// Valid JSON text, served as it is.
+    pub fn text(json: &str) -> Self {
+        RawJson(json.to_owned())
+    }
 }
 
 /// The key by which async-graphql's serializer (feature `raw_value`) knows
