@@ -5,7 +5,7 @@
 #   bench/ab.sh BIN sqlite|postgres WORKLOADS [loadgen arguments...]
 #   bench/ab.sh /work/target-base/release/scenario-hub postgres w1,w2 --duration 10
 #
-# Uses target/release/examples/loadgen (build it first); PG_URL (default
+# Uses target/release/examples/loadgen (build it first; LOADGEN overrides it); PG_URL (default
 # postgres://postgres@127.0.0.1:5432), PORT (default 18090), and PRE_SQL:
 # SQL run on the fresh database after the server's migrations (to try a
 # setting). Prints loadgen's table rows.
@@ -45,5 +45,5 @@ done
 if [ -n "${PRE_SQL:-}" ]; then
   [ "$BACKEND" = postgres ] && psql -q "$url" -c "$PRE_SQL"
 fi
-target/release/examples/loadgen --url "http://127.0.0.1:$PORT" --workload "$WORKLOADS" \
+"${LOADGEN:-target/release/examples/loadgen}" --url "http://127.0.0.1:$PORT" --workload "$WORKLOADS" \
   --server-pid "$pid" "$@" | grep '^| W' || true

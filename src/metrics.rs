@@ -21,6 +21,7 @@ const LAG_BUCKETS: [f64; 12] = [
 ];
 
 const REQUESTS: &str = "scenario_hub_requests_total";
+const COMPILED: &str = "scenario_hub_compiled_requests_total";
 const ERRORS: &str = "scenario_hub_errors_total";
 const PUBLISHED: &str = "scenario_hub_events_published_total";
 const DELIVERED: &str = "scenario_hub_events_delivered_total";
@@ -42,6 +43,7 @@ static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, 
 pub struct Metrics {
     recorder: PrometheusRecorder,
     operation_names: Mutex<HashSet<String>>,
+    compiled: Counter,
     published: Counter,
     delivered: Counter,
     lag: Histogram,
@@ -67,7 +69,7 @@ impl Metrics {
         let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
             let name = KeyName::from_const_str(name);
             match name.as_str() {
-                REQUESTS | ERRORS | PUBLISHED | DELIVERED | LEASES_EXPIRED => {
+                REQUESTS | COMPILED | ERRORS | PUBLISHED | DELIVERED | LEASES_EXPIRED => {
                     recorder.describe_counter(name, unit, help.into())
                 }
                 LAG => recorder.describe_histogram(name, unit, help.into()),
@@ -78,6 +80,11 @@ impl Metrics {
             REQUESTS,
             None,
             "GraphQL operations and REST calls, by transport, operation name and outcome.",
+        );
+        describe(
+            COMPILED,
+            None,
+            "GraphQL requests over HTTP answered by the compiled path of hot documents.",
         );
         describe(
             ERRORS,
@@ -111,6 +118,7 @@ impl Metrics {
         describe(POOL_IDLE, None, "Database pool connections idle.");
         describe(POOL_MAX, None, "Database pool size limit.");
         let metrics = Metrics {
+            compiled: recorder.register_counter(&Key::from_static_name(COMPILED), &METADATA),
             published: recorder.register_counter(&Key::from_static_name(PUBLISHED), &METADATA),
             delivered: recorder.register_counter(&Key::from_static_name(DELIVERED), &METADATA),
             lag: recorder.register_histogram(&Key::from_static_name(LAG), &METADATA),
@@ -139,6 +147,11 @@ impl Metrics {
     }
 
     /// One request of `transport` (`http`, `websocket`, `rest`) finished.
+    /// A request answered by the compiled path (counted in `request` too).
+    pub fn compiled(&self) {
+        self.compiled.increment(1);
+    }
+
     pub fn request(&self, transport: &'static str, operation: Option<&str>, ok: bool) {
         let operation = self.operation_label(operation);
         self.request_counter(transport, operation, ok).increment(1);

@@ -1,7 +1,7 @@
 //! Runs GraphQL operations for the transports. Around the schema it keeps
-//! parsed documents by query text, gives every error an `extensions.code`,
-//! counts operations and error codes, and names the operation in the current
-//! tracing span.
+//! parsed documents by query text (with their compiled plans, see
+//! `compiled`), gives every error an `extensions.code`, counts operations
+//! and error codes, and names the operation in the current tracing span.
 //!
 //! This is done here rather than in async-graphql extensions on purpose: an
 //! extension of any kind sends every resolved field (and every list item)
@@ -9,6 +9,7 @@
 //! per field, which a 50-event page pays 300 times.
 
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_graphql::parser::parse_query;
@@ -17,9 +18,11 @@ use async_graphql::{Request, Response};
 use futures::stream::{Stream, StreamExt};
 use lru::LruCache;
 
-use super::AppSchema;
 use super::error::{add_code, catching_panics};
+use super::{AppSchema, RequestLoader, compiled};
 use crate::metrics::Metrics;
+use crate::service::Ctx;
+use crate::service::auth::Principal;
 
 /// Distinct query texts whose parsed documents are kept.
 const DOCUMENTS: usize = 256;
@@ -52,15 +55,32 @@ impl Executor {
         self.documents.document(query)
     }
 
-    /// Runs one request sent over HTTP. A panic inside it becomes an
-    /// `INTERNAL` error of this request only.
-    pub async fn execute(&self, mut request: Request) -> Response {
-        let operation = self.documents.prepare(&mut request);
+    /// Runs one request sent over HTTP for `principal`: answered by its
+    /// document's compiled plan when it has one that the general path has
+    /// run without errors before (and the plan takes the request), else by
+    /// the schema. A panic inside it becomes an `INTERNAL` error of this
+    /// request only.
+    pub async fn execute(&self, ctx: &Ctx, principal: Principal, mut request: Request) -> Answer {
+        let (operation, entry) = self.documents.prepare(&mut request);
+        if let Some(plan) = entry.as_deref().and_then(|e| e.proven_plan(&request))
+            && let Some(body) = compiled::run(plan, ctx, &principal, &request.variables).await
+        {
+            self.metrics.request("http", operation.as_deref(), true);
+            self.metrics.compiled();
+            return Answer::Compiled(body);
+        }
         let query = request.query.clone();
+        give_parsed(&mut request, entry.as_deref());
+        let request = request.data(RequestLoader::cached()).data(principal);
         let mut response = catching_panics(self.schema.execute(request)).await;
         add_codes(&mut response, &query);
         self.count("http", operation.as_deref(), &response);
-        response
+        if response.errors.is_empty()
+            && let Some(entry) = entry
+        {
+            entry.proven.store(true, Ordering::Relaxed);
+        }
+        Answer::General(response)
     }
 
     /// Runs one websocket operation: a query's or mutation's one response,
@@ -69,7 +89,8 @@ impl Executor {
         &self,
         mut request: Request,
     ) -> impl Stream<Item = Response> + Send + use<> {
-        let operation = self.documents.prepare(&mut request);
+        let (operation, entry) = self.documents.prepare(&mut request);
+        give_parsed(&mut request, entry.as_deref());
         let query = request.query.clone();
         let this = self.clone();
         let mut first = true;
@@ -111,6 +132,21 @@ impl Executor {
     }
 }
 
+/// What an HTTP request is answered with.
+pub enum Answer {
+    /// The body the compiled path wrote.
+    Compiled(String),
+    /// The schema's response.
+    General(Response),
+}
+
+/// Spares the schema parsing `request` again.
+fn give_parsed(request: &mut Request, entry: Option<&Entry>) {
+    if let Some(entry) = entry {
+        request.set_parsed_query(ExecutableDocument::clone(&entry.document));
+    }
+}
+
 /// Gives each error of `response` its code; `query` names the arguments.
 fn add_codes(response: &mut Response, query: &str) {
     for error in &mut response.errors {
@@ -121,7 +157,29 @@ fn add_codes(response: &mut Response, query: &str) {
 /// Parsed documents by query text, least recently used out first.
 struct Documents {
     /// A std Mutex: held for a lookup or an insert, never across an await.
-    cache: Mutex<LruCache<String, Arc<ExecutableDocument>>>,
+    cache: Mutex<LruCache<String, Arc<Entry>>>,
+}
+
+/// A parsed document and its compiled plan, if it has one.
+struct Entry {
+    document: Arc<ExecutableDocument>,
+    plan: Option<compiled::Plan>,
+    /// Set once the general path has answered the document without errors:
+    /// it is valid and within the limits, and the plan may answer it.
+    proven: AtomicBool,
+}
+
+impl Entry {
+    /// The plan, when it is proven and `request` runs its operation.
+    fn proven_plan(&self, request: &Request) -> Option<&compiled::Plan> {
+        let plan = self.plan.as_ref()?;
+        let named = match (&request.operation_name, &plan.operation) {
+            (None, _) => true,
+            (Some(asked), Some(name)) => asked == name.as_str(),
+            (Some(_), None) => false,
+        };
+        (named && self.proven.load(Ordering::Relaxed)).then_some(plan)
+    }
 }
 
 impl Documents {
@@ -132,43 +190,50 @@ impl Documents {
         }
     }
 
-    /// Gives `request` its parsed document (from the cache when its text was
-    /// seen before) and returns the operation's name: the one asked for, or
-    /// the document's only one. The name is recorded into the current span.
-    /// A text that does not parse is left to the schema, which reports why.
-    fn prepare(&self, request: &mut Request) -> Option<String> {
-        let document = self.document(&request.query);
+    /// The entry of `request`'s document (from the cache when its text was
+    /// seen before) and the operation's name: the one asked for, or the
+    /// document's only one. The name is recorded into the current span. A
+    /// text that does not parse has no entry: the schema reports why.
+    fn prepare(&self, request: &mut Request) -> (Option<String>, Option<Arc<Entry>>) {
+        let entry = self.entry(&request.query);
+        let document = entry.as_ref().map(|e| &e.document);
         let name = request.operation_name.clone().or_else(|| {
-            let document = document.as_deref()?;
+            let document = document?;
             let mut operations = document.operations.iter();
             match (operations.next(), operations.next()) {
                 (Some((Some(only), _)), None) => Some(only.to_string()),
                 _ => None,
             }
         });
-        if let Some(document) = document {
-            request.set_parsed_query(ExecutableDocument::clone(&document));
-        }
         // The request's span (HTTP) or the operation's (websocket) declares
         // the field; the logs of this request carry the name from now on.
         if let Some(name) = name.as_deref() {
             tracing::Span::current().record("operation", name);
         }
-        name
+        (name, entry)
     }
 
     fn document(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
-        if let Some(document) = self.cache.lock().expect("documents poisoned").get(query) {
-            return Some(document.clone());
+        self.entry(query).map(|e| e.document.clone())
+    }
+
+    fn entry(&self, query: &str) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.cache.lock().expect("documents poisoned").get(query) {
+            return Some(entry.clone());
         }
-        let document = Arc::new(parse_query(query).ok()?);
+        let document = parse_query(query).ok()?;
+        let entry = Arc::new(Entry {
+            plan: compiled::Plan::compile(&document),
+            document: Arc::new(document),
+            proven: AtomicBool::new(false),
+        });
         if query.len() <= MAX_CACHED_QUERY_BYTES {
             self.cache
                 .lock()
                 .expect("documents poisoned")
-                .put(query.to_owned(), document.clone());
+                .put(query.to_owned(), entry.clone());
         }
-        Some(document)
+        Some(entry)
     }
 }
 

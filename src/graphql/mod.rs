@@ -2,6 +2,7 @@
 //! that the transports run it through. Transport lives in `http`; rules live
 //! in `service`.
 
+mod compiled;
 pub mod error;
 pub mod execution;
 pub mod loaders;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::{AppState, ErrorCode};
 use crate::error::AppError;
-use crate::graphql::RequestLoader;
+use crate::graphql::execution::Answer;
 use crate::service::auth;
 
 /// The GraphQL routes.
@@ -70,9 +70,15 @@ async fn execute(
             return request_error(status, err.code(), message);
         }
     };
-    let request = request.data(RequestLoader::cached()).data(principal);
-    let response = state.graphql.execute(request).await;
-    GraphQLResponse::from(response).into_response()
+    match state.graphql.execute(&state.ctx, principal, request).await {
+        Answer::General(response) => GraphQLResponse::from(response).into_response(),
+        Answer::Compiled(body) => (
+            // As async-graphql-axum answers the general path.
+            [(header::CONTENT_TYPE, "application/graphql-response+json")],
+            body,
+        )
+            .into_response(),
+    }
 }
 
 /// Runs one GraphQL request sent as a POST body.

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod backpressure;
+mod compiled;
 mod concurrency;
 mod crash;
 mod demo;

@@ -1,0 +1,255 @@
+//! The compiled path: the hot documents answered without the general executor.
+//!
+//! An engine sends the same few documents thousands of times a second: a
+//! page of a run's events, `publishEvent`, `saveEngineState`. Through
+//! async-graphql each answer is a resolver future per field and per list
+//! item, a value tree of the response, and its serialization; for a page of
+//! 50 events that is most of the server's CPU per request. A document of one
+//! of those shapes is compiled once into a [`Plan`]: which root field, where
+//! its arguments come from, which fields to write in which order. A request
+//! for it decodes its arguments, calls the same service function as the
+//! resolver does, and writes the response's JSON directly.
+//!
+//! The plan answers only what it is sure to answer exactly as the general
+//! path would, and hands everything else back (`None`): a document is used
+//! only once the general path has run it without errors (so it passed
+//! validation and the depth and complexity limits, which do not depend on
+//! variables); a variable of an unexpected type, a service error (which
+//! changed nothing) or anything unusual sends the request through the
+//! general path, which gives the error its usual shape. The property test
+//! `tests/it/compiled.rs` checks the two paths byte for byte.
+
+mod plan;
+mod write;
+
+pub use plan::Plan;
+
+use async_graphql::Variables;
+use serde_json::Value;
+
+use crate::graphql::types::event::EventInput;
+use crate::service::auth::Principal;
+use crate::service::event::{self as event_svc, EventCursor, EventFilter};
+use crate::service::page::{CursorKey, PageRequest, page_size};
+use crate::service::{Ctx, engine, publish};
+use plan::{Arg, Root};
+
+/// Answers `plan` for `variables`: the response body, or none when the
+/// general path must answer.
+pub async fn run(
+    plan: &Plan,
+    ctx: &Ctx,
+    principal: &Principal,
+    variables: &Variables,
+) -> Option<String> {
+    match &plan.root {
+        Root::Events {
+            run_id,
+            order,
+            first,
+            after,
+            selection,
+        } => {
+            let run_id = run_id.resolve(variables)?.uuid()?;
+            let order = match order.resolve(variables) {
+                None => event_svc::EventOrder::Sequence,
+                Some(value) => value.event_order()?,
+            };
+            let first = first
+                .resolve(variables)
+                .map(|v| v.opt_i32())
+                .unwrap_or(Some(None))?;
+            let after = match after.resolve(variables) {
+                None => None,
+                Some(value) => value.opt_string()?,
+            };
+            let page = PageRequest {
+                first: page_size(first, ctx.limits.max_page_size).ok()?,
+                after: match after.as_deref() {
+                    Some(text) => Some(EventCursor::decode(text).ok()?),
+                    None => None,
+                },
+            };
+            let had_cursor = page.after.is_some();
+            let page = event_svc::list(ctx, run_id, EventFilter::default(), order, page)
+                .await
+                .ok()?;
+            let types = write::types_of(
+                ctx,
+                selection.types_selected(),
+                page.rows.iter().map(|(_, e)| e),
+            )
+            .await?;
+            let mut out = write::Out::response(&plan.key);
+            write::connection(&mut out, selection, &page, had_cursor, &types)?;
+            Some(out.finish())
+        }
+        Root::PublishEvent { input, selection } => {
+            let input = input.resolve(variables)?.event_input()?;
+            let events = publish::publish(ctx, principal, vec![input.into()], "input", |_| {
+                "input".into()
+            })
+            .await
+            .ok()?;
+            let event = events.first()?;
+            let types =
+                write::types_of(ctx, selection.types_selected(), std::iter::once(event)).await?;
+            let mut out = write::Out::response(&plan.key);
+            write::event(&mut out, &selection.fields, event, &types)?;
+            Some(out.finish())
+        }
+        Root::SaveEngineState {
+            engine_id,
+            state,
+            expected_version,
+            selection,
+        } => {
+            let engine_id = engine_id.resolve(variables)?.uuid()?;
+            let state = state.resolve(variables)?.json()?;
+            if state.is_null() {
+                return None;
+            }
+            let expected_version = match expected_version.resolve(variables) {
+                None => None,
+                Some(value) => value.opt_i64()?,
+            };
+            let saved = engine::save_state(ctx, principal, engine_id, state, expected_version)
+                .await
+                .ok()?;
+            let mut out = write::Out::response(&plan.key);
+            write::engine(&mut out, selection, &saved);
+            Some(out.finish())
+        }
+    }
+}
+
+/// An argument's value, decoded exactly as the schema's input types decode
+/// it; `None` where they would refuse it (the general path then says why).
+trait Decode {
+    fn uuid(&self) -> Option<uuid::Uuid>;
+    fn opt_i32(&self) -> Option<Option<i32>>;
+    fn opt_i64(&self) -> Option<Option<i64>>;
+    fn opt_string(&self) -> Option<Option<String>>;
+    fn event_order(&self) -> Option<event_svc::EventOrder>;
+    fn json(&self) -> Option<Value>;
+    fn event_input(&self) -> Option<EventInput>;
+}
+
+impl Decode for async_graphql::Value {
+    fn uuid(&self) -> Option<uuid::Uuid> {
+        match self {
+            async_graphql::Value::String(s) => uuid::Uuid::parse_str(s).ok(),
+            _ => None,
+        }
+    }
+
+    fn opt_i32(&self) -> Option<Option<i32>> {
+        match self {
+            async_graphql::Value::Null => Some(None),
+            async_graphql::Value::Number(n) => Some(Some(i32::try_from(n.as_i64()?).ok()?)),
+            _ => None,
+        }
+    }
+
+    fn opt_i64(&self) -> Option<Option<i64>> {
+        match self {
+            async_graphql::Value::Null => Some(None),
+            async_graphql::Value::Number(n) => Some(Some(n.as_i64()?)),
+            _ => None,
+        }
+    }
+
+    fn opt_string(&self) -> Option<Option<String>> {
+        match self {
+            async_graphql::Value::Null => Some(None),
+            async_graphql::Value::String(s) => Some(Some(s.clone())),
+            _ => None,
+        }
+    }
+
+    fn event_order(&self) -> Option<event_svc::EventOrder> {
+        let name = match self {
+            async_graphql::Value::Enum(name) => name.as_str(),
+            async_graphql::Value::String(name) => name.as_str(),
+            _ => return None,
+        };
+        match name {
+            "SEQUENCE" => Some(event_svc::EventOrder::Sequence),
+            "PRIORITY" => Some(event_svc::EventOrder::Priority),
+            _ => None,
+        }
+    }
+
+    fn json(&self) -> Option<Value> {
+        self.clone().into_json().ok()
+    }
+
+    fn event_input(&self) -> Option<EventInput> {
+        let async_graphql::Value::Object(fields) = self else {
+            return None;
+        };
+        let mut input = EventInput {
+            run_id: uuid::Uuid::nil(),
+            event_type: String::new(),
+            priority: None,
+            payload: None,
+            source_engine_id: None,
+            parent_event_id: None,
+            target_engine_id: None,
+            target_engine_type: None,
+            idempotency_key: None,
+            deliver_at: None,
+            partition_key: None,
+        };
+        let (mut run_id, mut event_type) = (false, false);
+        let opt_uuid = |v: &async_graphql::Value| match v {
+            async_graphql::Value::Null => Some(None),
+            v => v.uuid().map(Some),
+        };
+        for (name, value) in fields {
+            match name.as_str() {
+                "runId" => {
+                    input.run_id = value.uuid()?;
+                    run_id = true;
+                }
+                "eventType" => {
+                    input.event_type = value.opt_string()??;
+                    event_type = true;
+                }
+                "priority" => input.priority = value.opt_i32()?,
+                "payload" => {
+                    input.payload = match value {
+                        async_graphql::Value::Null => None,
+                        value => Some(value.json()?),
+                    }
+                }
+                "sourceEngineId" => input.source_engine_id = opt_uuid(value)?,
+                "parentEventId" => input.parent_event_id = opt_uuid(value)?,
+                "targetEngineId" => input.target_engine_id = opt_uuid(value)?,
+                "targetEngineType" => input.target_engine_type = value.opt_string()?,
+                "idempotencyKey" => input.idempotency_key = value.opt_string()?,
+                "partitionKey" => input.partition_key = value.opt_string()?,
+                "deliverAt" => {
+                    input.deliver_at = match value.opt_string()? {
+                        None => None,
+                        Some(text) => Some(text.parse().ok()?),
+                    }
+                }
+                _ => return None,
+            }
+        }
+        (run_id && event_type).then_some(input)
+    }
+}
+
+impl Arg {
+    /// The argument's value: a literal, or the variable's (its default when
+    /// the request gives none); none when it is absent.
+    fn resolve<'a>(&'a self, variables: &'a Variables) -> Option<&'a async_graphql::Value> {
+        match self {
+            Arg::Absent => None,
+            Arg::Literal(value) => Some(value),
+            Arg::Variable { name, default } => variables.get(name).or(default.as_ref()),
+        }
+    }
+}

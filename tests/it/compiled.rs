@@ -1,0 +1,538 @@
+//! The compiled path of hot documents against the general executor, byte
+//! for byte. Random documents of the compiled shapes (`events`,
+//! `publishEvent`, `saveEngineState`: random fields in random order, aliases,
+//! literal or variable arguments, good and bad argument values) are sent
+//! twice, so that the second goes through the compiled path once the first
+//! has proven the document; a read is compared with the same document
+//! carrying `@include(if: true)` on its root field, which keeps it on the
+//! general path; a mutation's answer with the general path's read of what
+//! it wrote. Answers are compared as JSON values (see `parse`). `scenario_hub_compiled_requests_total` shows that the compiled
+//! path answered every case the general path answers without errors.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::common::{Backend, TestServer, event_type, publish, register, scenario};
+
+both_backends!(compiled_answers_match_the_general_path);
+
+const EVENT_FIELDS: [&str; 14] = [
+    "id",
+    "runId",
+    "sequence",
+    "eventType",
+    "priority",
+    "payload",
+    "sourceEngineId",
+    "parentEventId",
+    "targetEngineId",
+    "targetEngineType",
+    "idempotencyKey",
+    "createdAt",
+    "deliverAt",
+    "partitionKey",
+];
+
+const TYPE_FIELDS: [&str; 9] = [
+    "name",
+    "category",
+    "engineType",
+    "description",
+    "payloadSchema",
+    "defaultPriority",
+    "maxAttempts",
+    "leaseSeconds",
+    "retryDelaySeconds",
+];
+
+const ENGINE_FIELDS: [&str; 8] = [
+    "engineId",
+    "runId",
+    "engineType",
+    "state",
+    "version",
+    "registeredAt",
+    "updatedAt",
+    "lastSeenAt",
+];
+
+/// Some of `names` (at least one), shuffled, some under an alias.
+fn pick(names: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+    (
+        prop::sample::subsequence(names, 1..=names.len()).prop_shuffle(),
+        prop::collection::vec(any::<bool>(), names.len()),
+    )
+        .prop_map(|(names, aliased)| {
+            names
+                .into_iter()
+                .zip(aliased)
+                .map(|(name, alias)| {
+                    if alias {
+                        format!("a_{name}: {name}")
+                    } else {
+                        name.to_owned()
+                    }
+                })
+                .collect()
+        })
+}
+
+/// An `Event` selection: scalars, maybe `type { ... }`.
+fn event_selection() -> impl Strategy<Value = String> {
+    (
+        pick(&EVENT_FIELDS),
+        proptest::option::of(pick(&TYPE_FIELDS)),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(mut fields, type_fields, at)| {
+            if let Some(type_fields) = type_fields {
+                let at = at.index(fields.len() + 1);
+                fields.insert(at, format!("type {{ {} }}", type_fields.join(" ")));
+            }
+            fields.join(" ")
+        })
+}
+
+/// An `EventConnection` selection.
+fn connection_selection() -> impl Strategy<Value = String> {
+    let page_info = pick(&["hasPreviousPage", "hasNextPage", "startCursor", "endCursor"]);
+    (
+        proptest::option::of(event_selection()),
+        proptest::option::of((any::<bool>(), event_selection())),
+        proptest::option::of(page_info),
+        any::<u8>(),
+    )
+        .prop_filter("selects something", |(n, e, p, _)| {
+            n.is_some() || e.is_some() || p.is_some()
+        })
+        .prop_map(|(nodes, edges, page_info, order)| {
+            let mut parts = Vec::new();
+            if let Some(nodes) = nodes {
+                parts.push(format!("nodes {{ {nodes} }}"));
+            }
+            if let Some((cursor_first, node)) = edges {
+                parts.push(if cursor_first {
+                    format!("edges {{ cursor node {{ {node} }} }}")
+                } else {
+                    format!("e: edges {{ node {{ {node} }} cursor }}")
+                });
+            }
+            if let Some(info) = page_info {
+                parts.push(format!("pageInfo {{ {} }}", info.join(" ")));
+            }
+            let len = parts.len();
+            parts.rotate_left(order as usize % len);
+            parts.join(" ")
+        })
+}
+
+/// An argument: left out, written in the document, or a variable.
+#[derive(Debug, Clone)]
+enum Arg {
+    Absent,
+    Literal(String),
+    Variable(&'static str, Value),
+}
+
+/// A document of one root field: `name(args) @include? { selection }`.
+#[derive(Debug, Clone)]
+struct Doc {
+    operation: &'static str,
+    field: &'static str,
+    alias: bool,
+    args: Vec<(&'static str, Arg)>,
+    selection: String,
+}
+
+impl Doc {
+    /// The document's text and variables; `general` adds a directive that
+    /// changes nothing but keeps it off the compiled path.
+    fn render(&self, general: bool) -> (String, Value) {
+        let mut definitions = Vec::new();
+        let mut args = Vec::new();
+        let mut variables = serde_json::Map::new();
+        for (i, (name, arg)) in self.args.iter().enumerate() {
+            match arg {
+                Arg::Absent => {}
+                Arg::Literal(text) => args.push(format!("{name}: {text}")),
+                Arg::Variable(ty, value) => {
+                    definitions.push(format!("$v{i}: {ty}"));
+                    args.push(format!("{name}: $v{i}"));
+                    variables.insert(format!("v{i}"), value.clone());
+                }
+            }
+        }
+        let definitions = if definitions.is_empty() {
+            String::new()
+        } else {
+            format!("({})", definitions.join(", "))
+        };
+        let args = if args.is_empty() {
+            String::new()
+        } else {
+            format!("({})", args.join(", "))
+        };
+        let alias = if self.alias { "root: " } else { "" };
+        let directive = if general { " @include(if: true)" } else { "" };
+        let text = format!(
+            "{} Op{definitions} {{ {alias}{}{args}{directive} {{ {} }} }}",
+            self.operation, self.field, self.selection
+        );
+        (text, Value::Object(variables))
+    }
+}
+
+/// The setting of one test: a run with events of every kind of field.
+struct Setting {
+    run: String,
+    engine: String,
+    cursors: Vec<String>,
+}
+
+fn events_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
+    let run = setting.run.clone();
+    let cursors = setting.cursors.clone();
+    let run_id = prop_oneof![
+        4 => Just(Arg::Variable("UUID!", json!(run))),
+        1 => Just(Arg::Literal(format!("\"{run}\""))),
+        1 => Just(Arg::Variable("UUID!", json!(uuid::Uuid::new_v4().to_string()))),
+        1 => Just(Arg::Variable("UUID!", json!("not-a-uuid"))),
+    ];
+    let order = prop_oneof![
+        Just(Arg::Absent),
+        Just(Arg::Literal("PRIORITY".into())),
+        Just(Arg::Literal("SEQUENCE".into())),
+        Just(Arg::Variable("EventOrder", json!("PRIORITY"))),
+        Just(Arg::Variable("EventOrder!", json!("SEQUENCE"))),
+    ];
+    let first = prop_oneof![
+        Just(Arg::Absent),
+        (0..60i64).prop_map(|n| Arg::Literal(n.to_string())),
+        (0..60i64).prop_map(|n| Arg::Variable("Int", json!(n))),
+        Just(Arg::Variable("Int", json!(-1))),
+        Just(Arg::Variable("Int", json!(100_000))),
+        Just(Arg::Variable("Int", Value::Null)),
+    ];
+    let after = prop_oneof![
+        3 => Just(Arg::Absent),
+        2 => prop::sample::select(cursors).prop_map(|c| Arg::Variable("String", json!(c))),
+        1 => Just(Arg::Variable("String", json!("garbage"))),
+        1 => Just(Arg::Variable("String", Value::Null)),
+    ];
+    (
+        run_id,
+        order,
+        first,
+        after,
+        connection_selection(),
+        any::<bool>(),
+    )
+        .prop_map(|(run_id, order, first, after, selection, alias)| Doc {
+            operation: "query",
+            field: "events",
+            alias,
+            args: vec![
+                ("runId", run_id),
+                ("orderBy", order),
+                ("first", first),
+                ("after", after),
+            ],
+            selection,
+        })
+}
+
+fn publish_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
+    let run = setting.run.clone();
+    let engine = setting.engine.clone();
+    let input = (
+        prop_oneof![Just("free"), Just("typed"), Just("missing")],
+        proptest::option::of(-5..5i32),
+        prop_oneof![
+            Just(json!({"n": 1, "text": "caf\u{e9} \"quoted\" \\ \n tab\t"})),
+            Just(json!({"n": "not a number"})),
+            Just(json!([1, 2.5, null, {"deep": {"er": true}}])),
+            Just(Value::Null),
+        ],
+        any::<bool>(),
+        proptest::option::of("[a-d]{1,3}"),
+        proptest::option::of("[a-d]"),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(ty, priority, payload, targeted, key, partition, sourced)| {
+                let mut input = json!({"runId": run, "eventType": ty, "payload": payload});
+                if let Some(p) = priority {
+                    input["priority"] = json!(p);
+                }
+                if targeted {
+                    input["targetEngineType"] = json!("ActorEngine");
+                }
+                if let Some(key) = key {
+                    input["idempotencyKey"] = json!(key);
+                }
+                if let Some(partition) = partition {
+                    input["partitionKey"] = json!(partition);
+                }
+                if sourced {
+                    input["sourceEngineId"] = json!(engine);
+                }
+                input
+            },
+        );
+    // `pubid` finds the event again for the general read.
+    (input, event_selection(), any::<bool>()).prop_map(|(input, selection, alias)| Doc {
+        operation: "mutation",
+        field: "publishEvent",
+        alias,
+        args: vec![("input", Arg::Variable("EventInput!", input))],
+        selection: format!("pubid: id {selection}"),
+    })
+}
+
+fn save_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
+    let engine = setting.engine.clone();
+    let state = prop_oneof![
+        Just(json!({"turn": 1, "notes": "\u{1F600} \"x\""})),
+        Just(json!([1, {"a": null}])),
+        Just(json!("plain")),
+        Just(Value::Null),
+    ];
+    let version = prop_oneof![
+        Just(Arg::Absent),
+        Just(Arg::Variable("Int", Value::Null)),
+        Just(Arg::Variable("Int", json!(1))),
+    ];
+    (state, version, pick(&ENGINE_FIELDS), any::<bool>()).prop_map(
+        move |(state, version, fields, alias)| Doc {
+            operation: "mutation",
+            field: "saveEngineState",
+            alias,
+            args: vec![
+                ("engineId", Arg::Variable("UUID!", json!(engine))),
+                ("state", Arg::Variable("JSON!", state)),
+                ("expectedVersion", version),
+            ],
+            selection: fields.join(" "),
+        },
+    )
+}
+
+/// The body of a response as text, and whether it has errors.
+async fn body(server: &TestServer, query: &str, variables: &Value) -> (String, bool) {
+    let response = reqwest::Client::new()
+        .post(server.url("/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("request sent");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(content_type, "application/graphql-response+json");
+    let text = response.text().await.unwrap();
+    let errors = serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .get("errors")
+        .is_some();
+    (text, errors)
+}
+
+/// `text` parsed. Compared as values: async-graphql 7 writes an object's
+/// fields in the order their resolvers finish (a field that waits for a
+/// loader comes last), where the compiled path writes them in selection
+/// order, as the GraphQL specification says.
+fn parse(text: &str) -> Value {
+    serde_json::from_str(text).unwrap()
+}
+
+/// The root field's value in `body`, as its text.
+fn root_text(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Response<'a> {
+        #[serde(borrow)]
+        data: std::collections::BTreeMap<String, &'a RawValue>,
+    }
+    let response: Response = serde_json::from_str(body).unwrap();
+    response.data.values().next().unwrap().get().to_owned()
+}
+
+async fn compiled_count(server: &TestServer) -> u64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("scenario_hub_compiled_requests_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// One case: the document twice and its general twin (or the general read
+/// of what the mutation wrote); returns whether the compiled path answered.
+async fn one_case(server: &TestServer, doc: &Doc) -> bool {
+    let (text, variables) = doc.render(false);
+    let (general_text, _) = doc.render(true);
+    let before = compiled_count(server).await;
+    let (first, _) = body(server, &text, &variables).await;
+    let (second, failed) = body(server, &text, &variables).await;
+    let compiled = compiled_count(server).await > before;
+    assert!(
+        failed || compiled,
+        "the compiled path did not answer {text}: {second}"
+    );
+    if doc.operation == "query" {
+        let (general, _) = body(server, &general_text, &variables).await;
+        assert_eq!(
+            parse(&second),
+            parse(&general),
+            "compiled and general answers differ for {text} {variables}:\n{second}\n{general}"
+        );
+        assert_eq!(
+            parse(&first),
+            parse(&general),
+            "two answers differ for {text}"
+        );
+        return compiled;
+    }
+    // A mutation: each answer against the general path's read of the row
+    // (of a state save, the last: the first save's row is overwritten).
+    let answers = if doc.field == "publishEvent" {
+        vec![first, second]
+    } else {
+        vec![second]
+    };
+    for answer in answers {
+        let parsed: Value = serde_json::from_str(&answer).unwrap();
+        if parsed.get("errors").is_some() {
+            let (general, _) = body(server, &general_text, &variables).await;
+            let general: Value = serde_json::from_str(&general).unwrap();
+            assert_eq!(
+                parsed["errors"][0]["extensions"]["code"],
+                general["errors"][0]["extensions"]["code"]
+            );
+            continue;
+        }
+        let read = if doc.field == "publishEvent" {
+            let id = root_text(&answer);
+            let id: Value = serde_json::from_str(&id).unwrap();
+            let query = format!(
+                "query($x: UUID!) {{ root: event(id: $x) {{ {} }} }}",
+                doc.selection
+            );
+            body(server, &query, &json!({ "x": id["pubid"] })).await.0
+        } else {
+            let Arg::Variable(_, engine) = &doc.args[0].1 else {
+                unreachable!("the engine id is a variable")
+            };
+            let query = format!(
+                "query($x: UUID!) {{ root: engine(engineId: $x) {{ {} }} }}",
+                doc.selection
+            );
+            body(server, &query, &json!({ "x": engine })).await.0
+        };
+        assert_eq!(
+            parse(&root_text(&answer)),
+            parse(&root_text(&read)),
+            "the answer to {text} differs from the general read of its row"
+        );
+    }
+    compiled
+}
+
+async fn compiled_answers_match_the_general_path(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let s = scenario(&server, "compiled").await;
+    event_type(
+        &server,
+        "typed",
+        json!({"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}),
+        3,
+        2,
+    )
+    .await;
+    event_type(&server, "free", json!(null), 0, 1).await;
+    let engine = register(&server, &s.run, "ActorEngine").await;
+    // Events with every optional field, and payloads that need escaping.
+    for i in 0..30i64 {
+        let mut input = json!({
+            "runId": s.run, "eventType": if i % 3 == 0 { "typed" } else { "free" },
+            "priority": (i * 7) % 5,
+            "payload": {"n": i, "text": format!("line {i}\n\"quoted\" caf\u{e9} \u{1F600}"), "nested": {"b": [i, 1.5, null], "a": true}},
+        });
+        if i % 4 == 0 {
+            input["targetEngineType"] = json!("ActorEngine");
+            input["idempotencyKey"] = json!(format!("k{i}"));
+        }
+        if i % 5 == 0 {
+            input["partitionKey"] = json!("p");
+            input["sourceEngineId"] = json!(engine);
+            input["deliverAt"] = json!("2030-01-02T03:04:05.678Z");
+        }
+        publish(&server, input).await;
+    }
+    // Cursors of both orders, for `after`.
+    let mut cursors = Vec::new();
+    for order in ["SEQUENCE", "PRIORITY"] {
+        let page = server
+            .gql(
+                &format!("query($r: UUID!) {{ events(runId: $r, orderBy: {order}, first: 12) {{ edges {{ cursor }} }} }}"),
+                json!({ "r": s.run }),
+            )
+            .await;
+        for edge in page["events"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .step_by(5)
+        {
+            cursors.push(edge["cursor"].as_str().unwrap().to_owned());
+        }
+    }
+    let setting = Setting {
+        run: s.run.clone(),
+        engine,
+        cursors,
+    };
+
+    let strategy = prop_oneof![
+        4 => events_doc(&setting),
+        2 => publish_doc(&setting),
+        1 => save_doc(&setting),
+    ];
+    let handle = tokio::runtime::Handle::current();
+    let server = std::sync::Arc::new(server);
+    let in_case = server.clone();
+    let compiled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = compiled.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases: 96,
+            max_shrink_iters: 100,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&strategy, |doc| {
+                if handle.block_on(one_case(&in_case, &doc)) {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(())
+            })
+            .map_err(|failure| failure.to_string())
+    })
+    .await
+    .unwrap();
+    if let Err(failure) = outcome {
+        panic!("property failed; smallest input found: {failure}");
+    }
+    let compiled = compiled.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        compiled >= 30,
+        "only {compiled} of 96 cases took the compiled path"
+    );
+}
