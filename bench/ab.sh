@@ -5,10 +5,11 @@
 #   bench/ab.sh BIN sqlite|postgres WORKLOADS [loadgen arguments...]
 #   bench/ab.sh /work/target-base/release/scenario-hub postgres w1,w2 --duration 10
 #
-# Uses target/release/examples/loadgen (build it first; LOADGEN overrides it); PG_URL (default
-# postgres://postgres@127.0.0.1:5432), PORT (default 18090), and PRE_SQL:
-# SQL run on the fresh database after the server's migrations (to try a
-# setting). Prints loadgen's table rows.
+# Uses target/release/examples/loadgen (build it first; LOADGEN overrides
+# it); PG_URL (default postgres://postgres@127.0.0.1:5432), PG_QUERY
+# (appended to the server's database URL, e.g. ?sslmode=disable), PORT
+# (default 18090), and PRE_SQL: SQL run on the fresh database after the
+# server's migrations (to try a setting). Prints loadgen's table rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$1 BACKEND=$2 WORKLOADS=$3
@@ -31,7 +32,7 @@ case "$BACKEND" in
   postgres)
     db=ab_$(date +%s)_$$
     psql -q "$PG_URL/postgres" -c "CREATE DATABASE $db"
-    url=$PG_URL/$db ;;
+    url=$PG_URL/$db${PG_QUERY:-} ;;
   sqlite) url="sqlite://$work/hub.db" ;;
   *) echo "backend: sqlite or postgres" >&2; exit 2 ;;
 esac
