@@ -31,3 +31,88 @@ pub struct Model {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// An event decoded by column position, for the hot reads (pages of events,
+/// the feed). The derived decoder looks each column up by name in each row
+/// and formats the column's name for every NULL it meets (SeaORM's
+/// `TryGetError::Null`); on a page of 50 events that was a third of the
+/// server's CPU. The positions are `Column`'s order, which `Entity::find()`
+/// selects (the test below pins it).
+pub struct ByPosition(pub Model);
+
+impl sea_orm::FromQueryResult for ByPosition {
+    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> Result<Self, DbErr> {
+        use sea_orm::sqlx::Row;
+        use sea_orm::sqlx::types::Json;
+
+        macro_rules! decode {
+            ($row:expr) => {{
+                let row = $row;
+                let get =
+                    |e: sea_orm::sqlx::Error| DbErr::Custom(format!("decoding an event: {e}"));
+                Model {
+                    id: row.try_get(0).map_err(get)?,
+                    run_id: row.try_get(1).map_err(get)?,
+                    sequence: row.try_get(2).map_err(get)?,
+                    event_type: row.try_get(3).map_err(get)?,
+                    priority: row.try_get(4).map_err(get)?,
+                    payload: row.try_get::<Json<JsonText>, _>(5).map_err(get)?.0,
+                    source_engine_id: row.try_get(6).map_err(get)?,
+                    parent_event_id: row.try_get(7).map_err(get)?,
+                    target_engine_id: row.try_get(8).map_err(get)?,
+                    target_engine_type: row.try_get(9).map_err(get)?,
+                    idempotency_key: row.try_get(10).map_err(get)?,
+                    created_at: row.try_get(11).map_err(get)?,
+                    deliver_at: row.try_get(12).map_err(get)?,
+                    partition_key: row.try_get(13).map_err(get)?,
+                }
+            }};
+        }
+        let model = match (pre, res.try_as_pg_row(), res.try_as_sqlite_row()) {
+            ("", Some(row), _) => decode!(row),
+            ("", None, Some(row)) => decode!(row),
+            _ => <Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?,
+        };
+        Ok(ByPosition(model))
+    }
+}
+
+/// The events `select` finds, decoded by position.
+pub async fn fetch<C: ConnectionTrait>(
+    select: Select<Entity>,
+    conn: &C,
+) -> Result<Vec<Model>, DbErr> {
+    let rows = select.into_model::<ByPosition>().all(conn).await?;
+    Ok(rows.into_iter().map(|row| row.0).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{IdenStatic, Iterable};
+
+    use super::Column;
+
+    #[test]
+    fn by_position_decodes_the_columns_in_their_order() {
+        let names: Vec<String> = Column::iter().map(|c| c.as_str().to_owned()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "run_id",
+                "sequence",
+                "event_type",
+                "priority",
+                "payload",
+                "source_engine_id",
+                "parent_event_id",
+                "target_engine_id",
+                "target_engine_type",
+                "idempotency_key",
+                "created_at",
+                "deliver_at",
+                "partition_key",
+            ]
+        );
+    }
+}

@@ -116,13 +116,12 @@ pub async fn after_sequence<C: ConnectionTrait>(
     after: i64,
     limit: u64,
 ) -> AppResult<Vec<event_instance::Model>> {
-    Ok(event_instance::Entity::find()
+    let select = event_instance::Entity::find()
         .filter(event_instance::Column::RunId.eq(run_id))
         .filter(event_instance::Column::Sequence.gt(after))
         .order_by_asc(event_instance::Column::Sequence)
-        .limit(limit)
-        .all(conn)
-        .await?)
+        .limit(limit);
+    Ok(event_instance::fetch(select, conn).await?)
 }
 
 /// The processing records of the events among `ids`.
@@ -268,7 +267,7 @@ pub async fn read_page(
                 query = query.filter(E::Sequence.gt(s));
             }
             let query = query.order_by_asc(E::Sequence).limit(limit);
-            query.all(&ctx.db.conn).await?
+            event_instance::fetch(query, &ctx.db.conn).await?
         }
         (EventOrder::Priority, Some(EventCursor::Sequence(_))) => return Err(other_order()),
         (EventOrder::Priority, None) => {
@@ -276,21 +275,20 @@ pub async fn read_page(
                 .order_by_desc(E::Priority)
                 .order_by_asc(E::Sequence)
                 .limit(limit);
-            query.all(&ctx.db.conn).await?
+            event_instance::fetch(query, &ctx.db.conn).await?
         }
         (EventOrder::Priority, Some(EventCursor::Priority(p, s))) => {
             // Two index range scans instead of one `priority < p OR (priority
             // = p AND sequence > s)`, which neither backend can bound: the
             // rest of priority `p`, then the lower priorities. A deep page
             // of a long backlog costs the same as the first.
-            let mut rows = query
+            let rest_of_p = query
                 .clone()
                 .filter(E::Priority.eq(p))
                 .filter(E::Sequence.gt(s))
                 .order_by_asc(E::Sequence)
-                .limit(limit)
-                .all(&ctx.db.conn)
-                .await?;
+                .limit(limit);
+            let mut rows = event_instance::fetch(rest_of_p, &ctx.db.conn).await?;
             let missing = limit - rows.len() as u64;
             if missing > 0 {
                 let lower = query
@@ -298,7 +296,7 @@ pub async fn read_page(
                     .order_by_desc(E::Priority)
                     .order_by_asc(E::Sequence)
                     .limit(missing);
-                rows.extend(lower.all(&ctx.db.conn).await?);
+                rows.extend(event_instance::fetch(lower, &ctx.db.conn).await?);
             }
             rows
         }
