@@ -47,4 +47,4 @@ if [ -n "${PRE_SQL:-}" ]; then
   [ "$BACKEND" = postgres ] && psql -q "$url" -c "$PRE_SQL"
 fi
 "${LOADGEN:-target/release/examples/loadgen}" --url "http://127.0.0.1:$PORT" --workload "$WORKLOADS" \
-  --server-pid "$pid" "$@" | grep '^| W' || true
+  --server-pid "$pid" "$@" | grep -E "^\| (W|RSS)" || true
