@@ -531,8 +531,11 @@ async fn compiled_answers_match_the_general_path(backend: Backend) {
         panic!("property failed; smallest input found: {failure}");
     }
     let compiled = compiled.load(std::sync::atomic::Ordering::Relaxed);
+    // Each case already requires the compiled path wherever the general one
+    // succeeds; this says the run was not all refusals (a quarter to a half
+    // of the cases succeed).
     assert!(
-        compiled >= 30,
+        compiled >= 10,
         "only {compiled} of 96 cases took the compiled path"
     );
 }
