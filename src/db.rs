@@ -17,6 +17,10 @@ use sea_orm::{
 
 use crate::config::DatabaseConfig;
 
+mod held;
+
+pub use held::Hot;
+
 /// Counters about the statements sent to the database.
 #[derive(Debug, Default)]
 pub struct DbStats {
@@ -29,6 +33,10 @@ impl DbStats {
     /// Statements executed since the pool was opened.
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -43,6 +51,9 @@ pub struct Db {
     /// than in SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ms
     /// ... between tries and so turns a short queue into tens of milliseconds.
     write_gate: Option<Arc<Mutex<()>>>,
+    /// PostgreSQL only: connections kept for hot single statements, out of
+    /// the pool's ping on release (see `held`).
+    held: Option<Arc<held::Held>>,
 }
 
 /// A write transaction, holding this process's SQLite write turn (if any)
@@ -109,15 +120,21 @@ impl Db {
         })?;
         let stats = Arc::new(DbStats::default());
         let counter = stats.clone();
-        conn.set_metric_callback(move |_info| {
-            counter.statements.fetch_add(1, Ordering::Relaxed);
-        });
+        conn.set_metric_callback(move |_info| counter.count());
         let write_gate = (conn.get_database_backend() == DatabaseBackend::Sqlite)
             .then(|| Arc::new(Mutex::new(())));
+        // Half the pool at most stays held: transactions and the rest
+        // always find connections in the pool.
+        let held = (conn.get_database_backend() == DatabaseBackend::Postgres).then(|| {
+            let keep = (config.database_max_connections as usize / 2).max(1);
+            let pool = conn.get_postgres_connection_pool().clone();
+            Arc::new(held::Held::new(pool, keep, stats.clone()))
+        });
         Ok(Db {
             conn,
             stats,
             write_gate,
+            held,
         })
     }
 
@@ -144,6 +161,15 @@ impl Db {
         let txn = self.conn.begin().await?;
         Migrator::down(&txn, steps).await?;
         txn.commit().await
+    }
+
+    /// A connection for a hot single statement (or a few in a row, outside a
+    /// transaction): on PostgreSQL one held out of the pool's release ping.
+    pub fn hot(&self) -> Hot<'_> {
+        match &self.held {
+            Some(held) => Hot::held(held.clone()),
+            None => Hot::Pool(&self.conn),
+        }
     }
 
     /// The backend behind the pool.

@@ -255,7 +255,7 @@ pub async fn save_state(
     // One statement writes the state and its version on either backend: no
     // transaction (and on SQLite no write turn) is needed.
     save_in(
-        &ctx.db.conn,
+        &ctx.db.hot(),
         engine_id,
         state,
         expected_version,

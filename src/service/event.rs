@@ -258,6 +258,7 @@ pub async fn read_page(
         query = query.filter(super::pending::condition(scope, engine, now()));
     }
     let limit = page.first as u64 + 1;
+    let conn = ctx.db.hot();
     let rows = match (order, page.after) {
         (EventOrder::Sequence, after) => {
             if let Some(EventCursor::Priority(..)) = after {
@@ -267,7 +268,7 @@ pub async fn read_page(
                 query = query.filter(E::Sequence.gt(s));
             }
             let query = query.order_by_asc(E::Sequence).limit(limit);
-            event_instance::fetch(query, &ctx.db.conn).await?
+            event_instance::fetch(query, &conn).await?
         }
         (EventOrder::Priority, Some(EventCursor::Sequence(_))) => return Err(other_order()),
         (EventOrder::Priority, None) => {
@@ -275,7 +276,7 @@ pub async fn read_page(
                 .order_by_desc(E::Priority)
                 .order_by_asc(E::Sequence)
                 .limit(limit);
-            event_instance::fetch(query, &ctx.db.conn).await?
+            event_instance::fetch(query, &conn).await?
         }
         (EventOrder::Priority, Some(EventCursor::Priority(p, s))) => {
             // Two index range scans instead of one `priority < p OR (priority
@@ -288,7 +289,7 @@ pub async fn read_page(
                 .filter(E::Sequence.gt(s))
                 .order_by_asc(E::Sequence)
                 .limit(limit);
-            let mut rows = event_instance::fetch(rest_of_p, &ctx.db.conn).await?;
+            let mut rows = event_instance::fetch(rest_of_p, &conn).await?;
             let missing = limit - rows.len() as u64;
             if missing > 0 {
                 let lower = query
@@ -296,7 +297,7 @@ pub async fn read_page(
                     .order_by_desc(E::Priority)
                     .order_by_asc(E::Sequence)
                     .limit(missing);
-                rows.extend(event_instance::fetch(lower, &ctx.db.conn).await?);
+                rows.extend(event_instance::fetch(lower, &conn).await?);
             }
             rows
         }

@@ -431,7 +431,7 @@ async fn publish_in_one_statement(
     );
     let returned = ctx
         .db
-        .conn
+        .hot()
         .query_all_raw(Statement::from_sql_and_values(
             DatabaseBackend::Postgres,
             sql,

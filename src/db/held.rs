@@ -1,0 +1,240 @@
+//! PostgreSQL connections kept between statements, out of the pool's release.
+//!
+//! sqlx pings every connection it takes back into its pool (a Sync and a
+//! wait for ReadyForQuery, in `return_to_pool`, unconditionally): a second
+//! round trip for every statement, paid in both processes' CPU. The hot
+//! single statements (a page of events, a state save, a one-statement
+//! publish) run on a connection taken from here instead: one the pool
+//! handed out earlier and that was given back here, not to the pool, when
+//! its statement finished cleanly. A statement that failed for any reason
+//! but the database refusing it, or whose future was dropped midway (the
+//! connection may hold half an exchange), gives its connection back to the
+//! pool, whose ping then checks or closes it. Transactions use the pool.
+
+use std::sync::Arc;
+use std::sync::Mutex as StdMutex;
+
+use sea_orm::sea_query::Values;
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{PgPool, Postgres};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, ExecResult, QueryResult,
+    RuntimeErr, Statement,
+};
+use sea_query_sqlx::SqlxValues;
+use tokio::sync::{Mutex, MutexGuard, Notify};
+
+use super::DbStats;
+
+/// Idle connections kept here, at most `keep`; the rest go back to the pool.
+pub struct Held {
+    pool: PgPool,
+    idle: StdMutex<Vec<PoolConnection<Postgres>>>,
+    /// Rung when a connection is kept: a statement waiting for the pool
+    /// takes it instead (it would otherwise wait while one sits here).
+    returned: Notify,
+    keep: usize,
+    stats: Arc<DbStats>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Held {
+    /// A kept connection, or the pool's next one, whichever comes first.
+    async fn take(&self) -> Result<PoolConnection<Postgres>, DbErr> {
+        loop {
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(conn) = self.idle.lock().expect("held connections").pop() {
+                return Ok(conn);
+            }
+            tokio::select! {
+                conn = self.pool.acquire() => return conn.map_err(sqlx_err),
+                () = &mut returned => {}
+            }
+        }
+    }
+
+    /// Keeps up to `keep` of `pool`'s connections; counts statements into
+    /// `stats` as the pool's callback does.
+    pub fn new(pool: PgPool, keep: usize, stats: Arc<DbStats>) -> Self {
+        Held {
+            pool,
+            idle: StdMutex::new(Vec::with_capacity(keep)),
+            returned: Notify::new(),
+            keep,
+            stats,
+        }
+    }
+}
+
+/// A connection for one service call's hot statements: the pool's own
+/// `DatabaseConnection` on SQLite, a held one on PostgreSQL.
+pub enum Hot<'a> {
+    /// The pool, as every other statement uses it.
+    Pool(&'a DatabaseConnection),
+    /// A connection from [`Held`], taken at the first statement.
+    Held(HeldConnection),
+}
+
+impl Hot<'_> {
+    /// A held connection over `held`.
+    pub fn held(held: Arc<Held>) -> Hot<'static> {
+        Hot::Held(HeldConnection {
+            held,
+            conn: Mutex::new(None),
+        })
+    }
+}
+
+/// A connection borrowed from [`Held`] for the life of this value.
+pub struct HeldConnection {
+    held: Arc<Held>,
+    /// None until the first statement, and after a statement that failed.
+    conn: Mutex<Option<Clean>>,
+}
+
+/// A connection and whether its last exchange finished.
+struct Clean {
+    conn: PoolConnection<Postgres>,
+    in_statement: bool,
+}
+
+impl HeldConnection {
+    /// This value's connection (taken on first use), marked as inside an
+    /// exchange until [`HeldConnection::finish`].
+    async fn start(&self) -> Result<MutexGuard<'_, Option<Clean>>, DbErr> {
+        self.held.stats.count();
+        let mut slot = self.conn.lock().await;
+        if slot.is_none() {
+            let conn = self.held.take().await?;
+            *slot = Some(Clean {
+                conn,
+                in_statement: false,
+            });
+        }
+        if let Some(clean) = slot.as_mut() {
+            clean.in_statement = true;
+        }
+        Ok(slot)
+    }
+
+    /// Ends an exchange: a connection that failed for another reason than a
+    /// refusal by the database goes back to the pool, whose ping checks it.
+    fn finish<T>(
+        slot: &mut Option<Clean>,
+        result: Result<T, sea_orm::sqlx::Error>,
+    ) -> Result<T, DbErr> {
+        match result {
+            Ok(value) => {
+                if let Some(clean) = slot.as_mut() {
+                    clean.in_statement = false;
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                if matches!(err, sea_orm::sqlx::Error::Database(_)) {
+                    if let Some(clean) = slot.as_mut() {
+                        clean.in_statement = false;
+                    }
+                } else {
+                    slot.take();
+                }
+                Err(sqlx_err(err))
+            }
+        }
+    }
+}
+
+/// `stmt` as a sqlx query.
+fn query(stmt: &Statement) -> sea_orm::sqlx::query::Query<'_, Postgres, SqlxValues> {
+    let values = stmt.values.clone().unwrap_or(Values(Vec::new()));
+    sea_orm::sqlx::query_with(
+        sea_orm::sqlx::AssertSqlSafe(stmt.sql.as_str()),
+        SqlxValues(values),
+    )
+}
+
+impl Drop for HeldConnection {
+    fn drop(&mut self) {
+        let Some(clean) = self.conn.get_mut().take() else {
+            return;
+        };
+        if clean.in_statement {
+            // Dropped inside an exchange: the pool's ping sorts it out.
+            return;
+        }
+        let mut idle = self.held.idle.lock().expect("held connections");
+        if idle.len() < self.held.keep {
+            idle.push(clean.conn);
+            drop(idle);
+            self.held.returned.notify_one();
+        }
+    }
+}
+
+fn sqlx_err(err: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)))
+}
+
+#[sea_orm::prelude::async_trait::async_trait]
+impl ConnectionTrait for Hot<'_> {
+    fn get_database_backend(&self) -> DatabaseBackend {
+        match self {
+            Hot::Pool(conn) => conn.get_database_backend(),
+            Hot::Held(_) => DatabaseBackend::Postgres,
+        }
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        let held = match self {
+            Hot::Pool(conn) => return conn.execute_raw(stmt).await,
+            Hot::Held(held) => held,
+        };
+        let mut slot = held.start().await?;
+        let conn = &mut slot.as_mut().expect("started").conn;
+        let result = query(&stmt).execute(&mut **conn).await;
+        HeldConnection::finish(&mut slot, result.map(ExecResult::from))
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        match self {
+            Hot::Pool(conn) => conn.execute_unprepared(sql).await,
+            Hot::Held(_) => Err(DbErr::Custom(
+                "unprepared statements go through the pool".into(),
+            )),
+        }
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        let held = match self {
+            Hot::Pool(conn) => return conn.query_one_raw(stmt).await,
+            Hot::Held(held) => held,
+        };
+        let mut slot = held.start().await?;
+        let conn = &mut slot.as_mut().expect("started").conn;
+        let result = query(&stmt).fetch_optional(&mut **conn).await;
+        HeldConnection::finish(&mut slot, result.map(|row| row.map(QueryResult::from)))
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let held = match self {
+            Hot::Pool(conn) => return conn.query_all_raw(stmt).await,
+            Hot::Held(held) => held,
+        };
+        let mut slot = held.start().await?;
+        let conn = &mut slot.as_mut().expect("started").conn;
+        let result = query(&stmt).fetch_all(&mut **conn).await;
+        HeldConnection::finish(
+            &mut slot,
+            result.map(|rows| rows.into_iter().map(QueryResult::from).collect()),
+        )
+    }
+}
