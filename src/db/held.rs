@@ -9,10 +9,13 @@
 //! its statement finished cleanly. A statement that failed for any reason
 //! but the database refusing it, or whose future was dropped midway (the
 //! connection may hold half an exchange), gives its connection back to the
-//! pool, whose ping then checks or closes it. Transactions use the pool.
+//! pool, whose ping then checks or closes it, and so does one held for
+//! `MAX_HELD` (the pool's own `max_lifetime` then applies). Transactions use
+//! the pool.
 
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+use std::time::{Duration, Instant};
 
 use sea_orm::sea_query::Values;
 use sea_orm::sqlx::pool::PoolConnection;
@@ -29,13 +32,23 @@ use super::DbStats;
 /// Idle connections kept here, at most `keep`; the rest go back to the pool.
 pub struct Held {
     pool: PgPool,
-    idle: StdMutex<Vec<PoolConnection<Postgres>>>,
+    idle: StdMutex<Vec<Kept>>,
     /// Rung when a connection is kept: a statement waiting for the pool
     /// takes it instead (it would otherwise wait while one sits here).
     returned: Notify,
     keep: usize,
     stats: Arc<DbStats>,
 }
+
+/// A connection and when it left the pool.
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    since: Instant,
+}
+
+/// A connection goes back to the pool (and so to its checks and its
+/// `max_lifetime`) after this long held, whatever its health.
+const MAX_HELD: Duration = Duration::from_secs(10 * 60);
 
 impl std::fmt::Debug for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,16 +60,19 @@ impl std::fmt::Debug for Held {
 
 impl Held {
     /// A kept connection, or the pool's next one, whichever comes first.
-    async fn take(&self) -> Result<PoolConnection<Postgres>, DbErr> {
+    async fn take(&self) -> Result<Kept, DbErr> {
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(conn) = self.idle.lock().expect("held connections").pop() {
-                return Ok(conn);
+            if let Some(kept) = self.idle.lock().expect("held connections").pop() {
+                return Ok(kept);
             }
             tokio::select! {
-                conn = self.pool.acquire() => return conn.map_err(sqlx_err),
+                conn = self.pool.acquire() => {
+                    let conn = conn.map_err(sqlx_err)?;
+                    return Ok(Kept { conn, since: Instant::now() });
+                }
                 () = &mut returned => {}
             }
         }
@@ -103,7 +119,7 @@ pub struct HeldConnection {
 
 /// A connection and whether its last exchange finished.
 struct Clean {
-    conn: PoolConnection<Postgres>,
+    kept: Kept,
     in_statement: bool,
 }
 
@@ -114,9 +130,9 @@ impl HeldConnection {
         self.held.stats.count();
         let mut slot = self.conn.lock().await;
         if slot.is_none() {
-            let conn = self.held.take().await?;
+            let kept = self.held.take().await?;
             *slot = Some(Clean {
-                conn,
+                kept,
                 in_statement: false,
             });
         }
@@ -167,13 +183,14 @@ impl Drop for HeldConnection {
         let Some(clean) = self.conn.get_mut().take() else {
             return;
         };
-        if clean.in_statement {
-            // Dropped inside an exchange: the pool's ping sorts it out.
+        if clean.in_statement || clean.kept.since.elapsed() > MAX_HELD {
+            // Dropped inside an exchange, or held long enough: the pool's
+            // ping sorts it out.
             return;
         }
         let mut idle = self.held.idle.lock().expect("held connections");
         if idle.len() < self.held.keep {
-            idle.push(clean.conn);
+            idle.push(clean.kept);
             drop(idle);
             self.held.returned.notify_one();
         }
@@ -199,7 +216,7 @@ impl ConnectionTrait for Hot<'_> {
             Hot::Held(held) => held,
         };
         let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").conn;
+        let conn = &mut slot.as_mut().expect("started").kept.conn;
         let result = query(&stmt).execute(&mut **conn).await;
         HeldConnection::finish(&mut slot, result.map(ExecResult::from))
     }
@@ -219,7 +236,7 @@ impl ConnectionTrait for Hot<'_> {
             Hot::Held(held) => held,
         };
         let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").conn;
+        let conn = &mut slot.as_mut().expect("started").kept.conn;
         let result = query(&stmt).fetch_optional(&mut **conn).await;
         HeldConnection::finish(&mut slot, result.map(|row| row.map(QueryResult::from)))
     }
@@ -230,7 +247,7 @@ impl ConnectionTrait for Hot<'_> {
             Hot::Held(held) => held,
         };
         let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").conn;
+        let conn = &mut slot.as_mut().expect("started").kept.conn;
         let result = query(&stmt).fetch_all(&mut **conn).await;
         HeldConnection::finish(
             &mut slot,
