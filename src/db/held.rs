@@ -40,11 +40,18 @@ pub struct Held {
     stats: Arc<DbStats>,
 }
 
-/// A connection and when it left the pool.
+/// A connection, when it left the pool, and when it was last kept here.
 struct Kept {
     conn: PoolConnection<Postgres>,
     since: Instant,
+    idle_since: Instant,
 }
+
+/// A connection kept idle this long goes back to the pool when next taken,
+/// whose ping checks it (as the pool checks its own idle connections
+/// before handing them out): a database restarted meanwhile costs no
+/// request.
+const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// A connection goes back to the pool (and so to its checks and its
 /// `max_lifetime`) after this long held, whatever its health.
@@ -65,13 +72,18 @@ impl Held {
             let returned = self.returned.notified();
             tokio::pin!(returned);
             returned.as_mut().enable();
-            if let Some(kept) = self.idle.lock().expect("held connections").pop() {
-                return Ok(kept);
+            let popped = self.idle.lock().expect("held connections").pop();
+            match popped {
+                Some(kept) if kept.idle_since.elapsed() <= MAX_IDLE => return Ok(kept),
+                // Dropped: back to the pool, through its ping.
+                Some(_) => continue,
+                None => {}
             }
             tokio::select! {
                 conn = self.pool.acquire() => {
                     let conn = conn.map_err(sqlx_err)?;
-                    return Ok(Kept { conn, since: Instant::now() });
+                    let now = Instant::now();
+                    return Ok(Kept { conn, since: now, idle_since: now });
                 }
                 () = &mut returned => {}
             }
@@ -190,7 +202,9 @@ impl Drop for HeldConnection {
         }
         let mut idle = self.held.idle.lock().expect("held connections");
         if idle.len() < self.held.keep {
-            idle.push(clean.kept);
+            let mut kept = clean.kept;
+            kept.idle_since = Instant::now();
+            idle.push(kept);
             drop(idle);
             self.held.returned.notify_one();
         }
