@@ -215,6 +215,23 @@ fn sqlx_err(err: sea_orm::sqlx::Error) -> DbErr {
     DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)))
 }
 
+/// The pool's `$method` for `Hot::Pool`; for `Hot::Held`, `$run` with the
+/// statement as a sqlx query and the held connection, between
+/// `HeldConnection::start` and `finish`.
+macro_rules! on_held {
+    ($self:ident, $stmt:ident, $method:ident, |$query:ident, $conn:ident| $run:expr) => {{
+        let held = match $self {
+            Hot::Pool(conn) => return conn.$method($stmt).await,
+            Hot::Held(held) => held,
+        };
+        let mut slot = held.start().await?;
+        let $conn = &mut *slot.as_mut().expect("started").kept.conn;
+        let $query = query(&$stmt);
+        let result = $run;
+        HeldConnection::finish(&mut slot, result)
+    }};
+}
+
 #[sea_orm::prelude::async_trait::async_trait]
 impl ConnectionTrait for Hot<'_> {
     fn get_database_backend(&self) -> DatabaseBackend {
@@ -225,14 +242,10 @@ impl ConnectionTrait for Hot<'_> {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let held = match self {
-            Hot::Pool(conn) => return conn.execute_raw(stmt).await,
-            Hot::Held(held) => held,
-        };
-        let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").kept.conn;
-        let result = query(&stmt).execute(&mut **conn).await;
-        HeldConnection::finish(&mut slot, result.map(ExecResult::from))
+        on_held!(self, stmt, execute_raw, |query, conn| query
+            .execute(conn)
+            .await
+            .map(ExecResult::from))
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -245,27 +258,16 @@ impl ConnectionTrait for Hot<'_> {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let held = match self {
-            Hot::Pool(conn) => return conn.query_one_raw(stmt).await,
-            Hot::Held(held) => held,
-        };
-        let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").kept.conn;
-        let result = query(&stmt).fetch_optional(&mut **conn).await;
-        HeldConnection::finish(&mut slot, result.map(|row| row.map(QueryResult::from)))
+        on_held!(self, stmt, query_one_raw, |query, conn| query
+            .fetch_optional(conn)
+            .await
+            .map(|row| row.map(QueryResult::from)))
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let held = match self {
-            Hot::Pool(conn) => return conn.query_all_raw(stmt).await,
-            Hot::Held(held) => held,
-        };
-        let mut slot = held.start().await?;
-        let conn = &mut slot.as_mut().expect("started").kept.conn;
-        let result = query(&stmt).fetch_all(&mut **conn).await;
-        HeldConnection::finish(
-            &mut slot,
-            result.map(|rows| rows.into_iter().map(QueryResult::from).collect()),
-        )
+        on_held!(self, stmt, query_all_raw, |query, conn| query
+            .fetch_all(conn)
+            .await
+            .map(|rows| rows.into_iter().map(QueryResult::from).collect()))
     }
 }
