@@ -18,6 +18,12 @@ both_backends!(
 const READ: &str = "subscription($r: UUID!, $after: Int, $types: [String!]) {
     events(runId: $r, afterSequence: $after, eventTypes: $types) { id priority eventType payload } }";
 
+/// What a watcher on its own connection subscribes to: it learns when the
+/// server's run feed has an event, so that the slow reader starts reading
+/// only once the event is in the server's hands, however loaded the machine.
+const WATCH: &str = "subscription($r: UUID!, $after: Int, $types: [String!], $min: Int) {
+    events(runId: $r, afterSequence: $after, eventTypes: $types, minPriority: $min) { id } }";
+
 /// The reader's kernel buffer: small, so that what waits is the server's.
 const RECEIVE_BUFFER: u32 = 16 * 1024;
 
@@ -64,6 +70,10 @@ async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
         json!({"r": s.run, "after": start, "types": ["big"]}),
     )
     .await;
+    let mut watcher = WsClient::ready(server.addr).await;
+    watcher
+        .subscribe("w", WATCH, json!({"r": s.run, "after": start, "min": 100}))
+        .await;
     let marker = publish(&server, json!({"runId": s.run, "eventType": "big"})).await;
     assert_eq!(ws.next_event("r").await["id"], marker["id"]);
 
@@ -73,6 +83,7 @@ async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
         json!({"runId": s.run, "eventType": "big", "priority": 100}),
     )
     .await;
+    assert_eq!(watcher.next_event("w").await["id"], urgent["id"]);
     let received = read_slowly(&mut ws, 31).await;
     let at = received
         .iter()
@@ -108,7 +119,16 @@ async fn a_quiet_subscription_is_not_held_behind_a_busy_one(backend: Backend) {
         json!({"r": s.run, "after": start, "types": ["small"]}),
     )
     .await;
-    publish(&server, json!({"runId": s.run, "eventType": "small"})).await;
+    let mut watcher = WsClient::ready(server.addr).await;
+    watcher
+        .subscribe(
+            "w",
+            WATCH,
+            json!({"r": s.run, "after": start, "types": ["small"]}),
+        )
+        .await;
+    let first_small = publish(&server, json!({"runId": s.run, "eventType": "small"})).await;
+    assert_eq!(watcher.next_event("w").await["id"], first_small["id"]);
     publish(&server, json!({"runId": s.run, "eventType": "big"})).await;
     let mut live: Vec<String> = read_slowly(&mut ws, 2)
         .await
@@ -120,6 +140,7 @@ async fn a_quiet_subscription_is_not_held_behind_a_busy_one(backend: Backend) {
 
     publish_large(&server, &s.run, "big", 30).await;
     let small = publish(&server, json!({"runId": s.run, "eventType": "small"})).await;
+    assert_eq!(watcher.next_event("w").await["id"], small["id"]);
     let received = read_slowly(&mut ws, 31).await;
     let at = received
         .iter()
