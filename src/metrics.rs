@@ -84,7 +84,7 @@ impl Metrics {
         describe(
             COMPILED,
             None,
-            "GraphQL requests over HTTP answered by the compiled path of hot documents.",
+            "GraphQL requests over HTTP and websocket subscriptions answered by the compiled path of hot documents.",
         );
         describe(
             ERRORS,

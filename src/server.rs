@@ -68,7 +68,7 @@ impl App {
         let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {
             state: AppState {
-                graphql: Executor::new(schema, ctx.metrics.clone()),
+                graphql: Executor::new(schema, ctx.metrics.clone(), hub.clone()),
                 ctx,
                 ws: Arc::new(ws),
                 shutdown: shutdown.clone(),

@@ -9,8 +9,10 @@
 //! per field, which a 50-event page pays 300 times.
 
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use async_graphql::parser::parse_query;
 use async_graphql::parser::types::ExecutableDocument;
@@ -20,6 +22,9 @@ use lru::LruCache;
 
 use super::error::{add_code, catching_panics};
 use super::{AppSchema, RequestLoader, compiled};
+use crate::delivery::Hub;
+use crate::delivery::subscription::Delivered;
+use crate::error::AppResult;
 use crate::metrics::Metrics;
 use crate::service::Ctx;
 use crate::service::auth::Principal;
@@ -37,15 +42,19 @@ pub struct Executor {
     schema: AppSchema,
     documents: Arc<Documents>,
     metrics: Arc<Metrics>,
+    /// Event delivery, for the compiled subscriptions.
+    hub: Arc<Hub>,
 }
 
 impl Executor {
-    /// Runs `schema`, counting into `metrics`.
-    pub fn new(schema: AppSchema, metrics: Arc<Metrics>) -> Self {
+    /// Runs `schema`, counting into `metrics`; compiled subscriptions take
+    /// their events from `hub`.
+    pub fn new(schema: AppSchema, metrics: Arc<Metrics>, hub: Arc<Hub>) -> Self {
         Executor {
             schema,
             documents: Arc::new(Documents::new(DOCUMENTS)),
             metrics,
+            hub,
         }
     }
 
@@ -83,8 +92,33 @@ impl Executor {
         Answer::General(response)
     }
 
+    /// Starts a websocket subscription on its document's compiled plan, when
+    /// the document has one that is proven and the plan takes the request;
+    /// none when the general path (`execute_stream`) must run it.
+    pub async fn subscribe(
+        &self,
+        ctx: &Ctx,
+        request: &mut Request,
+    ) -> Option<CompiledSubscription> {
+        let (operation, entry) = self.documents.prepare(request);
+        let entry = entry?;
+        let plan = entry.proven_plan(request).filter(|p| p.is_subscription())?;
+        let events = compiled::subscribe(plan, ctx, &self.hub, &request.variables).await?;
+        self.metrics.compiled();
+        Some(CompiledSubscription {
+            events: Box::pin(events),
+            query: request.query.clone(),
+            operation,
+            entry,
+            first: true,
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// Runs one websocket operation: a query's or mutation's one response,
-    /// or a subscription's responses.
+    /// or a subscription's responses. Its document is proven once it is past
+    /// validation: a first response without errors, or a first poll that
+    /// waits (for a subscription's events or a resolver's reads).
     pub fn execute_stream(
         &self,
         mut request: Request,
@@ -94,7 +128,8 @@ impl Executor {
         let query = request.query.clone();
         let this = self.clone();
         let mut first = true;
-        self.schema
+        let mut responses = self
+            .schema
             .execute_stream(request)
             .map(move |mut response| {
                 add_codes(&mut response, &query);
@@ -107,7 +142,22 @@ impl Executor {
                     this.count_errors(&response);
                 }
                 response
-            })
+            });
+        let mut proving = entry;
+        futures::stream::poll_fn(move |cx| {
+            let poll = responses.poll_next_unpin(cx);
+            if let Some(entry) = proving.take() {
+                let past_validation = match &poll {
+                    Poll::Pending => true,
+                    Poll::Ready(Some(response)) => response.errors.is_empty(),
+                    Poll::Ready(None) => false,
+                };
+                if past_validation {
+                    entry.proven.store(true, Ordering::Relaxed);
+                }
+            }
+            poll
+        })
     }
 
     fn count(&self, transport: &'static str, operation: Option<&str>, response: &Response) {
@@ -118,16 +168,7 @@ impl Executor {
 
     fn count_errors(&self, response: &Response) {
         for error in &response.errors {
-            let code = error
-                .extensions
-                .as_ref()
-                .and_then(|e| e.get("code"))
-                .and_then(|code| match code {
-                    async_graphql::Value::String(code) => Some(code.as_str()),
-                    _ => None,
-                })
-                .unwrap_or("OTHER");
-            self.metrics.error(code);
+            self.metrics.error(error_code(error));
         }
     }
 }
@@ -138,6 +179,78 @@ pub enum Answer {
     Compiled(String),
     /// The schema's response.
     General(Response),
+}
+
+/// A websocket subscription answered by its compiled plan.
+pub struct CompiledSubscription {
+    events: Pin<Box<dyn Stream<Item = AppResult<Delivered>> + Send>>,
+    /// The query text, which error codes name arguments from.
+    query: String,
+    operation: Option<String>,
+    entry: Arc<Entry>,
+    first: bool,
+    metrics: Arc<Metrics>,
+}
+
+/// What a compiled subscription brings next.
+pub enum Next {
+    /// An event to send, rendered by `CompiledSubscription::render`.
+    Event(Delivered),
+    /// An error response, as the general path would send it; the stream ends after it.
+    Error(Box<Response>),
+}
+
+impl CompiledSubscription {
+    /// The next event or error; none once the stream has ended.
+    pub async fn next(&mut self) -> Option<Next> {
+        let item = self.events.next().await?;
+        let first = std::mem::replace(&mut self.first, false);
+        match item {
+            Ok(delivered) => {
+                if first {
+                    self.metrics
+                        .request("websocket", self.operation.as_deref(), true);
+                }
+                Some(Next::Event(delivered))
+            }
+            Err(err) => {
+                let plan = self
+                    .entry
+                    .plan
+                    .as_ref()
+                    .expect("a compiled entry has a plan");
+                let mut response = compiled::stream_error(plan, err);
+                add_codes(&mut response, &self.query);
+                if first {
+                    self.metrics
+                        .request("websocket", self.operation.as_deref(), false);
+                }
+                for error in &response.errors {
+                    self.metrics.error(error_code(error));
+                }
+                Some(Next::Error(Box::new(response)))
+            }
+        }
+    }
+
+    /// The `next` payload of `event`, as the general path would write it.
+    pub fn render(&self, event: &crate::entity::event_instance::Model) -> Option<String> {
+        let plan = self.entry.plan.as_ref()?;
+        compiled::render_event(plan, event)
+    }
+}
+
+/// An error's `extensions.code`, or `OTHER`.
+fn error_code(error: &async_graphql::ServerError) -> &str {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .and_then(|code| match code {
+            async_graphql::Value::String(code) => Some(code.as_str()),
+            _ => None,
+        })
+        .unwrap_or("OTHER")
 }
 
 /// Spares the schema parsing `request` again.

@@ -18,14 +18,31 @@
 //! changed nothing) or anything unusual sends the request through the
 //! general path, which gives the error its usual shape. The property test
 //! `tests/it/compiled.rs` checks the two paths byte for byte.
+//!
+//! A reader's `events` subscription compiles too, for its memory rather
+//! than its CPU: answered through async-graphql, every idle subscription
+//! keeps the executor's boxed stream, the request's variables and query
+//! environment alive (~5 KiB); compiled, it keeps the event stream and its
+//! plan. A subscription document is proven once the general path has taken
+//! it past validation (its first response without errors, or a first poll
+//! that waits for events).
 
 mod plan;
 mod write;
 
 pub use plan::Plan;
 
-use async_graphql::Variables;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::{PathSegment, Response, Variables};
+use futures::Stream;
 use serde_json::Value;
+
+use crate::delivery::Hub;
+use crate::delivery::subscription::{self, Delivered, EventsRequest};
+use crate::entity::event_instance;
+use crate::error::{AppError, AppResult};
 
 use crate::graphql::types::event::EventInput;
 use crate::service::auth::Principal;
@@ -84,6 +101,8 @@ pub async fn run(
             write::connection(&mut out, selection, &page, had_cursor, &types)?;
             Some(out.finish())
         }
+        // Subscriptions run over websockets only (`subscribe`).
+        Root::EventsSubscription(_) => None,
         Root::PublishEvent { input, selection } => {
             let input = input.resolve(variables)?.event_input()?;
             let events = publish::publish(ctx, principal, vec![input.into()], "input", |_| {
@@ -123,6 +142,78 @@ pub async fn run(
     }
 }
 
+/// Starts a reader's `events` subscription answered by `plan`: its stream
+/// of events, or none when the general path must answer (an engine's
+/// subscription, an argument the schema would refuse, an error at the
+/// start, which changed nothing and which the general path reports).
+pub async fn subscribe(
+    plan: &Plan,
+    ctx: &Ctx,
+    hub: &Arc<Hub>,
+    variables: &Variables,
+) -> Option<impl Stream<Item = AppResult<Delivered>> + use<>> {
+    let Root::EventsSubscription(subscription) = &plan.root else {
+        return None;
+    };
+    let plan::EventsSubscription {
+        run_id,
+        engine_id,
+        event_types,
+        min_priority,
+        after_sequence,
+        max_in_flight,
+        lease_seconds,
+        selection: _,
+    } = &**subscription;
+    // An engine's stream (leases, its own delivery field) stays general.
+    if engine_id
+        .resolve(variables)
+        .is_some_and(|v| *v != async_graphql::Value::Null)
+    {
+        return None;
+    }
+    let opt_i32 = |arg: &Arg| match arg.resolve(variables) {
+        None => Some(None),
+        Some(value) => value.opt_i32(),
+    };
+    let request = EventsRequest {
+        run_id: run_id.resolve(variables)?.uuid()?,
+        engine_id: None,
+        event_types: match event_types.resolve(variables) {
+            None => None,
+            Some(value) => value.opt_strings()?,
+        },
+        min_priority: opt_i32(min_priority)?,
+        after_sequence: match after_sequence.resolve(variables) {
+            None => None,
+            Some(value) => value.opt_i64()?,
+        },
+        max_in_flight: opt_i32(max_in_flight)?,
+        lease_seconds: opt_i32(lease_seconds)?,
+    };
+    subscription::events(ctx, hub, request).await.ok()
+}
+
+/// The `next` payload of `event` for a subscription `plan`.
+pub fn render_event(plan: &Plan, event: &event_instance::Model) -> Option<String> {
+    let Root::EventsSubscription(subscription) = &plan.root else {
+        return None;
+    };
+    let selection = &subscription.selection;
+    let mut out = write::Out::response(&plan.key);
+    write::event(&mut out, &selection.fields, event, &HashMap::new())?;
+    Some(out.finish())
+}
+
+/// The response the general path gives for an error from a subscription's
+/// stream: the error at the root field, no data.
+pub fn stream_error(plan: &Plan, err: AppError) -> Response {
+    let err = async_graphql::Error::from(err)
+        .into_server_error(plan.pos)
+        .with_path(vec![PathSegment::Field(plan.key.clone())]);
+    Response::from_errors(vec![err])
+}
+
 /// An argument's value, decoded exactly as the schema's input types decode
 /// it; `None` where they would refuse it (the general path then says why).
 trait Decode {
@@ -130,6 +221,7 @@ trait Decode {
     fn opt_i32(&self) -> Option<Option<i32>>;
     fn opt_i64(&self) -> Option<Option<i64>>;
     fn opt_string(&self) -> Option<Option<String>>;
+    fn opt_strings(&self) -> Option<Option<Vec<String>>>;
     fn event_order(&self) -> Option<event_svc::EventOrder>;
     fn json(&self) -> Option<Value>;
     fn event_input(&self) -> Option<EventInput>;
@@ -163,6 +255,23 @@ impl Decode for async_graphql::Value {
         match self {
             async_graphql::Value::Null => Some(None),
             async_graphql::Value::String(s) => Some(Some(s.clone())),
+            _ => None,
+        }
+    }
+
+    fn opt_strings(&self) -> Option<Option<Vec<String>>> {
+        match self {
+            async_graphql::Value::Null => Some(None),
+            // A single value where a list is expected is a list of one.
+            async_graphql::Value::String(s) => Some(Some(vec![s.clone()])),
+            async_graphql::Value::List(items) => items
+                .iter()
+                .map(|item| match item {
+                    async_graphql::Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+                .map(Some),
             _ => None,
         }
     }

@@ -7,7 +7,7 @@ use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
     SelectionSet,
 };
-use async_graphql::{Name, Positioned, Value};
+use async_graphql::{Name, Pos, Positioned, Value};
 use async_graphql_value::Value as AstValue;
 
 /// A compiled document: its operation's name and what its one root field does.
@@ -16,6 +16,8 @@ pub struct Plan {
     pub operation: Option<Name>,
     /// The root field's response key.
     pub(super) key: String,
+    /// Where the root field is in the document (errors point at it).
+    pub(super) pos: Pos,
     pub(super) root: Root,
 }
 
@@ -29,6 +31,9 @@ pub(super) enum Root {
         after: Arg,
         selection: ConnectionSelection,
     },
+    /// `Subscription.events(...)` of a reader (no `engineId`), selecting
+    /// event fields but not the event's `type`.
+    EventsSubscription(Box<EventsSubscription>),
     /// `Mutation.publishEvent(input)`.
     PublishEvent {
         input: Arg,
@@ -41,6 +46,18 @@ pub(super) enum Root {
         expected_version: Arg,
         selection: Vec<(String, EngineField)>,
     },
+}
+
+/// The arguments and selection of a compiled `events` subscription.
+pub(super) struct EventsSubscription {
+    pub run_id: Arg,
+    pub engine_id: Arg,
+    pub event_types: Arg,
+    pub min_priority: Arg,
+    pub after_sequence: Arg,
+    pub max_in_flight: Arg,
+    pub lease_seconds: Arg,
+    pub selection: EventSelection,
 }
 
 /// Where an argument's value comes from.
@@ -152,6 +169,10 @@ impl Plan {
             return None;
         };
         let field = plain_field(root)?;
+        let pos = match &root.node {
+            Selection::Field(field) => field.pos,
+            _ => return None,
+        };
         let args = Args::of(field, definition)?;
         let root = match (definition.ty, field.name.node.as_str()) {
             (OperationType::Query, "events") => {
@@ -163,6 +184,31 @@ impl Plan {
                     after: args.get("after"),
                     selection: connection(&field.selection_set.node)?,
                 }
+            }
+            (OperationType::Subscription, "events") => {
+                args.only(&[
+                    "runId",
+                    "engineId",
+                    "eventTypes",
+                    "minPriority",
+                    "afterSequence",
+                    "maxInFlight",
+                    "leaseSeconds",
+                ])?;
+                let selection = event(&field.selection_set.node)?;
+                if selection.types_selected() {
+                    return None;
+                }
+                Root::EventsSubscription(Box::new(EventsSubscription {
+                    run_id: args.get("runId"),
+                    engine_id: args.get("engineId"),
+                    event_types: args.get("eventTypes"),
+                    min_priority: args.get("minPriority"),
+                    after_sequence: args.get("afterSequence"),
+                    max_in_flight: args.get("maxInFlight"),
+                    lease_seconds: args.get("leaseSeconds"),
+                    selection,
+                }))
             }
             (OperationType::Mutation, "publishEvent") => {
                 args.only(&["input"])?;
@@ -197,8 +243,16 @@ impl Plan {
         Some(Plan {
             operation,
             key: response_key(field),
+            pos,
             root,
         })
+    }
+}
+
+impl Plan {
+    /// Whether the plan answers a subscription (over a websocket only).
+    pub fn is_subscription(&self) -> bool {
+        matches!(self.root, Root::EventsSubscription(_))
     }
 }
 

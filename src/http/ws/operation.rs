@@ -11,6 +11,7 @@ use super::protocol::{OperationPayload, Protocol};
 use super::writer::Outbox;
 use crate::graphql::RequestLoader;
 use crate::graphql::error::internal_error;
+use crate::graphql::execution::{CompiledSubscription, Next};
 use crate::graphql::subscription::LastEvent;
 use crate::http::{AppState, render};
 use crate::metrics::Metrics;
@@ -48,17 +49,61 @@ pub(super) async fn operation(
         render::shape_of(&document, &payload.query, payload.operation_name.as_deref())
     });
     let per_subscriber = render::selects_delivery(&payload.query);
-    let last_event = LastEvent::default();
-    let mut request = async_graphql::Request::new(payload.query)
-        .data(RequestLoader::uncached())
-        .data(principal)
-        .data(last_event.clone());
+    let mut request = async_graphql::Request::new(payload.query);
     if let Some(variables) = payload.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
     }
     if let Some(name) = payload.operation_name {
         request = request.operation_name(name);
     }
+    // The request and the setup's reads are boxed, and so is the general
+    // path's loop: what this future keeps inline for the operation's whole
+    // life is only what a compiled subscription needs.
+    let mut request = Box::new(request);
+    let compiled = Box::pin(state.graphql.subscribe(&state.ctx, &mut request)).await;
+    if let Some(compiled) = compiled {
+        // The request (its variables, its query text) is not kept.
+        drop(request);
+        return compiled_operation(state, protocol, id, shape, compiled, out).await;
+    }
+    let general = General {
+        protocol,
+        id,
+        shape,
+        per_subscriber,
+        out,
+    };
+    Box::pin(general_operation(state, principal, *request, general)).await;
+}
+
+/// What the general path's loop needs of its operation.
+struct General {
+    protocol: Protocol,
+    id: String,
+    shape: Option<Arc<str>>,
+    per_subscriber: bool,
+    out: Outbox,
+}
+
+/// Runs an operation through the executor.
+async fn general_operation(
+    state: Arc<AppState>,
+    principal: Principal,
+    request: async_graphql::Request,
+    general: General,
+) {
+    let General {
+        protocol,
+        id,
+        shape,
+        per_subscriber,
+        out,
+    } = general;
+    let last_event = LastEvent::default();
+    let request = request
+        .data(RequestLoader::uncached())
+        .data(principal)
+        .data(last_event.clone());
     let mut responses = state.graphql.execute_stream(request);
     let mut first = true;
     loop {
@@ -70,12 +115,7 @@ pub(super) async fn operation(
         let response = match next {
             Ok(Some(response)) => response,
             Ok(None) => break,
-            Err(_) => {
-                tracing::error!(operation = %id, "a subscription panicked");
-                let error = json!({"id": id, "type": "error", "payload": [internal_error()]});
-                let _ = out.text(error.to_string()).await;
-                return;
-            }
+            Err(_) => return panicked(&id, &out).await,
         };
         let failed_at_start =
             first && response.is_err() && response.data == async_graphql::Value::Null;
@@ -103,16 +143,90 @@ pub(super) async fn operation(
             return;
         }
         if let Some(created_at) = created_at {
-            let lag = (chrono::Utc::now() - created_at)
-                .to_std()
-                .unwrap_or_default();
-            state.ctx.metrics.delivered(lag);
+            count_delivered(&state, created_at);
         }
         if failed_at_start {
             return;
         }
         first = false;
     }
+    complete(&id, &out).await;
+}
+
+/// Runs a subscription on its compiled plan: the same messages as the
+/// general path's, rendered without the executor.
+async fn compiled_operation(
+    state: Arc<AppState>,
+    protocol: Protocol,
+    id: String,
+    shape: Option<Arc<str>>,
+    mut compiled: CompiledSubscription,
+    out: Outbox,
+) {
+    let quoted = serde_json::to_string(&id).expect("strings serialize");
+    loop {
+        let next = std::panic::AssertUnwindSafe(compiled.next())
+            .catch_unwind()
+            .await;
+        let message = match next {
+            Ok(Some(Next::Event(delivered))) => {
+                let event = &delivered.event;
+                // The subscription is borrowed only here, not across an await.
+                let payload: Arc<str> = {
+                    let render = || compiled.render(event).unwrap_or_default();
+                    match &shape {
+                        Some(shape) => state.renders.payload(event.id, shape, render),
+                        None => render().into(),
+                    }
+                };
+                if payload.is_empty() {
+                    // Every selected field is written; nothing to send means a bug.
+                    tracing::error!(operation = %id, "a compiled event did not render");
+                    let error = json!({"id": id, "type": "error", "payload": [internal_error()]});
+                    let _ = out.text(error.to_string()).await;
+                    return;
+                }
+                let message = format!(
+                    r#"{{"id":{quoted},"type":"{}","payload":{payload}}}"#,
+                    protocol.next_type()
+                );
+                if out.text(message).await.is_err() {
+                    return;
+                }
+                count_delivered(&state, event.created_at);
+                continue;
+            }
+            Ok(Some(Next::Error(response))) => {
+                json!({"id": id, "type": protocol.next_type(), "payload": response}).to_string()
+            }
+            Ok(None) => break,
+            Err(_) => return panicked(&id, &out).await,
+        };
+        if out.text(message).await.is_err() {
+            return;
+        }
+    }
+    complete(&id, &out).await;
+}
+
+/// Ends an operation whose stream panicked with an `INTERNAL` error; the
+/// connection and its other operations go on.
+async fn panicked(id: &str, out: &Outbox) {
+    tracing::error!(operation = %id, "a subscription panicked");
+    let error = json!({"id": id, "type": "error", "payload": [internal_error()]});
+    let _ = out.text(error.to_string()).await;
+}
+
+/// Counts an event delivered, with how long after its publication.
+fn count_delivered(state: &AppState, created_at: chrono::DateTime<chrono::Utc>) {
+    let lag = (chrono::Utc::now() - created_at)
+        .to_std()
+        .unwrap_or_default();
+    state.ctx.metrics.delivered(lag);
+}
+
+/// Ends the operation with `complete`.
+async fn complete(id: &str, out: &Outbox) {
     tracing::debug!("operation complete");
     let _ = out
         .text(json!({"id": id, "type": "complete"}).to_string())
