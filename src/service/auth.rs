@@ -114,7 +114,19 @@ impl Principal {
 #[derive(Default)]
 pub struct KeyPresence {
     /// A std Mutex: held for a check of the clock, never across an await.
-    checked: Mutex<Option<(Instant, bool)>>,
+    checked: Mutex<Checked>,
+    /// One lookup at a time: the requests that find the answer stale wait
+    /// for it instead of each asking the database (32 concurrent requests
+    /// made 32 lookups every second).
+    lookup: tokio::sync::Mutex<()>,
+}
+
+/// The last answer and when it was looked up; `generation` counts the
+/// changes of keys, so that a lookup started before one is not kept.
+#[derive(Default)]
+struct Checked {
+    answer: Option<(Instant, bool)>,
+    generation: u64,
 }
 
 const PRESENCE_TTL: Duration = Duration::from_secs(1);
@@ -201,22 +213,40 @@ pub async fn is_active(ctx: &Ctx, key_id: Uuid) -> AppResult<bool> {
 
 impl KeyPresence {
     fn forget(&self) {
-        *self.checked.lock().expect("key presence poisoned") = None;
+        let mut checked = self.checked.lock().expect("key presence poisoned");
+        checked.answer = None;
+        checked.generation += 1;
+    }
+
+    /// The answer, if it is fresh; else the generation a lookup starts from.
+    fn fresh(&self) -> Result<bool, u64> {
+        let checked = self.checked.lock().expect("key presence poisoned");
+        match checked.answer {
+            Some((at, any)) if at.elapsed() < PRESENCE_TTL => Ok(any),
+            _ => Err(checked.generation),
+        }
     }
 
     /// Whether any key is active (cached for a second).
     pub async fn any(&self, ctx: &Ctx) -> AppResult<bool> {
-        if let Some((at, any)) = *self.checked.lock().expect("key presence poisoned")
-            && at.elapsed() < PRESENCE_TTL
-        {
+        if let Ok(any) = self.fresh() {
             return Ok(any);
         }
+        let _turn = self.lookup.lock().await;
+        // Whoever held the turn before may have looked it up meanwhile.
+        let generation = match self.fresh() {
+            Ok(any) => return Ok(any),
+            Err(generation) => generation,
+        };
         let any = api_key::Entity::find()
             .filter(api_key::Column::RevokedAt.is_null())
             .count(&ctx.db.conn)
             .await?
             > 0;
-        *self.checked.lock().expect("key presence poisoned") = Some((Instant::now(), any));
+        let mut checked = self.checked.lock().expect("key presence poisoned");
+        if checked.generation == generation {
+            checked.answer = Some((Instant::now(), any));
+        }
         Ok(any)
     }
 }
