@@ -108,7 +108,7 @@ pub mod defaults {
     pub const DATABASE_URL: &str = "sqlite://scenario-hub.db";
     /// Default of `bind`: loopback only.
     pub const BIND: &str = "127.0.0.1:8000";
-    /// Default of `database_max_connections`.
+    /// Default of `database_max_connections` on PostgreSQL.
     pub const DATABASE_MAX_CONNECTIONS: u32 = 16;
     /// Default of `shutdown_timeout_ms`.
     pub const SHUTDOWN_TIMEOUT_MS: u64 = 30_000;
@@ -154,9 +154,28 @@ pub struct DatabaseConfig {
     /// Database URL: `sqlite://PATH` (created when missing) or `postgres://...`.
     #[arg(long, env = "DATABASE_URL", default_value = defaults::DATABASE_URL)]
     pub database_url: String,
-    /// Most connections the pool opens.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = defaults::DATABASE_MAX_CONNECTIONS)]
-    pub database_max_connections: u32,
+    /// Most connections the pool opens [default: 16 on PostgreSQL; on
+    /// SQLite four per core, at least 8].
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS")]
+    pub database_max_connections: Option<u32>,
+}
+
+impl DatabaseConfig {
+    /// The pool size: the one configured, or the backend's default. Each
+    /// SQLite connection is a worker thread of its own with its own page
+    /// cache (~1 MB), and SQLite writes one at a time: far more connections
+    /// than cores only contend (on 2 cores a pool of 8 read W1 pages
+    /// 30-40% faster than one of 16, with W3's p99 halved).
+    pub fn max_connections(&self) -> u32 {
+        self.database_max_connections.unwrap_or_else(|| {
+            if self.database_url.starts_with("sqlite:") {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                u32::try_from(cores * 4).unwrap_or(u32::MAX).max(8)
+            } else {
+                defaults::DATABASE_MAX_CONNECTIONS
+            }
+        })
+    }
 }
 
 /// How log lines are written.
@@ -340,7 +359,7 @@ impl ServeConfig {
         ServeConfig {
             database: DatabaseConfig {
                 database_url: database_url.into(),
-                database_max_connections: defaults::DATABASE_MAX_CONNECTIONS,
+                database_max_connections: None,
             },
             bind: defaults::BIND.parse().expect("the default address parses"),
             log_format: LogFormat::Text,
@@ -375,5 +394,21 @@ mod tests {
         assert_eq!(config.limits.max_page_size, 500);
         assert_eq!(config.limits.max_query_depth, 16);
         assert_eq!(config.limits.max_query_complexity, 2000);
+    }
+
+    #[test]
+    fn the_pool_size_defaults_by_backend() {
+        let config = |url: &str, size: Option<u32>| super::DatabaseConfig {
+            database_url: url.to_owned(),
+            database_max_connections: size,
+        };
+        assert_eq!(config("postgres://h/db", None).max_connections(), 16);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+        assert_eq!(
+            config("sqlite://hub.db", None).max_connections(),
+            (cores * 4).max(8)
+        );
+        assert_eq!(config("sqlite://hub.db", Some(9)).max_connections(), 9);
+        assert_eq!(config("postgres://h/db", Some(3)).max_connections(), 3);
     }
 }

@@ -85,7 +85,7 @@ impl Db {
         let url = &config.database_url;
         let mut options = ConnectOptions::new(url.clone());
         options
-            .max_connections(config.database_max_connections)
+            .max_connections(config.max_connections())
             .acquire_timeout(Duration::from_secs(30))
             // sqlx pings every connection it hands out: a round trip per
             // request. Only connections idle this long are checked first.
@@ -126,7 +126,7 @@ impl Db {
         // Half the pool at most stays held: transactions and the rest
         // always find connections in the pool.
         let held = (conn.get_database_backend() == DatabaseBackend::Postgres).then(|| {
-            let keep = (config.database_max_connections as usize / 2).max(1);
+            let keep = (config.max_connections() as usize / 2).max(1);
             let pool = conn.get_postgres_connection_pool().clone();
             Arc::new(held::Held::new(pool, keep, stats.clone()))
         });

@@ -396,7 +396,7 @@ async fn stored_aggregations_are_mapped_or_reported(backend: Backend) {
     let template = template(&server, "legacy", json!([])).await;
     let pool = Db::connect(&DatabaseConfig {
         database_url: server.database_url().to_owned(),
-        database_max_connections: 2,
+        database_max_connections: Some(2),
     })
     .await
     .unwrap();

@@ -94,7 +94,10 @@ async fn a_fresh_server_exports_every_counter_at_zero(backend: Backend) {
 }
 
 async fn metrics_count_requests_errors_events_and_connections(backend: Backend) {
-    let server = TestServer::start(backend).await;
+    let server = TestServer::start_with(backend, |config| {
+        config.database.database_max_connections = Some(7);
+    })
+    .await;
     let s = scenario(&server, "metrics").await;
     event_type(&server, "tick", Value::Null, 0, 1).await;
 
@@ -201,7 +204,7 @@ async fn metrics_count_requests_errors_events_and_connections(backend: Backend) 
     );
     assert_eq!(at("scenario_hub_websocket_connections", &[]), 1.0);
     assert_eq!(at("scenario_hub_subscriptions", &[]), 1.0);
-    assert_eq!(at("scenario_hub_db_pool_max_connections", &[]), 16.0);
+    assert_eq!(at("scenario_hub_db_pool_max_connections", &[]), 7.0);
     assert!(at("scenario_hub_db_pool_connections", &[]) >= 1.0);
 
     // A closed connection leaves the gauges.

@@ -408,7 +408,7 @@ async fn migrations_roll_back_and_apply_again(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = DatabaseConfig {
         database_url: db.url.clone(),
-        database_max_connections: 4,
+        database_max_connections: Some(4),
     };
     let pool = Db::connect(&config).await.unwrap();
     pool.migrate().await.unwrap();
@@ -476,7 +476,7 @@ async fn records_from_before_delivery_rows_keep_their_outcome(backend: Backend) 
     // As before delivery rows: the records alone, then the migration again.
     let pool = Db::connect(&DatabaseConfig {
         database_url: server.database_url().to_owned(),
-        database_max_connections: 2,
+        database_max_connections: Some(2),
     })
     .await
     .unwrap();

@@ -190,7 +190,7 @@ async fn rows_from_before_the_timeline_get_a_history_of_one(backend: Backend) {
     // Back to before the timeline, and forward again.
     let pool = Db::connect(&DatabaseConfig {
         database_url: server.database_url().to_owned(),
-        database_max_connections: 2,
+        database_max_connections: Some(2),
     })
     .await
     .unwrap();
