@@ -180,7 +180,9 @@ async fn compiled_operation(
                     }
                 };
                 if payload.is_empty() {
-                    // Every selected field is written; nothing to send means a bug.
+                    // `write::event` fails only for an event type it was not
+                    // given, and a compiled subscription never selects `type`:
+                    // nothing to send is a bug, not a case.
                     tracing::error!(operation = %id, "a compiled event did not render");
                     let error = json!({"id": id, "type": "error", "payload": [internal_error()]});
                     let _ = out.text(error.to_string()).await;
