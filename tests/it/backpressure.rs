@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::common::ws::WsClient;
-use crate::common::{Backend, TestServer, event_type, last_sequence, publish, scenario};
+use crate::common::{
+    Backend, TestServer, event_type, last_sequence, publish, scenario, subscribe_compiled,
+};
 
 both_backends!(
     an_urgent_event_overtakes_large_queued_ones,
@@ -26,6 +28,46 @@ const WATCH: &str = "subscription($r: UUID!, $after: Int, $types: [String!], $mi
 
 /// The reader's kernel buffer: small, so that what waits is the server's.
 const RECEIVE_BUFFER: u32 = 16 * 1024;
+
+/// Which path the slow reader's subscriptions take: both must keep the
+/// byte bound's promises.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    General,
+    Compiled,
+}
+
+/// Subscribes `READ` for `variables` on `ws` through `path`; returns the
+/// operation's id.
+async fn subscribe(
+    server: &TestServer,
+    ws: &mut WsClient,
+    path: Path,
+    id: &str,
+    variables: Value,
+) -> String {
+    match path {
+        Path::General => {
+            ws.subscribe(id, READ, variables).await;
+            id.to_owned()
+        }
+        Path::Compiled => {
+            // A general-path operation of the same text, on its own
+            // connection and selecting nothing that will arrive, proves it.
+            let mut prover = WsClient::ready(server.addr).await;
+            prover
+                .subscribe(
+                    "prove",
+                    READ,
+                    json!({"r": variables["r"], "types": ["none"]}),
+                )
+                .await;
+            subscribe_compiled(server, ws, id, READ, &variables)
+                .await
+                .expect("the compiled path answers the reader")
+        }
+    }
+}
 
 /// Publishes `n` events of `event_type` with 150 KB payloads, five per call.
 async fn publish_large(server: &TestServer, run: &str, event_type: &str, n: usize) {
@@ -59,14 +101,22 @@ async fn read_slowly(ws: &mut WsClient, n: usize) -> Vec<(String, Value)> {
 }
 
 async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
+    for path in [Path::General, Path::Compiled] {
+        urgent_overtakes(backend, path).await;
+    }
+}
+
+async fn urgent_overtakes(backend: Backend, path: Path) {
     let server = TestServer::start(backend).await;
     let s = scenario(&server, "bytes").await;
     event_type(&server, "big", json!(null), 0, 1).await;
     let start = last_sequence(&server, &s.run).await;
     let mut ws = WsClient::ready_with_receive_buffer(server.addr, RECEIVE_BUFFER).await;
-    ws.subscribe(
+    let r = subscribe(
+        &server,
+        &mut ws,
+        path,
         "r",
-        READ,
         json!({"r": s.run, "after": start, "types": ["big"]}),
     )
     .await;
@@ -75,7 +125,7 @@ async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
         .subscribe("w", WATCH, json!({"r": s.run, "after": start, "min": 100}))
         .await;
     let marker = publish(&server, json!({"runId": s.run, "eventType": "big"})).await;
-    assert_eq!(ws.next_event("r").await["id"], marker["id"]);
+    assert_eq!(ws.next_event(&r).await["id"], marker["id"]);
 
     publish_large(&server, &s.run, "big", 30).await;
     let urgent = publish(
@@ -92,7 +142,10 @@ async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
     // Ahead of it: at most what the server had already let go (one event
     // being rendered, the 128 KiB queue, the 128 KiB socket buffer) and
     // what the reader's own buffer held.
-    assert!(at <= 6, "the urgent event came {at}th of 31");
+    assert!(
+        at <= 6,
+        "the urgent event came {at}th of 31 ({path:?} path)"
+    );
     let ids: std::collections::HashSet<String> = received
         .iter()
         .map(|(_, e)| e["id"].as_str().unwrap().to_owned())
@@ -101,21 +154,31 @@ async fn an_urgent_event_overtakes_large_queued_ones(backend: Backend) {
 }
 
 async fn a_quiet_subscription_is_not_held_behind_a_busy_one(backend: Backend) {
+    for path in [Path::General, Path::Compiled] {
+        quiet_not_held(backend, path).await;
+    }
+}
+
+async fn quiet_not_held(backend: Backend, path: Path) {
     let server = TestServer::start(backend).await;
     let s = scenario(&server, "fair").await;
     event_type(&server, "big", json!(null), 0, 1).await;
     event_type(&server, "small", json!(null), 0, 1).await;
     let start = last_sequence(&server, &s.run).await;
     let mut ws = WsClient::ready_with_receive_buffer(server.addr, RECEIVE_BUFFER).await;
-    ws.subscribe(
+    let busy = subscribe(
+        &server,
+        &mut ws,
+        path,
         "busy",
-        READ,
         json!({"r": s.run, "after": start, "types": ["big"]}),
     )
     .await;
-    ws.subscribe(
+    let quiet = subscribe(
+        &server,
+        &mut ws,
+        path,
         "quiet",
-        READ,
         json!({"r": s.run, "after": start, "types": ["small"]}),
     )
     .await;
@@ -136,7 +199,9 @@ async fn a_quiet_subscription_is_not_held_behind_a_busy_one(backend: Backend) {
         .map(|(id, _)| id)
         .collect();
     live.sort();
-    assert_eq!(live, ["busy", "quiet"]);
+    let mut both = [busy, quiet.clone()];
+    both.sort();
+    assert_eq!(live, both);
 
     publish_large(&server, &s.run, "big", 30).await;
     let small = publish(&server, json!({"runId": s.run, "eventType": "small"})).await;
@@ -144,7 +209,7 @@ async fn a_quiet_subscription_is_not_held_behind_a_busy_one(backend: Backend) {
     let received = read_slowly(&mut ws, 31).await;
     let at = received
         .iter()
-        .position(|(id, e)| id == "quiet" && e["id"] == small["id"])
+        .position(|(id, e)| *id == quiet && e["id"] == small["id"])
         .expect("the quiet subscription's event arrives");
-    assert!(at <= 6, "the quiet event came {at}th of 31");
+    assert!(at <= 6, "the quiet event came {at}th of 31 ({path:?} path)");
 }

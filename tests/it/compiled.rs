@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 
 use crate::both_backends;
 use crate::common::ws::WsClient;
-use crate::common::{Backend, TestServer, create_run, event_type, publish, register, scenario};
+use crate::common::{
+    Backend, TestServer, compiled_count, create_run, event_type, publish, register, scenario,
+    subscribe_compiled,
+};
 
 both_backends!(
     compiled_answers_match_the_general_path,
@@ -368,18 +371,6 @@ fn root_text(body: &str) -> String {
     response.data.values().next().unwrap().get().to_owned()
 }
 
-async fn compiled_count(server: &TestServer) -> u64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("scenario_hub_compiled_requests_total "))
-        .map_or(0, |n| n.trim().parse().unwrap())
-}
-
 /// One case: the document twice and its general twin (or the general read
 /// of what the mutation wrote); returns whether the compiled path answered.
 async fn one_case(server: &TestServer, doc: &Doc) -> bool {
@@ -688,21 +679,7 @@ async fn one_subscription_case(server: &TestServer, template: &str, doc: &Doc) -
     ws.subscribe("general", &general_text, variables.clone())
         .await;
     ws.subscribe("first", &text, variables.clone()).await;
-    // The first has proven the document once its operation has run past
-    // validation, which takes its task a moment: try until the compiled path
-    // answers, dropping the tries that it did not.
-    let mut compiled = None;
-    for attempt in 0..40 {
-        let before = compiled_count(server).await;
-        let id = format!("try{attempt}");
-        ws.subscribe(&id, &text, variables.clone()).await;
-        if compiled_count(server).await > before {
-            compiled = Some(id);
-            break;
-        }
-        ws.send(json!({"id": id, "type": "complete"})).await;
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let compiled = subscribe_compiled(server, &mut ws, "try", &text, &variables).await;
     publish_some(server, &run, 3).await;
     server
         .gql(

@@ -563,3 +563,42 @@ pub async fn last_sequence(server: &TestServer, run: &str) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+/// `scenario_hub_compiled_requests_total` of `server` now.
+pub async fn compiled_count(server: &TestServer) -> u64 {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("scenario_hub_compiled_requests_total "))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Subscribes `query` on `ws` so that the compiled path answers it. A
+/// general-path operation of the same text must have been started: it
+/// proves the document once its task has run past validation, which takes
+/// a moment, so this tries (ids `{prefix}0`, `{prefix}1`, ...) until the
+/// compiled counter moves, completing the tries it did not answer. Returns
+/// the compiled operation's id; none after 40 tries.
+pub async fn subscribe_compiled(
+    server: &TestServer,
+    ws: &mut ws::WsClient,
+    prefix: &str,
+    query: &str,
+    variables: &Value,
+) -> Option<String> {
+    for attempt in 0..40 {
+        let before = compiled_count(server).await;
+        let id = format!("{prefix}{attempt}");
+        ws.subscribe(&id, query, variables.clone()).await;
+        if compiled_count(server).await > before {
+            return Some(id);
+        }
+        ws.send(json!({"id": id, "type": "complete"})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    None
+}
