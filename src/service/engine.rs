@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::{Access, Principal};
-use super::{Ctx, json_size, now};
+use super::{Ctx, now};
 use crate::config::StateHistory;
 use crate::entity::{engine_group, engine_state};
 use crate::error::{AppError, AppResult};
@@ -46,16 +46,25 @@ pub struct Registration {
     pub group: Option<String>,
 }
 
-/// Checks a state against the size limit.
-pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<()> {
-    super::check_json(field, state)?;
-    if json_size(state) > ctx.limits.max_state_bytes {
+/// A state that passed [`check_state`], with the JSON text that is stored.
+pub struct CheckedState {
+    value: Value,
+    /// Serialized once: measured against the limit, then bound as it is.
+    text: String,
+}
+
+/// Checks a state against the size limit (and for NUL characters).
+pub fn check_state(ctx: &Ctx, field: &str, state: Value) -> AppResult<CheckedState> {
+    super::check_json(field, &state)?;
+    let text = serde_json::to_string(&state)
+        .map_err(|err| AppError::internal(format!("a JSON value did not serialize: {err}")))?;
+    if text.len() > ctx.limits.max_state_bytes {
         return Err(AppError::limit(
             field,
             format!("state is larger than {} bytes", ctx.limits.max_state_bytes),
         ));
     }
-    Ok(())
+    Ok(CheckedState { value: state, text })
 }
 
 /// Registers an engine, or returns the stored one (with its state) when it
@@ -80,8 +89,12 @@ pub async fn register(
         let group = group_of(ctx, &existing).await?;
         return existing_matches(existing, group, &input, &engine_type);
     }
-    let state = input.state.clone().unwrap_or_else(|| json!({}));
-    check_state(ctx, "input.state", &state)?;
+    let state = check_state(
+        ctx,
+        "input.state",
+        input.state.clone().unwrap_or_else(|| json!({})),
+    )?
+    .value;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
         AppError::not_found(
             "input.runId",
@@ -250,7 +263,7 @@ pub async fn save_state(
     state: Value,
     expected_version: Option<i64>,
 ) -> AppResult<engine_state::Model> {
-    check_state(ctx, "state", &state)?;
+    let state = check_state(ctx, "state", state)?;
     require_owner(ctx, principal, engine_id, "engineId").await?;
     // One statement writes the state and its version on either backend: no
     // transaction (and on SQLite no write turn) is needed.
@@ -292,7 +305,7 @@ pub async fn require_owner(
 pub(crate) async fn save_in<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
-    state: Value,
+    state: CheckedState,
     expected_version: Option<i64>,
     keep: StateHistory,
 ) -> AppResult<engine_state::Model> {
@@ -304,7 +317,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
     let mut update = sea_orm::sea_query::Query::update();
     update
         .table(engine_state::Entity)
-        .value(S::State, state.clone())
+        .value(S::State, state.text)
         .value(S::Version, Expr::col(S::Version).add(1))
         .value(S::UpdatedAt, at)
         .value(S::LastSeenAt, at)
@@ -328,7 +341,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
         return conflict_or_missing(conn, engine_id, expected_version).await;
     };
     super::history::prune(conn, engine_id, keep).await?;
-    saved_model(&row, engine_id, state, at)
+    saved_model(&row, engine_id, state.value, at)
 }
 
 /// The PostgreSQL form of [`save_in`]: the UPDATE, the version's INSERT and
@@ -336,12 +349,15 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
 async fn save_with_version<C: ConnectionTrait>(
     conn: &C,
     engine_id: Uuid,
-    state: Value,
+    state: CheckedState,
     expected_version: Option<i64>,
     keep: StateHistory,
     at: chrono::DateTime<chrono::Utc>,
 ) -> AppResult<engine_state::Model> {
-    let mut values: Vec<sea_orm::Value> = vec![engine_id.into(), state.clone().into(), at.into()];
+    let CheckedState { value: state, text } = state;
+    // The text is bound as text and cast by PostgreSQL: sqlx would
+    // serialize a JSON value again.
+    let mut values: Vec<sea_orm::Value> = vec![engine_id.into(), text.into(), at.into()];
     let check = match expected_version {
         Some(version) => {
             values.push(version.into());
@@ -359,13 +375,13 @@ async fn save_with_version<C: ConnectionTrait>(
     let sql = format!(
         "WITH saved AS (
              UPDATE engine_states
-             SET state = $2, version = version + 1, updated_at = $3, last_seen_at = $3
+             SET state = $2::jsonb, version = version + 1, updated_at = $3, last_seen_at = $3
              WHERE engine_id = $1 {check}
              RETURNING run_id, engine_type, version, registered_at, registered_by, group_id,
                        subscribed_until, forked_from
          ), kept AS (
              INSERT INTO engine_state_versions (engine_id, version, state, saved_at, run_sequence)
-             SELECT $1, saved.version, $2, $3, r.last_sequence
+             SELECT $1, saved.version, $2::jsonb, $3, r.last_sequence
              FROM saved JOIN scenario_runs r ON r.id = saved.run_id
          ){prune}
          SELECT * FROM saved"

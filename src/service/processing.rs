@@ -334,11 +334,15 @@ pub struct Completed {
 pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> AppResult<Completed> {
     principal.require(Access::Engine)?;
     check_error(&input.record)?;
-    if let Some(state) = &input.state {
-        super::engine::check_state(ctx, "input.state", state)?;
-        super::engine::require_owner(ctx, principal, input.record.engine_id, "input.engineId")
-            .await?;
-    }
+    let state = match input.state {
+        Some(state) => {
+            let state = super::engine::check_state(ctx, "input.state", state)?;
+            super::engine::require_owner(ctx, principal, input.record.engine_id, "input.engineId")
+                .await?;
+            Some(state)
+        }
+        None => None,
+    };
     let record = input.record;
     let emit: Vec<NewEvent> = input
         .emit
@@ -358,7 +362,7 @@ pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> Ap
     let mut recorded = record_in(ctx, &txn, &record).await?;
     let emitted = insert_prepared(&txn, prepared, false).await?;
     redate(&txn, &mut recorded.processing, &emitted).await?;
-    let engine = match input.state {
+    let engine = match state {
         Some(state) => {
             super::engine::save_in(
                 &*txn,
