@@ -8,6 +8,8 @@
 //! through the extension chain, two boxed futures and two registry lookups
 //! per field, which a 50-event page pays 300 times.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,7 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response};
 use futures::stream::{Stream, StreamExt};
 use lru::LruCache;
+use serde_json::value::RawValue;
 
 use super::error::{add_code, catching_panics};
 use super::{AppSchema, RequestLoader, compiled};
@@ -69,15 +72,46 @@ impl Executor {
     /// run without errors before (and the plan takes the request), else by
     /// the schema. A panic inside it becomes an `INTERNAL` error of this
     /// request only.
-    pub async fn execute(&self, ctx: &Ctx, principal: Principal, mut request: Request) -> Answer {
-        let (operation, entry) = self.documents.prepare(&mut request);
-        if let Some(plan) = entry.as_deref().and_then(|e| e.proven_plan(&request))
-            && let Some(body) = compiled::run(plan, ctx, &principal, &request.variables).await
+    pub async fn execute(&self, ctx: &Ctx, principal: Principal, request: Request) -> Answer {
+        let (operation, entry) = self.documents.prepare(&request);
+        if let Some(plan) = entry
+            .as_deref()
+            .and_then(|e| e.proven_plan(request.operation_name.as_deref()))
+            && let Some(body) = compiled::run(
+                plan,
+                ctx,
+                &principal,
+                &compiled::Vars::Parsed(&request.variables),
+            )
+            .await
         {
-            self.metrics.request("http", operation.as_deref(), true);
-            self.metrics.compiled();
+            self.count_compiled(operation.as_deref());
             return Answer::Compiled(body);
         }
+        Answer::General(self.execute_general(principal, request).await)
+    }
+
+    /// Answers a request whose variables are still the JSON text of its
+    /// body on its document's compiled plan, as `execute` would; none, with
+    /// nothing done, when the general path must answer it.
+    pub async fn execute_compiled(
+        &self,
+        ctx: &Ctx,
+        principal: &Principal,
+        query: &str,
+        operation_name: Option<&str>,
+        variables: &HashMap<Cow<'_, str>, &RawValue>,
+    ) -> Option<String> {
+        let (operation, entry) = self.documents.prepare_parts(query, operation_name);
+        let plan = entry.as_deref()?.proven_plan(operation_name)?;
+        let body = compiled::run(plan, ctx, principal, &compiled::Vars::Raw(variables)).await?;
+        self.count_compiled(operation.as_deref());
+        Some(body)
+    }
+
+    /// Runs `request` through the schema only.
+    pub async fn execute_general(&self, principal: Principal, mut request: Request) -> Response {
+        let (operation, entry) = self.documents.prepare(&request);
         let query = request.query.clone();
         give_parsed(&mut request, entry.as_deref());
         let request = request.data(RequestLoader::cached()).data(principal);
@@ -89,7 +123,12 @@ impl Executor {
         {
             entry.proven.store(true, Ordering::Relaxed);
         }
-        Answer::General(response)
+        response
+    }
+
+    fn count_compiled(&self, operation: Option<&str>) {
+        self.metrics.request("http", operation, true);
+        self.metrics.compiled();
     }
 
     /// Starts a websocket subscription on its document's compiled plan, when
@@ -102,7 +141,9 @@ impl Executor {
     ) -> Option<CompiledSubscription> {
         let (operation, entry) = self.documents.prepare(request);
         let entry = entry?;
-        let plan = entry.proven_plan(request).filter(|p| p.is_subscription())?;
+        let plan = entry
+            .proven_plan(request.operation_name.as_deref())
+            .filter(|p| p.is_subscription())?;
         let events = compiled::subscribe(plan, ctx, &self.hub, &request.variables).await?;
         self.metrics.compiled();
         Some(CompiledSubscription {
@@ -123,7 +164,7 @@ impl Executor {
         &self,
         mut request: Request,
     ) -> impl Stream<Item = Response> + Send + use<> {
-        let (operation, entry) = self.documents.prepare(&mut request);
+        let (operation, entry) = self.documents.prepare(&request);
         give_parsed(&mut request, entry.as_deref());
         let query = request.query.clone();
         let this = self.clone();
@@ -283,10 +324,11 @@ struct Entry {
 }
 
 impl Entry {
-    /// The plan, when it is proven and `request` runs its operation.
-    fn proven_plan(&self, request: &Request) -> Option<&compiled::Plan> {
+    /// The plan, when it is proven and a request for `operation_name` runs
+    /// its operation.
+    fn proven_plan(&self, operation_name: Option<&str>) -> Option<&compiled::Plan> {
         let plan = self.plan.as_ref()?;
-        let named = match (&request.operation_name, &plan.operation) {
+        let named = match (operation_name, &plan.operation) {
             (None, _) => true,
             (Some(asked), Some(name)) => asked == name.as_str(),
             (Some(_), None) => false,
@@ -307,10 +349,19 @@ impl Documents {
     /// seen before) and the operation's name: the one asked for, or the
     /// document's only one. The name is recorded into the current span. A
     /// text that does not parse has no entry: the schema reports why.
-    fn prepare(&self, request: &mut Request) -> (Option<String>, Option<Arc<Entry>>) {
-        let entry = self.entry(&request.query);
+    fn prepare(&self, request: &Request) -> (Option<String>, Option<Arc<Entry>>) {
+        self.prepare_parts(&request.query, request.operation_name.as_deref())
+    }
+
+    /// `prepare` for a request's query text and operation name.
+    fn prepare_parts(
+        &self,
+        query: &str,
+        operation_name: Option<&str>,
+    ) -> (Option<String>, Option<Arc<Entry>>) {
+        let entry = self.entry(query);
         let document = entry.as_ref().map(|e| &e.document);
-        let name = request.operation_name.clone().or_else(|| {
+        let name = operation_name.map(str::to_owned).or_else(|| {
             let document = document?;
             let mut operations = document.operations.iter();
             match (operations.next(), operations.next()) {

@@ -1,22 +1,29 @@
 //! `POST /graphql` and `GET /graphql` (queries over HTTP, and the websocket upgrade).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use async_graphql::ParseRequestError;
 use async_graphql::parser::types::OperationType;
 use async_graphql_axum::rejection::GraphQLRejection;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Json;
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Deserialize;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::{AppState, ErrorCode};
 use crate::error::AppError;
 use crate::graphql::execution::Answer;
-use crate::service::auth;
+use crate::service::auth::{self, Principal};
 
 /// The GraphQL routes.
 pub fn routes() -> Router<AppState> {
@@ -53,42 +60,149 @@ pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// Who `authorization` says sent a request, or the response refusing it.
+async fn principal(state: &AppState, authorization: Option<&str>) -> Result<Principal, Response> {
+    auth::principal(&state.ctx, authorization)
+        .await
+        .map_err(|err| {
+            let status = match err {
+                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let message = err.to_string();
+            request_error(status, err.code(), message)
+        })
+}
+
 /// Runs `request` for whoever `authorization` says, with a DataLoader of its own.
 async fn execute(
     state: &AppState,
     authorization: Option<&str>,
     request: async_graphql::Request,
 ) -> Response {
-    let principal = match auth::principal(&state.ctx, authorization).await {
+    let principal = match principal(state, authorization).await {
         Ok(principal) => principal,
-        Err(err) => {
-            let status = match err {
-                AppError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-                _ => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            let message = err.to_string();
-            return request_error(status, err.code(), message);
-        }
+        Err(response) => return response,
     };
     match state.graphql.execute(&state.ctx, principal, request).await {
         Answer::General(response) => GraphQLResponse::from(response).into_response(),
-        Answer::Compiled(body) => (
-            // As async-graphql-axum answers the general path.
-            [(header::CONTENT_TYPE, "application/graphql-response+json")],
-            body,
-        )
-            .into_response(),
+        Answer::Compiled(body) => compiled_response(body),
     }
 }
 
-/// Runs one GraphQL request sent as a POST body.
-async fn execute_post(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    request: Result<GraphQLRequest, GraphQLRejection>,
-) -> Response {
-    match request {
-        Ok(request) => execute(&state, authorization(&headers), request.into_inner()).await,
+/// A body the compiled path wrote.
+fn compiled_response(body: String) -> Response {
+    // As async-graphql-axum answers the general path.
+    (
+        [(header::CONTENT_TYPE, "application/graphql-response+json")],
+        body,
+    )
+        .into_response()
+}
+
+/// What the compiled path reads of a JSON request body, borrowed from it:
+/// the variables stay JSON text until an argument needs one (a 2 KB state
+/// goes from its text to the service's value in one parse, where
+/// async-graphql-axum buffers the body as serde `Content` and builds a
+/// value tree of every variable).
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow, default)]
+    query: Cow<'a, str>,
+    #[serde(borrow, default, rename = "operationName")]
+    operation_name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    variables: Option<HashMap<Cow<'a, str>, &'a RawValue>>,
+    #[serde(borrow, default)]
+    extensions: Option<&'a RawValue>,
+}
+
+impl RawRequest<'_> {
+    /// Whether async-graphql would read this body as the same request:
+    /// its extensions (which no part of the schema reads) must be an object.
+    fn reads_alike(&self) -> bool {
+        self.extensions.is_none_or(|e| e.get().starts_with('{'))
+    }
+}
+
+/// Whether async-graphql reads `headers`' body as JSON, and only as JSON.
+fn json_body(headers: &HeaderMap) -> bool {
+    match headers.get(header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.to_str().is_ok_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        }),
+    }
+}
+
+/// Runs one GraphQL request sent as a POST body. A JSON body is read whole
+/// first: when its document has a proven compiled plan, the plan answers
+/// from the body's text; any other request is read by async-graphql-axum,
+/// as before, and runs through the schema.
+async fn execute_post(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if !json_body(&parts.headers) {
+        return extract_and_execute(&state, parts, body).await;
+    }
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        // As async-graphql-axum reports a body it cannot read.
+        Err(err) => {
+            return rejection(GraphQLRejection(ParseRequestError::Io(
+                std::io::Error::other(err.to_string()),
+            )));
+        }
+    };
+    let raw = serde_json::from_slice::<RawRequest>(&bytes)
+        .ok()
+        .filter(RawRequest::reads_alike);
+    let Some(raw) = raw else {
+        // async-graphql-axum says what is wrong with the body.
+        return extract_and_execute(&state, parts, Body::from(bytes)).await;
+    };
+    let principal = match principal(&state, authorization(&parts.headers)).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    if let Some(body) = state
+        .graphql
+        .execute_compiled(
+            &state.ctx,
+            &principal,
+            &raw.query,
+            raw.operation_name.as_deref(),
+            &raw.variables.unwrap_or_default(),
+        )
+        .await
+    {
+        return compiled_response(body);
+    }
+    match GraphQLRequest::<GraphQLRejection>::from_request(
+        Request::from_parts(parts, Body::from(bytes)),
+        &state,
+    )
+    .await
+    {
+        Ok(request) => {
+            let response = state
+                .graphql
+                .execute_general(principal, request.into_inner())
+                .await;
+            GraphQLResponse::from(response).into_response()
+        }
+        Err(err) => rejection(err),
+    }
+}
+
+/// Reads a request as async-graphql-axum does and runs it.
+async fn extract_and_execute(state: &AppState, parts: Parts, body: Body) -> Response {
+    let headers = parts.headers.clone();
+    match GraphQLRequest::<GraphQLRejection>::from_request(Request::from_parts(parts, body), state)
+        .await
+    {
+        Ok(request) => execute(state, authorization(&headers), request.into_inner()).await,
         Err(err) => rejection(err),
     }
 }

@@ -146,6 +146,9 @@ enum Arg {
     Absent,
     Literal(String),
     Variable(&'static str, Value),
+    /// A variable sent as this JSON text, as no serializer of a value would
+    /// write it (spacing, escapes, exponents, a key twice).
+    RawVariable(&'static str, &'static str),
 }
 
 /// A document of one root field: `name(args) @include? { selection }`.
@@ -159,22 +162,28 @@ struct Doc {
 }
 
 impl Doc {
-    /// The document's text and variables; `general` adds a directive that
-    /// changes nothing but keeps it off the compiled path.
-    fn render(&self, general: bool) -> (String, Value) {
+    /// The document's text and its variables' JSON text; `general` adds a
+    /// directive that changes nothing but keeps it off the compiled path.
+    fn render(&self, general: bool) -> (String, String) {
         let mut definitions = Vec::new();
         let mut args = Vec::new();
-        let mut variables = serde_json::Map::new();
+        let mut variables = Vec::new();
         for (i, (name, arg)) in self.args.iter().enumerate() {
-            match arg {
-                Arg::Absent => {}
-                Arg::Literal(text) => args.push(format!("{name}: {text}")),
-                Arg::Variable(ty, value) => {
-                    definitions.push(format!("$v{i}: {ty}"));
-                    args.push(format!("{name}: $v{i}"));
-                    variables.insert(format!("v{i}"), value.clone());
+            let text = match arg {
+                Arg::Absent => continue,
+                Arg::Literal(text) => {
+                    args.push(format!("{name}: {text}"));
+                    continue;
                 }
-            }
+                Arg::Variable(_, value) => value.to_string(),
+                Arg::RawVariable(_, text) => text.to_string(),
+            };
+            let (Arg::Variable(ty, _) | Arg::RawVariable(ty, _)) = arg else {
+                unreachable!("a variable")
+            };
+            definitions.push(format!("$v{i}: {ty}"));
+            args.push(format!("{name}: $v{i}"));
+            variables.push(format!("\"v{i}\" : {text}"));
         }
         let definitions = if definitions.is_empty() {
             String::new()
@@ -192,7 +201,7 @@ impl Doc {
             "{} Op{definitions} {{ {alias}{}{args}{directive} {{ {} }} }}",
             self.operation, self.field, self.selection
         );
-        (text, Value::Object(variables))
+        (text, format!("{{ {} }}", variables.join(" ,\n ")))
     }
 }
 
@@ -306,10 +315,23 @@ fn publish_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
 fn save_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
     let engine = setting.engine.clone();
     let state = prop_oneof![
-        Just(json!({"turn": 1, "notes": "\u{1F600} \"x\""})),
-        Just(json!([1, {"a": null}])),
-        Just(json!("plain")),
-        Just(Value::Null),
+        Just(Arg::Variable(
+            "JSON!",
+            json!({"turn": 1, "notes": "\u{1F600} \"x\""})
+        )),
+        Just(Arg::Variable("JSON!", json!([1, {"a": null}]))),
+        Just(Arg::Variable("JSON!", json!("plain"))),
+        Just(Arg::Variable("JSON!", Value::Null)),
+        Just(Arg::RawVariable(
+            "JSON!",
+            r#"{ "b" : 1e2 , "a" : [ 1 , -0.0 , 12345678901234567890, 1.5E-3 ] }"#
+        )),
+        Just(Arg::RawVariable(
+            "JSON!",
+            r#"{"k":"\u00e9\ud83d\ude00 \/ \n \\u0000","dup":1,"dup":[2]}"#
+        )),
+        Just(Arg::RawVariable("JSON!", r#"{"nul": ["a\u0000b"]}"#)),
+        Just(Arg::RawVariable("JSON!", "\n [ ] \n")),
     ];
     let version = prop_oneof![
         Just(Arg::Absent),
@@ -323,7 +345,7 @@ fn save_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
             alias,
             args: vec![
                 ("engineId", Arg::Variable("UUID!", json!(engine))),
-                ("state", Arg::Variable("JSON!", state)),
+                ("state", state),
                 ("expectedVersion", version),
             ],
             selection: fields.join(" "),
@@ -331,11 +353,17 @@ fn save_doc(setting: &Setting) -> impl Strategy<Value = Doc> + use<> {
     )
 }
 
-/// The body of a response as text, and whether it has errors.
-async fn body(server: &TestServer, query: &str, variables: &Value) -> (String, bool) {
+/// The body of a response as text, and whether it has errors;
+/// `variables` is JSON text, sent as it is.
+async fn body(server: &TestServer, query: &str, variables: &str) -> (String, bool) {
+    let request = format!(
+        "{{\"query\": {}, \"variables\": {variables}}}",
+        Value::from(query)
+    );
     let response = reqwest::Client::new()
         .post(server.url("/graphql"))
-        .json(&json!({ "query": query, "variables": variables }))
+        .header("content-type", "application/json")
+        .body(request)
         .send()
         .await
         .expect("request sent");
@@ -423,7 +451,9 @@ async fn one_case(server: &TestServer, doc: &Doc) -> bool {
                 "query($x: UUID!) {{ root: event(id: $x) {{ {} }} }}",
                 doc.selection
             );
-            body(server, &query, &json!({ "x": id["pubid"] })).await.0
+            body(server, &query, &json!({ "x": id["pubid"] }).to_string())
+                .await
+                .0
         } else {
             let Arg::Variable(_, engine) = &doc.args[0].1 else {
                 unreachable!("the engine id is a variable")
@@ -432,15 +462,44 @@ async fn one_case(server: &TestServer, doc: &Doc) -> bool {
                 "query($x: UUID!) {{ root: engine(engineId: $x) {{ {} }} }}",
                 doc.selection
             );
-            body(server, &query, &json!({ "x": engine })).await.0
+            body(server, &query, &json!({ "x": engine }).to_string())
+                .await
+                .0
         };
         assert_eq!(
             parse(&root_text(&answer)),
             parse(&root_text(&read)),
             "the answer to {text} differs from the general read of its row"
         );
+        if doc.field == "saveEngineState" {
+            // The state as each path read the same variables' text.
+            let compiled_state = stored_state(server, doc).await;
+            let (general, failed) = body(server, &general_text, &variables).await;
+            assert!(!failed || general.contains("VERSION_CONFLICT"), "{general}");
+            if !failed {
+                assert_eq!(
+                    compiled_state,
+                    stored_state(server, doc).await,
+                    "{text} {variables} saved a state the general path reads otherwise"
+                );
+            }
+        }
     }
     compiled
+}
+
+/// The state of the engine a save document names, as stored.
+async fn stored_state(server: &TestServer, doc: &Doc) -> Value {
+    let Arg::Variable(_, engine) = &doc.args[0].1 else {
+        unreachable!("the engine id is a variable")
+    };
+    server
+        .gql(
+            "query($x: UUID!) { engine(engineId: $x) { state } }",
+            json!({ "x": engine }),
+        )
+        .await["engine"]["state"]
+        .clone()
 }
 
 /// Runs `case` on `cases` documents of `strategy` (proptest on a blocking
@@ -674,6 +733,7 @@ async fn one_subscription_case(server: &TestServer, template: &str, doc: &Doc) -
     }
     publish_some(server, &run, 0).await;
     let (text, variables) = doc.render(false);
+    let variables: Value = serde_json::from_str(&variables).unwrap();
     let (general_text, _) = doc.render(true);
     let mut ws = WsClient::ready(server.addr).await;
     ws.subscribe("general", &general_text, variables.clone())

@@ -32,12 +32,14 @@ mod write;
 
 pub use plan::Plan;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::{PathSegment, Response, Variables};
 use futures::Stream;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::delivery::Hub;
 use crate::delivery::subscription::{self, Delivered, EventsRequest};
@@ -51,13 +53,24 @@ use crate::service::page::{CursorKey, PageRequest, page_size};
 use crate::service::{Ctx, engine, publish};
 use plan::{Arg, Root};
 
+/// A request's variables, as the compiled path reads them.
+pub enum Vars<'a> {
+    /// As async-graphql decoded them.
+    Parsed(&'a Variables),
+    /// As JSON text from the request's body, each decoded only when an
+    /// argument reads it: a `JSON` argument (a saved state) goes from its
+    /// text straight to the value the service takes, without async-graphql's
+    /// value tree in between.
+    Raw(&'a HashMap<Cow<'a, str>, &'a RawValue>),
+}
+
 /// Answers `plan` for `variables`: the response body, or none when the
 /// general path must answer.
 pub async fn run(
     plan: &Plan,
     ctx: &Ctx,
     principal: &Principal,
-    variables: &Variables,
+    variables: &Vars<'_>,
 ) -> Option<String> {
     match &plan.root {
         Root::Events {
@@ -67,16 +80,16 @@ pub async fn run(
             after,
             selection,
         } => {
-            let run_id = run_id.resolve(variables)?.uuid()?;
-            let order = match order.resolve(variables) {
+            let run_id = run_id.resolve_in(variables)?.uuid()?;
+            let order = match order.resolve_in(variables) {
                 None => event_svc::EventOrder::Sequence,
                 Some(value) => value.event_order()?,
             };
             let first = first
-                .resolve(variables)
+                .resolve_in(variables)
                 .map(|v| v.opt_i32())
                 .unwrap_or(Some(None))?;
-            let after = match after.resolve(variables) {
+            let after = match after.resolve_in(variables) {
                 None => None,
                 Some(value) => value.opt_string()?,
             };
@@ -104,7 +117,7 @@ pub async fn run(
         // Subscriptions run over websockets only (`subscribe`).
         Root::EventsSubscription(_) => None,
         Root::PublishEvent { input, selection } => {
-            let input = input.resolve(variables)?.event_input()?;
+            let input = input.resolve_in(variables)?.event_input()?;
             let events = publish::publish(ctx, principal, vec![input.into()], "input", |_| {
                 "input".into()
             })
@@ -123,12 +136,12 @@ pub async fn run(
             expected_version,
             selection,
         } => {
-            let engine_id = engine_id.resolve(variables)?.uuid()?;
-            let state = state.resolve(variables)?.json()?;
+            let engine_id = engine_id.resolve_in(variables)?.uuid()?;
+            let state = state.resolve_in(variables)?.json()?;
             if state.is_null() {
                 return None;
             }
-            let expected_version = match expected_version.resolve(variables) {
+            let expected_version = match expected_version.resolve_in(variables) {
                 None => None,
                 Some(value) => value.opt_i64()?,
             };
@@ -351,6 +364,64 @@ impl Decode for async_graphql::Value {
     }
 }
 
+/// An argument's value as [`Arg::resolve_in`] finds it.
+enum Resolved<'a> {
+    Value(&'a async_graphql::Value),
+    /// A variable's JSON text, not decoded yet.
+    Raw(&'a RawValue),
+}
+
+impl Resolved<'_> {
+    /// The value async-graphql would have decoded; none for text it would refuse.
+    fn decoded(&self) -> Option<Cow<'_, async_graphql::Value>> {
+        match self {
+            Resolved::Value(value) => Some(Cow::Borrowed(*value)),
+            Resolved::Raw(raw) => serde_json::from_str(raw.get()).ok().map(Cow::Owned),
+        }
+    }
+}
+
+/// Each method decodes as async-graphql would (from the same JSON text,
+/// through the same `Deserialize`) and then as the value's own method does.
+impl Decode for Resolved<'_> {
+    fn uuid(&self) -> Option<uuid::Uuid> {
+        self.decoded()?.uuid()
+    }
+
+    fn opt_i32(&self) -> Option<Option<i32>> {
+        self.decoded()?.opt_i32()
+    }
+
+    fn opt_i64(&self) -> Option<Option<i64>> {
+        self.decoded()?.opt_i64()
+    }
+
+    fn opt_string(&self) -> Option<Option<String>> {
+        self.decoded()?.opt_string()
+    }
+
+    fn opt_strings(&self) -> Option<Option<Vec<String>>> {
+        self.decoded()?.opt_strings()
+    }
+
+    fn event_order(&self) -> Option<event_svc::EventOrder> {
+        self.decoded()?.event_order()
+    }
+
+    fn json(&self) -> Option<Value> {
+        match self {
+            Resolved::Value(value) => value.json(),
+            // async-graphql's value of any JSON text converts back to the
+            // value that text parses to.
+            Resolved::Raw(raw) => serde_json::from_str(raw.get()).ok(),
+        }
+    }
+
+    fn event_input(&self) -> Option<EventInput> {
+        self.decoded()?.event_input()
+    }
+}
+
 impl Arg {
     /// The argument's value: a literal, or the variable's (its default when
     /// the request gives none); none when it is absent.
@@ -359,6 +430,19 @@ impl Arg {
             Arg::Absent => None,
             Arg::Literal(value) => Some(value),
             Arg::Variable { name, default } => variables.get(name).or(default.as_ref()),
+        }
+    }
+
+    /// [`Arg::resolve`] for variables of either kind.
+    fn resolve_in<'a>(&'a self, variables: &'a Vars<'a>) -> Option<Resolved<'a>> {
+        match (self, variables) {
+            (_, Vars::Parsed(parsed)) => self.resolve(parsed).map(Resolved::Value),
+            (Arg::Variable { name, default }, Vars::Raw(raw)) => match raw.get(name.as_str()) {
+                Some(text) => Some(Resolved::Raw(text)),
+                None => default.as_ref().map(Resolved::Value),
+            },
+            (Arg::Absent, Vars::Raw(_)) => None,
+            (Arg::Literal(value), Vars::Raw(_)) => Some(Resolved::Value(value)),
         }
     }
 }
