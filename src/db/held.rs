@@ -25,7 +25,7 @@ use sea_orm::{
     RuntimeErr, Statement,
 };
 use sea_query_sqlx::SqlxValues;
-use tokio::sync::{Mutex, MutexGuard, Notify};
+use tokio::sync::{Mutex, MutexGuard, Notify, oneshot};
 
 use super::DbStats;
 
@@ -67,7 +67,16 @@ impl std::fmt::Debug for Held {
 
 impl Held {
     /// A kept connection, or the pool's next one, whichever comes first.
-    async fn take(&self) -> Result<Kept, DbErr> {
+    ///
+    /// The pool's acquire may be opening a new connection (TLS included),
+    /// which dropping it midway would abandon: PostgreSQL forks a backend
+    /// for every attempt, and a pool below its size under load kept
+    /// starting and abandoning them (hundreds a second, most of a core).
+    /// So the acquire runs in a task of its own; when a kept connection
+    /// comes first, the task finishes and keeps what it gets for the next
+    /// statement.
+    async fn take(self: &Arc<Self>) -> Result<Kept, DbErr> {
+        let mut acquiring: Option<oneshot::Receiver<Result<Kept, DbErr>>> = None;
         loop {
             let returned = self.returned.notified();
             tokio::pin!(returned);
@@ -79,14 +88,42 @@ impl Held {
                 Some(_) => continue,
                 None => {}
             }
+            let acquired = acquiring.get_or_insert_with(|| {
+                let (tx, rx) = oneshot::channel();
+                let held = self.clone();
+                tokio::spawn(async move {
+                    let conn = held.pool.acquire().await.map_err(sqlx_err).map(|conn| {
+                        let now = Instant::now();
+                        Kept {
+                            conn,
+                            since: now,
+                            idle_since: now,
+                        }
+                    });
+                    if let Err(Ok(kept)) = tx.send(conn) {
+                        held.keep(kept);
+                    }
+                });
+                rx
+            });
             tokio::select! {
-                conn = self.pool.acquire() => {
-                    let conn = conn.map_err(sqlx_err)?;
-                    let now = Instant::now();
-                    return Ok(Kept { conn, since: now, idle_since: now });
+                conn = acquired => {
+                    return conn.unwrap_or_else(|_| Err(DbErr::Custom("the pool's acquire was cancelled".into())));
                 }
                 () = &mut returned => {}
             }
+        }
+    }
+
+    /// Keeps `kept` idle for the next statement when there is room (and
+    /// wakes a statement waiting for one), else gives it back to the pool.
+    fn keep(&self, mut kept: Kept) {
+        let mut idle = self.idle.lock().expect("held connections");
+        if idle.len() < self.keep {
+            kept.idle_since = Instant::now();
+            idle.push(kept);
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 
@@ -200,14 +237,7 @@ impl Drop for HeldConnection {
             // ping sorts it out.
             return;
         }
-        let mut idle = self.held.idle.lock().expect("held connections");
-        if idle.len() < self.held.keep {
-            let mut kept = clean.kept;
-            kept.idle_since = Instant::now();
-            idle.push(kept);
-            drop(idle);
-            self.held.returned.notify_one();
-        }
+        self.held.keep(clean.kept);
     }
 }
 

@@ -1,11 +1,14 @@
-//! Concurrent publishers into one run get gapless, unique sequences.
+//! Concurrent publishers into one run get gapless, unique sequences; many
+//! concurrent requests on a small PostgreSQL pool open each connection once.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 
 use crate::both_backends;
-use crate::common::{Backend, TestServer, event_type, last_sequence, scenario};
+use crate::common::{Backend, TestDb, TestServer, event_type, last_sequence, publish, scenario};
 
 both_backends!(concurrent_publishers_get_gapless_sequences);
 
@@ -60,4 +63,94 @@ async fn concurrent_publishers_get_gapless_sequences(backend: Backend) {
         .map(|n| n["sequence"].as_i64().unwrap())
         .collect();
     assert_eq!(tail, ((start + 1501)..=(start + 1600)).collect::<Vec<_>>());
+}
+
+/// More concurrent requests than pooled connections: waiting requests take
+/// connections others give back, and no connection attempt is started and
+/// abandoned on the way (each one a forked backend and a TLS handshake on
+/// PostgreSQL's side). Counted at a TCP proxy in front of PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn a_busy_pool_opens_each_connection_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (proxy, opened) = counting_proxy(&db.url).await;
+    let pool = 4;
+    let server = Arc::new(
+        TestServer::start_on(&proxy, |config| {
+            config.database.database_max_connections = Some(pool);
+        })
+        .await,
+    );
+    let s = scenario(&server, "pool").await;
+    event_type(&server, "tick", json!(null), 0, 1).await;
+    for i in 0..60 {
+        publish(
+            &server,
+            json!({"runId": s.run, "eventType": "tick", "priority": i % 7}),
+        )
+        .await;
+    }
+    let before = opened.load(Ordering::SeqCst);
+    let readers: Vec<_> = (0..48)
+        .map(|_| {
+            let server = server.clone();
+            let run = s.run.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let page = server
+                        .gql(
+                            "query($r: UUID!) { events(runId: $r, orderBy: PRIORITY, first: 50) { nodes { sequence } } }",
+                            json!({ "r": run }),
+                        )
+                        .await;
+                    assert_eq!(page["events"]["nodes"].as_array().unwrap().len(), 50);
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let during = opened.load(Ordering::SeqCst) - before;
+    assert!(
+        during <= pool as usize,
+        "{during} connections opened for 960 reads on a pool of {pool}"
+    );
+}
+
+/// A TCP proxy to the PostgreSQL server of `url`: the same URL through the
+/// proxy, and how many connections it has accepted.
+async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, rest) = rest.rsplit_once('@').map_or(("", rest), |(u, r)| (u, r));
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let target = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let count = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    let at = if userinfo.is_empty() {
+        String::new()
+    } else {
+        format!("{userinfo}@")
+    };
+    (format!("{scheme}://{at}{addr}{path}"), opened)
 }
