@@ -372,19 +372,24 @@ async fn save_with_version<C: ConnectionTrait>(
                  WHERE engine_id = $1 AND version <= (SELECT version FROM saved) - {n})"
         ),
     };
+    // The history row takes the state from the UPDATE's RETURNING: a second
+    // `$2::jsonb` would parse the text again. The last SELECT leaves it out:
+    // the server has it already.
     let sql = format!(
         "WITH saved AS (
              UPDATE engine_states
              SET state = $2::jsonb, version = version + 1, updated_at = $3, last_seen_at = $3
              WHERE engine_id = $1 {check}
              RETURNING run_id, engine_type, version, registered_at, registered_by, group_id,
-                       subscribed_until, forked_from
+                       subscribed_until, forked_from, state
          ), kept AS (
              INSERT INTO engine_state_versions (engine_id, version, state, saved_at, run_sequence)
-             SELECT $1, saved.version, $2::jsonb, $3, r.last_sequence
+             SELECT $1, saved.version, saved.state, $3, r.last_sequence
              FROM saved JOIN scenario_runs r ON r.id = saved.run_id
          ){prune}
-         SELECT * FROM saved"
+         SELECT run_id, engine_type, version, registered_at, registered_by, group_id,
+                subscribed_until, forked_from
+         FROM saved"
     );
     let statement = Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
     let Some(row) = conn.query_one_raw(statement).await? else {
