@@ -5,9 +5,8 @@
 -- default). As in loadgen, client c owns engines c and c + :workers (when
 -- < :engines) and saves them in turn, passing the version it last saw; a
 -- failed compare returns no row and \gset aborts the client, so a conflict
--- cannot hide. The server binds the state once and uses the parameter
--- twice; pgbench would bind it twice, so the history row takes it from the
--- UPDATE's RETURNING (parsed once, as the server's). Engine n's id is 00000000-0000-4000-8000-<n as 12 digits>.
+-- cannot hide. The history row takes the state from the UPDATE's
+-- RETURNING, as the server's statement does: parsed once. Engine n's id is 00000000-0000-4000-8000-<n as 12 digits>.
 \set n :n + 1
 \if :client_id + :workers < :engines and :n % 2 = 0
 \set e :client_id + :workers
