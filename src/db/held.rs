@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sea_orm::sea_query::Values;
@@ -37,6 +38,11 @@ pub struct Held {
     /// takes it instead (it would otherwise wait while one sits here).
     returned: Notify,
     keep: usize,
+    /// The pool's acquires under way in tasks of their own, at most the
+    /// pool's size: more could not be served sooner, and one left behind
+    /// by a statement that took a kept connection waits for its turn.
+    acquiring: AtomicUsize,
+    max_acquiring: usize,
     stats: Arc<DbStats>,
 }
 
@@ -52,6 +58,9 @@ struct Kept {
 /// before handing them out): a database restarted meanwhile costs no
 /// request.
 const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// How often a statement waiting without an acquire of its own looks again.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// A connection goes back to the pool (and so to its checks and its
 /// `max_lifetime`) after this long held, whatever its health.
@@ -74,7 +83,9 @@ impl Held {
     /// starting and abandoning them (hundreds a second, most of a core).
     /// So the acquire runs in a task of its own; when a kept connection
     /// comes first, the task finishes and keeps what it gets for the next
-    /// statement.
+    /// statement. When the pool's size of acquires are under way already,
+    /// a statement waits for what they bring (each rings `returned` when it
+    /// ends, with or without a connection).
     async fn take(self: &Arc<Self>) -> Result<Kept, DbErr> {
         let mut acquiring: Option<oneshot::Receiver<Result<Kept, DbErr>>> = None;
         loop {
@@ -88,31 +99,59 @@ impl Held {
                 Some(_) => continue,
                 None => {}
             }
-            let acquired = acquiring.get_or_insert_with(|| {
-                let (tx, rx) = oneshot::channel();
-                let held = self.clone();
-                tokio::spawn(async move {
-                    let conn = held.pool.acquire().await.map_err(sqlx_err).map(|conn| {
-                        let now = Instant::now();
-                        Kept {
-                            conn,
-                            since: now,
-                            idle_since: now,
-                        }
-                    });
-                    if let Err(Ok(kept)) = tx.send(conn) {
-                        held.keep(kept);
+            if acquiring.is_none() {
+                acquiring = self.start_acquire();
+            }
+            let acquired = async {
+                match acquiring.as_mut() {
+                    Some(rx) => Some(rx.await),
+                    // Without an acquire of its own a statement looks again
+                    // now and then as well: a connection that failed goes
+                    // back to the pool without ringing.
+                    None => {
+                        tokio::time::sleep(RECHECK).await;
+                        None
                     }
-                });
-                rx
-            });
-            tokio::select! {
-                conn = acquired => {
-                    return conn.unwrap_or_else(|_| Err(DbErr::Custom("the pool's acquire was cancelled".into())));
                 }
+            };
+            tokio::select! {
+                conn = acquired => if let Some(conn) = conn {
+                    return conn.unwrap_or_else(|_| Err(DbErr::Custom("the pool's acquire was cancelled".into())));
+                },
                 () = &mut returned => {}
             }
         }
+    }
+
+    /// Starts an acquire from the pool in a task of its own, unless the
+    /// pool's size of them are under way; its connection goes to the
+    /// receiver or, once that is gone, is kept here.
+    fn start_acquire(self: &Arc<Self>) -> Option<oneshot::Receiver<Result<Kept, DbErr>>> {
+        self.acquiring
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_acquiring).then_some(n + 1)
+            })
+            .ok()?;
+        let (tx, rx) = oneshot::channel();
+        let held = self.clone();
+        tokio::spawn(async move {
+            let conn = held.pool.acquire().await.map_err(sqlx_err).map(|conn| {
+                let now = Instant::now();
+                Kept {
+                    conn,
+                    since: now,
+                    idle_since: now,
+                }
+            });
+            held.acquiring.fetch_sub(1, Ordering::AcqRel);
+            if let Err(Ok(kept)) = tx.send(conn) {
+                held.keep(kept);
+            }
+            // A statement waiting without an acquire of its own may start
+            // one now.
+            held.returned.notify_one();
+        });
+        Some(rx)
     }
 
     /// Keeps `kept` idle for the next statement when there is room (and
@@ -131,6 +170,8 @@ impl Held {
     /// `stats` as the pool's callback does.
     pub fn new(pool: PgPool, keep: usize, stats: Arc<DbStats>) -> Self {
         Held {
+            max_acquiring: pool.options().get_max_connections() as usize,
+            acquiring: AtomicUsize::new(0),
             pool,
             idle: StdMutex::new(Vec::with_capacity(keep)),
             returned: Notify::new(),
