@@ -8,8 +8,6 @@
 //! through the extension chain, two boxed futures and two registry lookups
 //! per field, which a 50-event page pays 300 times.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +19,8 @@ use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{Request, Response};
 use futures::stream::{Stream, StreamExt};
 use lru::LruCache;
-use serde_json::value::RawValue;
+
+pub use super::compiled::Vars;
 
 use super::error::{add_code, catching_panics};
 use super::{AppSchema, RequestLoader, compiled};
@@ -73,39 +72,37 @@ impl Executor {
     /// the schema. A panic inside it becomes an `INTERNAL` error of this
     /// request only.
     pub async fn execute(&self, ctx: &Ctx, principal: Principal, request: Request) -> Answer {
-        let (operation, entry) = self.documents.prepare(&request);
-        if let Some(plan) = entry
-            .as_deref()
-            .and_then(|e| e.proven_plan(request.operation_name.as_deref()))
-            && let Some(body) = compiled::run(
-                plan,
+        let compiled = self
+            .execute_compiled(
                 ctx,
                 &principal,
-                &compiled::Vars::Parsed(&request.variables),
+                &request.query,
+                request.operation_name.as_deref(),
+                &Vars::Parsed(&request.variables),
             )
-            .await
-        {
-            self.count_compiled(operation.as_deref());
-            return Answer::Compiled(body);
+            .await;
+        match compiled {
+            Some(body) => Answer::Compiled(body),
+            None => Answer::General(self.execute_general(principal, request).await),
         }
-        Answer::General(self.execute_general(principal, request).await)
     }
 
-    /// Answers a request whose variables are still the JSON text of its
-    /// body on its document's compiled plan, as `execute` would; none, with
-    /// nothing done, when the general path must answer it.
+    /// Answers a request on its document's compiled plan, as `execute`
+    /// would; none, with nothing done, when the general path must answer
+    /// it. The HTTP transport gives the variables as the body's JSON text.
     pub async fn execute_compiled(
         &self,
         ctx: &Ctx,
         principal: &Principal,
         query: &str,
         operation_name: Option<&str>,
-        variables: &HashMap<Cow<'_, str>, &RawValue>,
+        variables: &Vars<'_>,
     ) -> Option<String> {
         let (operation, entry) = self.documents.prepare_parts(query, operation_name);
         let plan = entry.as_deref()?.proven_plan(operation_name)?;
-        let body = compiled::run(plan, ctx, principal, &compiled::Vars::Raw(variables)).await?;
-        self.count_compiled(operation.as_deref());
+        let body = compiled::run(plan, ctx, principal, variables).await?;
+        self.metrics.request("http", operation.as_deref(), true);
+        self.metrics.compiled();
         Some(body)
     }
 
@@ -124,11 +121,6 @@ impl Executor {
             entry.proven.store(true, Ordering::Relaxed);
         }
         response
-    }
-
-    fn count_compiled(&self, operation: Option<&str>) {
-        self.metrics.request("http", operation, true);
-        self.metrics.compiled();
     }
 
     /// Starts a websocket subscription on its document's compiled plan, when

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use super::{AppState, ErrorCode};
 use crate::error::AppError;
-use crate::graphql::execution::Answer;
+use crate::graphql::execution::{Answer, Vars};
 use crate::service::auth::{self, Principal};
 
 /// The GraphQL routes.
@@ -173,38 +173,40 @@ async fn execute_post(State(state): State<AppState>, request: Request) -> Respon
             &principal,
             &raw.query,
             raw.operation_name.as_deref(),
-            &raw.variables.unwrap_or_default(),
+            &Vars::Raw(&raw.variables.unwrap_or_default()),
         )
         .await
     {
         return compiled_response(body);
     }
-    match GraphQLRequest::<GraphQLRejection>::from_request(
-        Request::from_parts(parts, Body::from(bytes)),
-        &state,
-    )
-    .await
-    {
+    match extract(&state, parts, Body::from(bytes)).await {
         Ok(request) => {
-            let response = state
-                .graphql
-                .execute_general(principal, request.into_inner())
-                .await;
+            let response = state.graphql.execute_general(principal, request).await;
             GraphQLResponse::from(response).into_response()
         }
-        Err(err) => rejection(err),
+        Err(response) => response,
     }
 }
 
 /// Reads a request as async-graphql-axum does and runs it.
 async fn extract_and_execute(state: &AppState, parts: Parts, body: Body) -> Response {
     let headers = parts.headers.clone();
-    match GraphQLRequest::<GraphQLRejection>::from_request(Request::from_parts(parts, body), state)
-        .await
-    {
-        Ok(request) => execute(state, authorization(&headers), request.into_inner()).await,
-        Err(err) => rejection(err),
+    match extract(state, parts, body).await {
+        Ok(request) => execute(state, authorization(&headers), request).await,
+        Err(response) => response,
     }
+}
+
+/// A request as async-graphql-axum reads it, or the response refusing it.
+async fn extract(
+    state: &AppState,
+    parts: Parts,
+    body: Body,
+) -> Result<async_graphql::Request, Response> {
+    GraphQLRequest::<GraphQLRejection>::from_request(Request::from_parts(parts, body), state)
+        .await
+        .map(GraphQLRequest::into_inner)
+        .map_err(rejection)
 }
 
 /// `GET /graphql`: the GraphQL websocket when the client asks for an
