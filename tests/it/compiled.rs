@@ -455,16 +455,17 @@ async fn one_case(server: &TestServer, doc: &Doc) -> bool {
                 .await
                 .0
         } else {
-            let Arg::Variable(_, engine) = &doc.args[0].1 else {
-                unreachable!("the engine id is a variable")
-            };
             let query = format!(
                 "query($x: UUID!) {{ root: engine(engineId: $x) {{ {} }} }}",
                 doc.selection
             );
-            body(server, &query, &json!({ "x": engine }).to_string())
-                .await
-                .0
+            body(
+                server,
+                &query,
+                &json!({ "x": saved_engine(doc) }).to_string(),
+            )
+            .await
+            .0
         };
         assert_eq!(
             parse(&root_text(&answer)),
@@ -488,15 +489,20 @@ async fn one_case(server: &TestServer, doc: &Doc) -> bool {
     compiled
 }
 
-/// The state of the engine a save document names, as stored.
-async fn stored_state(server: &TestServer, doc: &Doc) -> Value {
+/// The engine id a save document names.
+fn saved_engine(doc: &Doc) -> &Value {
     let Arg::Variable(_, engine) = &doc.args[0].1 else {
         unreachable!("the engine id is a variable")
     };
+    engine
+}
+
+/// The state of the engine a save document names, as stored.
+async fn stored_state(server: &TestServer, doc: &Doc) -> Value {
     server
         .gql(
             "query($x: UUID!) { engine(engineId: $x) { state } }",
-            json!({ "x": engine }),
+            json!({ "x": saved_engine(doc) }),
         )
         .await["engine"]["state"]
         .clone()
