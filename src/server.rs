@@ -63,6 +63,7 @@ impl App {
             ctx.event_types.clone(),
             shutdown.clone(),
         );
+        hub.listening().await;
         let ctx = ctx.with_listener(hub.clone());
         let schema = build_schema_with(Some((ctx.clone(), hub.clone())), &config.limits, customize);
         let ws = WsSettings::new(&config.realtime, &config.limits);

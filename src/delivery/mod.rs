@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -78,6 +78,9 @@ pub struct Hub {
     /// The services' event type cache: cleared when another replica changes
     /// a type, trusted only while this replica hears of such changes.
     event_types: Arc<EventTypeCache>,
+    /// True once the LISTEN connection's first attempt has ended (at once
+    /// on SQLite): see [`Hub::listening`].
+    listening: watch::Receiver<bool>,
 }
 
 impl Hub {
@@ -91,6 +94,7 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> Arc<Hub> {
         let is_postgres = database_url.starts_with("postgres");
+        let (listened, listening) = watch::channel(!is_postgres);
         let (notify, notify_rx) = if is_postgres {
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
@@ -106,6 +110,7 @@ impl Hub {
             replica_id: Uuid::new_v4(),
             releases: TaskTracker::new(),
             event_types,
+            listening,
         });
         tokio::spawn(periodic_check(hub.clone()));
         if let Some(rx) = notify_rx {
@@ -118,10 +123,21 @@ impl Hub {
             tokio::spawn(pg::listen(
                 database_url.to_owned(),
                 Arc::downgrade(&hub),
+                listened,
                 shutdown,
             ));
         }
         hub
+    }
+
+    /// Returns once this replica hears other replicas' changes, or has
+    /// tried to and goes on trying in the background. Until then event types
+    /// are read around the cache, a statement per request: a server waits
+    /// for this before it serves.
+    pub async fn listening(&self) {
+        let mut listening = self.listening.clone();
+        // An error means the sender is gone: the listener stopped (shutdown).
+        let _ = listening.wait_for(|done| *done).await;
     }
 
     /// The event type cache, which the LISTEN connection vouches for.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sea_orm::sqlx::postgres::{PgConnection, PgListener};
 use sea_orm::sqlx::{self, Connection};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -130,10 +130,20 @@ async fn notify(conn: &mut PgConnection, payloads: &[String]) -> Result<(), sqlx
 /// Listens for other replicas' commits and rings the local feeds. A lost
 /// connection is re-established, then every watched run is checked, so
 /// nothing committed meanwhile waits for the periodic check.
-pub async fn listen(url: String, hub: Weak<Hub>, shutdown: CancellationToken) {
+pub async fn listen(
+    url: String,
+    hub: Weak<Hub>,
+    listened: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let mut listener = match connect(&url).await {
+        let connected = connect(&url).await;
+        if connected.is_err() {
+            // The server serves meanwhile, reading event types around the cache.
+            listened.send_replace(true);
+        }
+        let mut listener = match connected {
             Ok(listener) => {
                 backoff = Duration::from_millis(50);
                 listener
@@ -152,6 +162,7 @@ pub async fn listen(url: String, hub: Weak<Hub>, shutdown: CancellationToken) {
         match hub.upgrade() {
             Some(hub) => {
                 hub.event_types().trust(true);
+                listened.send_replace(true);
                 hub.check_all().await;
             }
             None => return,
