@@ -36,6 +36,29 @@ fn any_json() -> impl Strategy<Value = Value> {
     })
 }
 
+/// `value` with each integral float written as the integer it is: JSON
+/// has one kind of number, and PostgreSQL's `jsonb` gives back
+/// `3.4523270149980685e17` as `345232701499806850`.
+fn by_value(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e18 => Value::from(f as i64),
+            Some(f) if n.is_f64() && f.fract() == 0.0 && (0.0..1.8e19).contains(&f) => {
+                Value::from(f as u64)
+            }
+            _ => value.clone(),
+        },
+        Value::Array(items) => Value::Array(items.iter().map(by_value).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), by_value(v)))
+                .collect(),
+        ),
+        _ => value.clone(),
+    }
+}
+
 /// One event input against `run`: a known or unknown type, any priority,
 /// any payload (the `typed` type requires `{"n": integer}`), maybe a key.
 fn any_event(run: String) -> impl Strategy<Value = Value> {
@@ -249,7 +272,7 @@ async fn one_case(
                 assert_eq!(engine_after["engine"], engine_before["engine"]);
             } else {
                 assert_eq!(version(&engine_after), version(&engine_before) + 1);
-                assert_eq!(engine_after["engine"]["state"], state);
+                assert_eq!(by_value(&engine_after["engine"]["state"]), by_value(&state));
             }
         }
     }
