@@ -485,7 +485,12 @@ pub async fn require_in_run<C: ConnectionTrait>(
 }
 
 /// The errors of an engine that is missing or registered in another run.
-fn in_run(engine_id: Uuid, engine_run: Option<Uuid>, run_id: Uuid, field: &str) -> AppResult<()> {
+pub(crate) fn in_run(
+    engine_id: Uuid,
+    engine_run: Option<Uuid>,
+    run_id: Uuid,
+    field: &str,
+) -> AppResult<()> {
     match engine_run {
         None => Err(AppError::not_found(
             field,

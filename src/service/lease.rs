@@ -6,10 +6,12 @@
 //! that name a lease which is no longer current are fenced off with
 //! `LEASE_LOST`.
 
+use std::collections::{BTreeMap, HashSet};
+
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ExprTrait, QueryFilter, QuerySelect,
     StatementBuilder,
 };
 use uuid::Uuid;
@@ -226,6 +228,94 @@ pub async fn settle_in<C: ConnectionTrait>(conn: &C, settlement: Settlement) -> 
                 .await?;
         }
     }
+    Ok(())
+}
+
+/// [`settle_in`] for many records that end their events for good (no
+/// failure, no backoff), each of another `(event, recipient)`: one UPDATE
+/// per engine for the leased ones, one upsert for the rest, however many
+/// there are. A lease that is not current fails with `LEASE_LOST` (the
+/// first such, in `settlements` order).
+pub async fn settle_done_in<C: ConnectionTrait>(
+    conn: &C,
+    settlements: &[Settlement],
+) -> AppResult<()> {
+    use event_delivery::Column as D;
+    let mut leased: BTreeMap<Uuid, Vec<&Settlement>> = BTreeMap::new();
+    let mut unleased = Vec::new();
+    for settlement in settlements {
+        debug_assert!(settlement.done && settlement.not_before.is_none());
+        debug_assert!(settlement.failures.is_none());
+        match settlement.lease_id {
+            Some(_) => leased
+                .entry(settlement.engine_id)
+                .or_default()
+                .push(settlement),
+            None => unleased.push(settlement),
+        }
+    }
+    for (engine_id, group) in leased {
+        let current = group.iter().fold(Condition::any(), |any, s| {
+            any.add(
+                Condition::all()
+                    .add(D::EventId.eq(s.event_id))
+                    .add(D::RecipientId.eq(s.recipient_id))
+                    .add(D::LeaseId.eq(s.lease_id)),
+            )
+        });
+        let updated = event_delivery::Entity::update_many()
+            .col_expr(D::EngineId, Expr::value(engine_id))
+            .col_expr(D::LeaseExpiresAt, Expr::value(None::<DateTime<Utc>>))
+            .col_expr(D::NotBefore, Expr::value(None::<DateTime<Utc>>))
+            .col_expr(D::Done, Expr::value(true))
+            .filter(current.clone())
+            .exec(conn)
+            .await?;
+        if updated.rows_affected < group.len() as u64 {
+            // The settled rows keep their lease ids: the ones not found lost theirs.
+            let settled: HashSet<(Uuid, Uuid)> = event_delivery::Entity::find()
+                .select_only()
+                .column(D::EventId)
+                .column(D::RecipientId)
+                .filter(current)
+                .into_tuple()
+                .all(conn)
+                .await?
+                .into_iter()
+                .collect();
+            let lost = group
+                .iter()
+                .find(|s| !settled.contains(&(s.event_id, s.recipient_id)))
+                .ok_or_else(|| AppError::internal("fewer leases settled than matched"))?;
+            return Err(AppError::LeaseLost {
+                event_id: lost.event_id,
+                lease_id: lost.lease_id.unwrap_or_default(),
+            });
+        }
+    }
+    if unleased.is_empty() {
+        return Ok(());
+    }
+    let rows = unleased.iter().map(|s| event_delivery::ActiveModel {
+        event_id: sea_orm::Set(s.event_id),
+        recipient_id: sea_orm::Set(s.recipient_id),
+        engine_id: sea_orm::Set(Some(s.engine_id)),
+        lease_id: sea_orm::Set(None),
+        attempt: sea_orm::Set(0),
+        lease_expires_at: sea_orm::Set(None),
+        not_before: sea_orm::Set(None),
+        done: sea_orm::Set(true),
+        delivered_at: sea_orm::Set(None),
+        failures: sea_orm::Set(0),
+    });
+    event_delivery::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([D::EventId, D::RecipientId])
+                .update_columns([D::EngineId, D::LeaseExpiresAt, D::NotBefore, D::Done])
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 

@@ -3,11 +3,13 @@
 //! `maxAttempts` is final and publishes `error_occurred` in the same
 //! transaction. `complete` records, emits and checkpoints all or nothing.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::TimeDelta;
-use sea_orm::sea_query::{Expr, OnConflict, Query};
+use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, FromQueryResult,
-    QueryFilter,
+    QueryFilter, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -58,6 +60,137 @@ pub async fn record(
     Ok(recorded.processing)
 }
 
+/// Records several events in one transaction, all or nothing: the first
+/// error rolls the others back and is returned. A request's aliased
+/// `recordProcessing` fields come here (the compiled path), so an engine
+/// that records a batch pays one commit for it, not one per event; a batch
+/// of successes, each of another event, takes one statement per step for
+/// all its records (`record_done_in`).
+pub async fn record_all(
+    ctx: &Ctx,
+    principal: &Principal,
+    inputs: &[Record],
+) -> AppResult<Vec<event_processing::Model>> {
+    principal.require(Access::Engine)?;
+    for input in inputs {
+        check_error(input)?;
+    }
+    let txn = ctx.db.begin_write().await?;
+    let recorded = match record_done_in(&txn, inputs).await? {
+        Some(recorded) => recorded,
+        None => {
+            let mut recorded = Vec::with_capacity(inputs.len());
+            for input in inputs {
+                recorded.push(record_in(ctx, &txn, input).await?);
+            }
+            recorded
+        }
+    };
+    txn.commit().await?;
+    for one in &recorded {
+        one.announce(ctx, &[]);
+    }
+    Ok(recorded.into_iter().map(|r| r.processing).collect())
+}
+
+/// [`record_in`] for a batch of PROCESSED records, each of another event
+/// for its recipient: the events and the engines read in one statement
+/// each, the records written in one, the leases settled in one per engine.
+/// None (nothing written) for any other batch, which goes record by record.
+async fn record_done_in(
+    txn: &DatabaseTransaction,
+    inputs: &[Record],
+) -> AppResult<Option<Vec<Recorded>>> {
+    let mut pairs = HashSet::with_capacity(inputs.len());
+    if inputs.iter().any(|i| {
+        i.status != ProcessingStatus::Processed || !pairs.insert((i.event_id, i.engine_id))
+    }) {
+        return Ok(None);
+    }
+    let event_ids: HashSet<Uuid> = inputs.iter().map(|i| i.event_id).collect();
+    let events: HashMap<Uuid, (Uuid, Option<Uuid>)> = event_instance::Entity::find()
+        .select_only()
+        .column(event_instance::Column::Id)
+        .column(event_instance::Column::RunId)
+        .column(event_instance::Column::TargetEngineId)
+        .filter(event_instance::Column::Id.is_in(event_ids))
+        .into_tuple::<(Uuid, Uuid, Option<Uuid>)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|(id, run, target)| (id, (run, target)))
+        .collect();
+    let engine_ids: HashSet<Uuid> = inputs.iter().map(|i| i.engine_id).collect();
+    let engines: HashMap<Uuid, (Uuid, Option<Uuid>)> = engine_state::Entity::find()
+        .select_only()
+        .column(engine_state::Column::EngineId)
+        .column(engine_state::Column::RunId)
+        .column(engine_state::Column::GroupId)
+        .filter(engine_state::Column::EngineId.is_in(engine_ids))
+        .into_tuple::<(Uuid, Uuid, Option<Uuid>)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|(id, run, group)| (id, (run, group)))
+        .collect();
+    let mut runs = Vec::with_capacity(inputs.len());
+    let mut settlements = Vec::with_capacity(inputs.len());
+    let mut recipients = HashSet::with_capacity(inputs.len());
+    for input in inputs {
+        let &(run_id, target) = events
+            .get(&input.event_id)
+            .ok_or_else(|| event_not_found(input.event_id))?;
+        let engine = engines.get(&input.engine_id);
+        super::engine::in_run(
+            input.engine_id,
+            engine.map(|e| e.0),
+            run_id,
+            "input.engineId",
+        )?;
+        let recipient =
+            super::pending::recipient_of(target, input.engine_id, engine.and_then(|e| e.1));
+        // Two members of a group recording one event settle one row: in turn.
+        if !recipients.insert((input.event_id, recipient)) {
+            return Ok(None);
+        }
+        runs.push(run_id);
+        settlements.push(super::lease::Settlement {
+            event_id: input.event_id,
+            recipient_id: recipient,
+            engine_id: input.engine_id,
+            lease_id: input.lease_id,
+            done: true,
+            not_before: None,
+            failures: None,
+        });
+    }
+    let rows = txn
+        .query_all(&upsert(inputs.iter().zip(runs.iter().copied())))
+        .await?;
+    let mut written = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let processing = event_processing::Model::from_query_result(row, "")?;
+        written.insert((processing.event_id, processing.engine_id), processing);
+    }
+    super::lease::settle_done_in(txn, &settlements).await?;
+    inputs
+        .iter()
+        .zip(runs)
+        .map(|(input, run_id)| {
+            let processing = written
+                .remove(&(input.event_id, input.engine_id))
+                .ok_or_else(|| AppError::internal("a record's INSERT returned no row"))?;
+            Ok(Recorded {
+                processing,
+                published: Vec::new(),
+                run_id,
+                again: false,
+            })
+        })
+        .collect::<AppResult<Vec<_>>>()
+        .map(Some)
+}
+
 fn check_error(input: &Record) -> AppResult<()> {
     if let Some(seconds) = input.retry_after_seconds {
         let max = super::lease::MAX_RETRY_DELAY.num_seconds();
@@ -94,17 +227,16 @@ async fn load_event<C: ConnectionTrait>(
     let event = event_instance::Entity::find_by_id(input.event_id)
         .one(conn)
         .await?
-        .ok_or_else(|| {
-            AppError::not_found(
-                "input.eventId",
-                format!("event {} not found", input.event_id),
-            )
-        })?;
+        .ok_or_else(|| event_not_found(input.event_id))?;
     let group =
         super::engine::require_in_run(conn, input.engine_id, event.run_id, "input.engineId")
             .await?;
     let recipient = super::pending::recipient_of(event.target_engine_id, input.engine_id, group);
     Ok((event, recipient))
+}
+
+fn event_not_found(event_id: Uuid) -> AppError {
+    AppError::not_found("input.eventId", format!("event {event_id} not found"))
 }
 
 /// What writing a record did, besides the record.
@@ -138,41 +270,9 @@ impl Recorded {
 /// `lease_id`), and publishes `error_occurred` when this failure is final.
 /// Failures count per recipient: across a group, whichever member failed.
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
-    use event_processing::Column as P;
     let (event, recipient) = load_event(txn, input).await?;
-    let mut insert = Query::insert();
-    insert
-        .into_table(event_processing::Entity)
-        .columns([
-            P::EventId,
-            P::EngineId,
-            P::Status,
-            P::Error,
-            P::Attempts,
-            P::ProcessedAt,
-            P::RunSequence,
-        ])
-        .values_panic([
-            Expr::val(input.event_id),
-            Expr::val(input.engine_id),
-            Expr::val(input.status.as_str()),
-            Expr::val(input.error.clone()),
-            Expr::val(1),
-            Expr::val(now()),
-            super::history::run_sequence_of(event.run_id),
-        ])
-        .on_conflict(
-            OnConflict::columns([P::EventId, P::EngineId])
-                .update_columns([P::Status, P::Error, P::ProcessedAt, P::RunSequence])
-                .value(
-                    P::Attempts,
-                    Expr::col((event_processing::Entity, P::Attempts)).add(1),
-                )
-                .to_owned(),
-        )
-        .returning_all();
     let row = txn
-        .query_one(&insert)
+        .query_one(&upsert([(input, event.run_id)]))
         .await?
         .ok_or_else(|| AppError::internal("a record's INSERT returned no row"))?;
     let processing = event_processing::Model::from_query_result(&row, "")?;
@@ -237,6 +337,46 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
         run_id: event.run_id,
         again: retry,
     })
+}
+
+/// The upsert of processing records, each with its event's run: a first
+/// record counts attempt 1, a repeated one adds an attempt. Returns the rows.
+fn upsert<'a>(records: impl IntoIterator<Item = (&'a Record, Uuid)>) -> InsertStatement {
+    use event_processing::Column as P;
+    let mut insert = Query::insert();
+    insert.into_table(event_processing::Entity).columns([
+        P::EventId,
+        P::EngineId,
+        P::Status,
+        P::Error,
+        P::Attempts,
+        P::ProcessedAt,
+        P::RunSequence,
+    ]);
+    let at = now();
+    for (input, run_id) in records {
+        insert.values_panic([
+            Expr::val(input.event_id),
+            Expr::val(input.engine_id),
+            Expr::val(input.status.as_str()),
+            Expr::val(input.error.clone()),
+            Expr::val(1),
+            Expr::val(at),
+            super::history::run_sequence_of(run_id),
+        ]);
+    }
+    insert
+        .on_conflict(
+            OnConflict::columns([P::EventId, P::EngineId])
+                .update_columns([P::Status, P::Error, P::ProcessedAt, P::RunSequence])
+                .value(
+                    P::Attempts,
+                    Expr::col((event_processing::Entity, P::Attempts)).add(1),
+                )
+                .to_owned(),
+        )
+        .returning_all();
+    insert
 }
 
 /// Dates the record after the events its transaction published (a final

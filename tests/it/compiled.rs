@@ -511,13 +511,14 @@ async fn stored_state(server: &TestServer, doc: &Doc) -> Value {
 /// Runs `case` on `cases` documents of `strategy` (proptest on a blocking
 /// thread, each case on the test's runtime) and returns how many the
 /// compiled path answered; panics with the smallest failing input.
-async fn run_cases<F>(
+pub(crate) async fn run_cases<T, F>(
     cases: u32,
     max_shrink_iters: u32,
-    strategy: impl Strategy<Value = Doc> + Send + 'static,
-    case: impl Fn(Doc) -> F + Send + 'static,
+    strategy: impl Strategy<Value = T> + Send + 'static,
+    case: impl Fn(T) -> F + Send + 'static,
 ) -> usize
 where
+    T: std::fmt::Debug,
     F: std::future::Future<Output = bool>,
 {
     let handle = tokio::runtime::Handle::current();

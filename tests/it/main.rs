@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod backpressure;
 mod compiled;
+mod compiled_records;
 mod concurrency;
 mod crash;
 mod demo;

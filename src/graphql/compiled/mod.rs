@@ -19,6 +19,12 @@
 //! general path, which gives the error its usual shape. The property test
 //! `tests/it/compiled.rs` checks the two paths byte for byte.
 //!
+//! A mutation of only `recordProcessing` fields (an engine recording a
+//! batch under aliases) compiles to one call of `processing::record_all`:
+//! one transaction for the batch instead of one per field, all or nothing,
+//! so a batch with an error goes to the general path, which records field
+//! by field and reports each (`tests/it/compiled_records.rs`).
+//!
 //! A reader's `events` subscription compiles too, for its memory rather
 //! than its CPU: answered through async-graphql, every idle subscription
 //! keeps the executor's boxed stream, the request's variables and query
@@ -50,7 +56,7 @@ use crate::graphql::types::event::EventInput;
 use crate::service::auth::Principal;
 use crate::service::event::{self as event_svc, EventCursor, EventFilter};
 use crate::service::page::{CursorKey, PageRequest, page_size};
-use crate::service::{Ctx, engine, publish};
+use crate::service::{Ctx, engine, processing, publish};
 use plan::{Arg, Root};
 
 /// A request's variables, as the compiled path reads them.
@@ -152,6 +158,21 @@ pub async fn run(
             write::engine(&mut out, selection, &saved);
             Some(out.finish())
         }
+        Root::Records(fields) => {
+            let inputs = fields
+                .iter()
+                .map(|field| field.input.resolve_in(variables)?.record())
+                .collect::<Option<Vec<_>>>()?;
+            // All or nothing: an error leaves the batch to the general
+            // path, which records field by field and reports each.
+            let written = processing::record_all(ctx, principal, &inputs).await.ok()?;
+            let mut out = write::Out::data();
+            for (i, (field, record)) in fields.iter().zip(&written).enumerate() {
+                out.key(i == 0, &field.key);
+                write::processing(&mut out, &field.selection, record);
+            }
+            Some(out.finish())
+        }
     }
 }
 
@@ -238,6 +259,7 @@ trait Decode {
     fn event_order(&self) -> Option<event_svc::EventOrder>;
     fn json(&self) -> Option<Value>;
     fn event_input(&self) -> Option<EventInput>;
+    fn record(&self) -> Option<processing::Record>;
 }
 
 impl Decode for async_graphql::Value {
@@ -362,6 +384,48 @@ impl Decode for async_graphql::Value {
         }
         (run_id && event_type).then_some(input)
     }
+
+    fn record(&self) -> Option<processing::Record> {
+        let async_graphql::Value::Object(fields) = self else {
+            return None;
+        };
+        let (mut event_id, mut engine_id, mut status) = (None, None, None);
+        let mut record = processing::Record {
+            event_id: uuid::Uuid::nil(),
+            engine_id: uuid::Uuid::nil(),
+            status: processing::ProcessingStatus::Processed,
+            error: None,
+            lease_id: None,
+            retry_after_seconds: None,
+        };
+        for (name, value) in fields {
+            match name.as_str() {
+                "eventId" => event_id = Some(value.uuid()?),
+                "engineId" => engine_id = Some(value.uuid()?),
+                "status" => {
+                    let name = match value {
+                        async_graphql::Value::Enum(name) => name.as_str(),
+                        async_graphql::Value::String(name) => name.as_str(),
+                        _ => return None,
+                    };
+                    status = Some(processing::ProcessingStatus::parse(name)?);
+                }
+                "error" => record.error = value.opt_string()?,
+                "leaseId" => {
+                    record.lease_id = match value {
+                        async_graphql::Value::Null => None,
+                        value => Some(value.uuid()?),
+                    }
+                }
+                "retryAfterSeconds" => record.retry_after_seconds = value.opt_i32()?,
+                _ => return None,
+            }
+        }
+        record.event_id = event_id?;
+        record.engine_id = engine_id?;
+        record.status = status?;
+        Some(record)
+    }
 }
 
 /// An argument's value as [`Arg::resolve_in`] finds it.
@@ -419,6 +483,10 @@ impl Decode for Resolved<'_> {
 
     fn event_input(&self) -> Option<EventInput> {
         self.decoded()?.event_input()
+    }
+
+    fn record(&self) -> Option<processing::Record> {
+        self.decoded()?.record()
     }
 }
 

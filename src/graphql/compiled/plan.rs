@@ -10,13 +10,14 @@ use async_graphql::parser::types::{
 use async_graphql::{Name, Pos, Positioned, Value};
 use async_graphql_value::Value as AstValue;
 
-/// A compiled document: its operation's name and what its one root field does.
+/// A compiled document: its operation's name and what its root field does
+/// (its root fields, for a batch of records).
 pub struct Plan {
     /// The operation's name, if it has one (a request may name only it).
     pub operation: Option<Name>,
-    /// The root field's response key.
+    /// The (first) root field's response key.
     pub(super) key: String,
-    /// Where the root field is in the document (errors point at it).
+    /// Where the (first) root field is in the document (errors point at it).
     pub(super) pos: Pos,
     pub(super) root: Root,
 }
@@ -46,6 +47,27 @@ pub(super) enum Root {
         expected_version: Arg,
         selection: Vec<(String, EngineField)>,
     },
+    /// `Mutation.recordProcessing(input)`, once or under several aliases:
+    /// an engine recording a batch of events.
+    Records(Vec<RecordField>),
+}
+
+/// One `recordProcessing` root field.
+pub(super) struct RecordField {
+    pub key: String,
+    pub input: Arg,
+    pub selection: Vec<(String, ProcessingField)>,
+}
+
+/// A field of `Processing`.
+pub(super) enum ProcessingField {
+    EventId,
+    EngineId,
+    Status,
+    Error,
+    Attempts,
+    ProcessedAt,
+    RunSequence,
 }
 
 /// The arguments and selection of a compiled `events` subscription.
@@ -148,8 +170,8 @@ pub(super) enum EngineField {
 
 impl Plan {
     /// The plan of `document`, when it is one of the compiled shapes: one
-    /// operation, one root field, no fragments or directives, only the
-    /// fields above.
+    /// operation, one root field (or only `recordProcessing` ones), no
+    /// fragments or directives, only the fields above.
     pub fn compile(document: &ExecutableDocument) -> Option<Plan> {
         if !document.fragments.is_empty() {
             return None;
@@ -164,6 +186,11 @@ impl Plan {
         };
         if !definition.directives.is_empty() {
             return None;
+        }
+        if definition.ty == OperationType::Mutation
+            && let Some(plan) = records(definition, &operation)
+        {
+            return Some(plan);
         }
         let [root] = definition.selection_set.node.items.as_slice() else {
             return None;
@@ -277,6 +304,54 @@ impl EventSelection {
             .iter()
             .any(|(_, field)| matches!(field, EventField::Type(_)))
     }
+}
+
+/// The plan of a mutation whose root fields are all `recordProcessing`,
+/// each under its own response key.
+fn records(definition: &OperationDefinition, operation: &Option<Name>) -> Option<Plan> {
+    let items = &definition.selection_set.node.items;
+    let mut keys = HashSet::with_capacity(items.len());
+    let mut fields = Vec::with_capacity(items.len());
+    let mut first = None;
+    for item in items {
+        let field = plain_field(item)?;
+        if field.name.node != "recordProcessing" {
+            return None;
+        }
+        let key = response_key(field);
+        if !keys.insert(key.clone()) {
+            return None;
+        }
+        let Selection::Field(positioned) = &item.node else {
+            return None;
+        };
+        first.get_or_insert((key.clone(), positioned.pos));
+        let args = Args::of(field, definition)?;
+        args.only(&["input"])?;
+        fields.push(RecordField {
+            key,
+            input: args.get("input"),
+            selection: scalars(&field.selection_set.node, |name| {
+                Some(match name {
+                    "eventId" => ProcessingField::EventId,
+                    "engineId" => ProcessingField::EngineId,
+                    "status" => ProcessingField::Status,
+                    "error" => ProcessingField::Error,
+                    "attempts" => ProcessingField::Attempts,
+                    "processedAt" => ProcessingField::ProcessedAt,
+                    "runSequence" => ProcessingField::RunSequence,
+                    _ => return None,
+                })
+            })?,
+        });
+    }
+    let (key, pos) = first?;
+    Some(Plan {
+        operation: operation.clone(),
+        key,
+        pos,
+        root: Root::Records(fields),
+    })
 }
 
 /// A root field's arguments, with the operation's variable definitions.

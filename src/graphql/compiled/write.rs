@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 use super::plan::{
     ConnectionField, ConnectionSelection, EdgeField, EngineField, EventField, PageInfoField,
-    TypeField,
+    ProcessingField, TypeField,
 };
-use crate::entity::{engine_state, event_instance, event_type};
+use crate::entity::{engine_state, event_instance, event_processing, event_type};
 use crate::service::Ctx;
 use crate::service::event::EventCursor;
 use crate::service::page::{CursorKey, Page};
@@ -48,10 +48,16 @@ pub(super) struct Out(String);
 impl Out {
     /// `{"data":{"<key>":` written; the root field's value comes next.
     pub fn response(key: &str) -> Self {
+        let mut out = Self::data();
+        out.key(true, key);
+        out
+    }
+
+    /// `{"data":{` written; root fields come next, each after its
+    /// [`Out::key`].
+    pub fn data() -> Self {
         let mut out = Out(String::with_capacity(4096));
         out.0.push_str(r#"{"data":{"#);
-        out.string(key);
-        out.0.push(':');
         out
     }
 
@@ -71,7 +77,8 @@ impl Out {
         self.0.push_str(&escaped);
     }
 
-    fn key(&mut self, first: bool, key: &str) {
+    /// A field's key (after a comma unless `first`); its value comes next.
+    pub fn key(&mut self, first: bool, key: &str) {
         if !first {
             self.0.push(',');
         }
@@ -235,6 +242,28 @@ fn event_type(out: &mut Out, fields: &[(String, TypeField)], t: &event_type::Mod
             TypeField::MaxAttempts => out.number(t.max_attempts),
             TypeField::LeaseSeconds => out.number(t.lease_seconds),
             TypeField::RetryDelaySeconds => out.number(t.retry_delay_seconds),
+        }
+    }
+    out.raw("}");
+}
+
+/// A `Processing` record with `fields`.
+pub(super) fn processing(
+    out: &mut Out,
+    fields: &[(String, ProcessingField)],
+    p: &event_processing::Model,
+) {
+    out.raw("{");
+    for (i, (key, field)) in fields.iter().enumerate() {
+        out.key(i == 0, key);
+        match field {
+            ProcessingField::EventId => out.uuid(p.event_id),
+            ProcessingField::EngineId => out.uuid(p.engine_id),
+            ProcessingField::Status => out.string(p.status.as_str()),
+            ProcessingField::Error => out.opt_string(p.error.as_deref()),
+            ProcessingField::Attempts => out.number(p.attempts),
+            ProcessingField::ProcessedAt => out.time(p.processed_at),
+            ProcessingField::RunSequence => out.number(p.run_sequence),
         }
     }
     out.raw("}");
