@@ -356,22 +356,24 @@ impl EngineStream {
         match news {
             LeaseNews::Recorded {
                 engine_id,
-                event_id,
+                event_ids,
                 again,
             } if engine_id == self.request.engine.engine_id => {
-                let held = self.in_flight.remove(&event_id);
                 self.dirty = true;
-                if held.is_some_and(|h| h.keyed) {
-                    // The key's next event may lie before the scan position.
-                    self.rescan();
-                }
-                if again {
-                    // Back now, or after a backoff (then the timer rescans).
-                    match held {
-                        Some(held) => self.reopen(held.at),
-                        None => self.rescan(),
+                for event_id in event_ids.iter() {
+                    let held = self.in_flight.remove(event_id);
+                    if held.is_some_and(|h| h.keyed) {
+                        // The key's next event may lie before the scan position.
+                        self.rescan();
                     }
-                    self.timers_stale = true;
+                    if again {
+                        // Back now, or after a backoff (then the timer rescans).
+                        match held {
+                            Some(held) => self.reopen(held.at),
+                            None => self.rescan(),
+                        }
+                        self.timers_stale = true;
+                    }
                 }
             }
             LeaseNews::Recorded { again: true, .. } if self.request.engine.group_id.is_some() => {

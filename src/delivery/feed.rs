@@ -27,15 +27,16 @@ pub struct FeedBatch {
 
 /// News about the leases of a run: what opens an engine's window or makes
 /// an event pending again, besides new events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseNews {
-    /// The engine recorded the event.
+    /// The engine recorded the events (a request's batch is one piece of
+    /// news, so that a burst of records does not overrun the channel).
     Recorded {
         /// The engine.
         engine_id: Uuid,
-        /// The event.
-        event_id: Uuid,
-        /// It failed with attempts left: pending again, maybe after a backoff.
+        /// The events.
+        event_ids: Arc<[Uuid]>,
+        /// They failed with attempts left: pending again, maybe after a backoff.
         again: bool,
     },
     /// Some leases ended early (a subscription ended): their events are

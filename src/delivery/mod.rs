@@ -236,7 +236,7 @@ impl Hub {
 }
 
 /// What one replica tells the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Doorbell {
     /// The run has committed events up to this sequence.
     Committed {
@@ -245,15 +245,15 @@ pub enum Doorbell {
         /// Its highest committed sequence.
         sequence: i64,
     },
-    /// The engine recorded the event: its window has room again.
+    /// The engine recorded the events: its window has room again.
     Recorded {
         /// The run.
         run_id: Uuid,
-        /// The event.
-        event_id: Uuid,
         /// The engine.
         engine_id: Uuid,
-        /// It failed with attempts left: pending again, maybe after a backoff.
+        /// The events.
+        event_ids: Arc<[Uuid]>,
+        /// They failed with attempts left: pending again, maybe after a backoff.
         again: bool,
     },
     /// Leases of the run were released early: their events are pending again.
@@ -272,14 +272,14 @@ impl Hub {
             Doorbell::Committed { run_id, sequence } => self.ring(run_id, sequence),
             Doorbell::Recorded {
                 run_id,
-                event_id,
                 engine_id,
+                event_ids,
                 again,
             } => self.tell(
                 run_id,
                 LeaseNews::Recorded {
                     engine_id,
-                    event_id,
+                    event_ids,
                     again,
                 },
             ),
@@ -295,10 +295,10 @@ impl Hub {
     }
 
     fn ring_everywhere(&self, doorbell: Doorbell) {
-        self.ring_local(doorbell);
         if let Some(notify) = &self.notify {
-            let _ = notify.send(doorbell);
+            let _ = notify.send(doorbell.clone());
         }
+        self.ring_local(doorbell);
     }
 }
 
@@ -307,11 +307,11 @@ impl CommitListener for Hub {
         self.ring_everywhere(Doorbell::Committed { run_id, sequence });
     }
 
-    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool) {
+    fn recorded(&self, run_id: Uuid, engine_id: Uuid, event_ids: &[Uuid], again: bool) {
         self.ring_everywhere(Doorbell::Recorded {
             run_id,
-            event_id,
             engine_id,
+            event_ids: event_ids.into(),
             again,
         });
     }

@@ -27,10 +27,15 @@ use super::{Doorbell, Hub};
 /// The channel every replica listens on.
 pub const CHANNEL: &str = "scenario_hub_events";
 
+/// Event ids in one record payload: 150 of 37 bytes keep it under
+/// PostgreSQL's 8,000-byte NOTIFY limit.
+const RECORDS_PER_PAYLOAD: usize = 150;
+
 /// Sends one NOTIFY per run for each burst of commits, carrying the
 /// highest sequence of the burst as `replica/run_id:sequence`; records go
-/// as `replica/rec:run_id:event_id:engine_id:again` (`again` 1 or 0),
-/// released leases as
+/// as `replica/rec:run_id:engine_id:again:event_id,event_id,...` (`again` 1
+/// or 0; a batch of records in payloads of at most [`RECORDS_PER_PAYLOAD`]
+/// events), released leases as
 /// `replica/rel:run_id` (once per run and burst), a changed event type as
 /// `replica/types`.
 pub async fn send_notifications(
@@ -56,14 +61,19 @@ pub async fn send_notifications(
                 }
                 Doorbell::Recorded {
                     run_id,
-                    event_id,
                     engine_id,
+                    event_ids,
                     again,
                 } => {
                     let again = u8::from(again);
-                    payloads.push(format!(
-                        "{replica}/rec:{run_id}:{event_id}:{engine_id}:{again}"
-                    ));
+                    // A NOTIFY payload holds at most 8,000 bytes.
+                    for chunk in event_ids.chunks(RECORDS_PER_PAYLOAD) {
+                        let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+                        payloads.push(format!(
+                            "{replica}/rec:{run_id}:{engine_id}:{again}:{}",
+                            ids.join(",")
+                        ));
+                    }
                 }
                 Doorbell::Released { run_id } => {
                     let payload = format!("{replica}/rel:{run_id}");
@@ -215,13 +225,18 @@ fn parse(payload: &str) -> Option<(Uuid, Doorbell)> {
         let mut parts = record.split(':');
         let doorbell = Doorbell::Recorded {
             run_id: parts.next()?.parse().ok()?,
-            event_id: parts.next()?.parse().ok()?,
             engine_id: parts.next()?.parse().ok()?,
             again: match parts.next()? {
                 "1" => true,
                 "0" => false,
                 _ => return None,
             },
+            event_ids: parts
+                .next()?
+                .split(',')
+                .map(|id| id.parse().ok())
+                .collect::<Option<Vec<Uuid>>>()?
+                .into(),
         };
         return Some((replica, doorbell));
     }
@@ -265,20 +280,34 @@ mod tests {
                 }
             ))
         );
+        let other = Uuid::new_v4();
         assert_eq!(
-            parse(&format!("{replica}/rec:{run}:{event}:{engine}:1")),
+            parse(&format!("{replica}/rec:{run}:{engine}:1:{event},{other}")),
             Some((
                 replica,
                 Doorbell::Recorded {
                     run_id: run,
-                    event_id: event,
                     engine_id: engine,
+                    event_ids: vec![event, other].into(),
                     again: true,
                 }
             ))
         );
         assert_eq!(
-            parse(&format!("{replica}/rec:{run}:{event}:{engine}")),
+            parse(&format!("{replica}/rec:{run}:{engine}:0:{event}")),
+            Some((
+                replica,
+                Doorbell::Recorded {
+                    run_id: run,
+                    engine_id: engine,
+                    event_ids: vec![event].into(),
+                    again: false,
+                }
+            ))
+        );
+        assert_eq!(parse(&format!("{replica}/rec:{run}:{engine}:1")), None);
+        assert_eq!(
+            parse(&format!("{replica}/rec:{run}:{engine}:1:{event},x")),
             None
         );
         assert_eq!(

@@ -124,11 +124,13 @@ pub async fn after_sequence<C: ConnectionTrait>(
     Ok(event_instance::fetch(select, conn).await?)
 }
 
-/// The processing records of the events among `ids`.
+/// The processing records of the events among `ids`, oldest first (a
+/// batch's records share their time: then by engine).
 pub async fn processings_of(ctx: &Ctx, ids: &[Uuid]) -> AppResult<Vec<event_processing::Model>> {
     Ok(event_processing::Entity::find()
         .filter(event_processing::Column::EventId.is_in(ids.iter().copied()))
         .order_by_asc(event_processing::Column::ProcessedAt)
+        .order_by_asc(event_processing::Column::EngineId)
         .all(&ctx.db.conn)
         .await?)
 }

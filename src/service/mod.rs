@@ -37,10 +37,11 @@ pub trait CommitListener: Send + Sync {
     /// Run `run_id` has committed events up to `last_sequence`.
     fn committed(&self, run_id: Uuid, last_sequence: i64);
 
-    /// Engine `engine_id` recorded event `event_id` of run `run_id`: its
-    /// window has room again; `again` when it failed with attempts left, so
-    /// the event is pending again (maybe after a backoff).
-    fn recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool);
+    /// Engine `engine_id` recorded `event_ids` of run `run_id`: its window
+    /// has room again; `again` when they failed with attempts left, so the
+    /// events are pending again (maybe after a backoff). A batch of records
+    /// is one call, so that it is one piece of news, not one per event.
+    fn recorded(&self, run_id: Uuid, engine_id: Uuid, event_ids: &[Uuid], again: bool);
 
     /// Leases of run `run_id` were released before they expired: their
     /// events are pending again.
@@ -55,7 +56,7 @@ struct NoListener;
 
 impl CommitListener for NoListener {
     fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
-    fn recorded(&self, _run_id: Uuid, _event_id: Uuid, _engine_id: Uuid, _again: bool) {}
+    fn recorded(&self, _run_id: Uuid, _engine_id: Uuid, _event_ids: &[Uuid], _again: bool) {}
     fn released(&self, _run_id: Uuid) {}
     fn event_types_changed(&self) {}
 }
@@ -103,9 +104,15 @@ impl Ctx {
         self
     }
 
-    /// Tells the listener, after the commit, that an engine recorded `event_id`.
-    pub fn announce_recorded(&self, run_id: Uuid, event_id: Uuid, engine_id: Uuid, again: bool) {
-        self.listener.recorded(run_id, event_id, engine_id, again);
+    /// Tells the listener, after the commit, that an engine recorded `event_ids`.
+    pub fn announce_recorded(
+        &self,
+        run_id: Uuid,
+        engine_id: Uuid,
+        event_ids: &[Uuid],
+        again: bool,
+    ) {
+        self.listener.recorded(run_id, engine_id, event_ids, again);
     }
 
     /// Tells the listener that leases of `run_id` were released.

@@ -87,10 +87,26 @@ pub async fn record_all(
         }
     };
     txn.commit().await?;
-    for one in &recorded {
-        one.announce(ctx, &[]);
-    }
+    announce_all(ctx, &recorded);
     Ok(recorded.into_iter().map(|r| r.processing).collect())
+}
+
+/// Tells delivery what a batch of records changed: one piece of news per
+/// run, engine and outcome, however many events (a window holding a
+/// thousand events hears of a hundred records at once, not a hundred times).
+fn announce_all(ctx: &Ctx, recorded: &[Recorded]) {
+    let mut published = Vec::new();
+    let mut news: HashMap<(Uuid, Uuid, bool), Vec<Uuid>> = HashMap::new();
+    for one in recorded {
+        published.extend(one.published.iter().cloned());
+        news.entry((one.run_id, one.processing.engine_id, one.again))
+            .or_default()
+            .push(one.processing.event_id);
+    }
+    ctx.announce(&published);
+    for ((run_id, engine_id, again), event_ids) in news {
+        ctx.announce_recorded(run_id, engine_id, &event_ids, again);
+    }
 }
 
 /// [`record_in`] for a batch of PROCESSED records, each of another event
@@ -259,8 +275,8 @@ impl Recorded {
         ctx.announce(&published);
         ctx.announce_recorded(
             self.run_id,
-            self.processing.event_id,
             self.processing.engine_id,
+            &[self.processing.event_id],
             self.again,
         );
     }
