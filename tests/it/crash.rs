@@ -311,6 +311,68 @@ async fn replicas_share_windows_and_timers() {
     assert!(chrono::Utc::now() >= at, "delivered before its time");
 }
 
+/// A batch of records (aliased `recordProcessing` fields, one transaction
+/// on the compiled path) through replica B opens the window of an engine
+/// subscribed on replica A: its news crosses as one NOTIFY naming every
+/// event of the batch. The periodic check is slowed down so that only the
+/// doorbell can do it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(pg_tests),
+    ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
+)]
+async fn a_batch_of_records_on_one_replica_opens_the_window_on_another() {
+    const BATCH: &str = "mutation($a: RecordProcessingInput!, $b: RecordProcessingInput!) {
+        a: recordProcessing(input: $a) { attempts } b: recordProcessing(input: $b) { attempts } }";
+    let db = TestDb::new(Backend::Postgres).await;
+    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
+    let a = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let b = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let via_b = Client::new(b.addr);
+    let (run, engine, jobs) = prepared_run(&via_b, 6).await;
+
+    let mut ws = WsClient::ready(a.addr).await;
+    ws.subscribe(
+        "e",
+        ENGINE_EVENTS,
+        json!({"run": run, "engine": engine, "types": ["job"], "max": 2}),
+    )
+    .await;
+    let compiled = || async {
+        let text = reqwest::get(format!("http://{}/metrics", b.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("scenario_hub_compiled_requests_total "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    // The first batch proves the document on the general path (a record
+    // each); the second is compiled (one transaction, one piece of news).
+    for (round, expected) in jobs.chunks(2).enumerate() {
+        let held = [ws.next_event("e").await, ws.next_event("e").await];
+        let ids: HashSet<&str> = held.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        let wanted: HashSet<&str> = expected.iter().map(String::as_str).collect();
+        assert_eq!(ids, wanted, "round {round}: the window's next two");
+        if round == 2 {
+            break;
+        }
+        let before = compiled().await;
+        let input = |e: &serde_json::Value| {
+            json!({"eventId": e["id"], "engineId": engine, "status": "PROCESSED",
+                   "leaseId": e["delivery"]["leaseId"]})
+        };
+        let answer = via_b
+            .gql(BATCH, json!({"a": input(&held[0]), "b": input(&held[1])}))
+            .await;
+        assert_eq!(answer["a"]["attempts"], 1, "{answer}");
+        assert_eq!(answer["b"]["attempts"], 1, "{answer}");
+        assert_eq!(compiled().await > before, round == 1, "round {round}");
+    }
+}
+
 /// SIGTERM ends every subscription, and their unrecorded deliveries are
 /// released before the process exits: nothing waits for a lease to expire.
 async fn a_stopping_server_releases_its_engines_leases(backend: Backend) {
