@@ -201,33 +201,43 @@ pub async fn settle_in<C: ConnectionTrait>(conn: &C, settlement: Settlement) -> 
                 });
             }
         }
-        None => {
-            let row = event_delivery::ActiveModel {
-                event_id: sea_orm::Set(settlement.event_id),
-                recipient_id: sea_orm::Set(settlement.recipient_id),
-                engine_id: sea_orm::Set(Some(settlement.engine_id)),
-                lease_id: sea_orm::Set(None),
-                attempt: sea_orm::Set(0),
-                lease_expires_at: sea_orm::Set(None),
-                not_before: sea_orm::Set(settlement.not_before),
-                done: sea_orm::Set(settlement.done),
-                delivered_at: sea_orm::Set(None),
-                failures: sea_orm::Set(settlement.failures.unwrap_or(0)),
-            };
-            let mut updated = vec![D::EngineId, D::LeaseExpiresAt, D::NotBefore, D::Done];
-            if settlement.failures.is_some() {
-                updated.push(D::Failures);
-            }
-            event_delivery::Entity::insert(row)
-                .on_conflict(
-                    OnConflict::columns([D::EventId, D::RecipientId])
-                        .update_columns(updated)
-                        .to_owned(),
-                )
-                .exec_without_returning(conn)
-                .await?;
-        }
+        None => settle_unleased(conn, &[&settlement]).await?,
     }
+    Ok(())
+}
+
+/// Settles records that name no lease: the recipients' rows are written
+/// whatever lease they hold (created if the event was never delivered).
+/// The failure counts are written only when every settlement has one.
+async fn settle_unleased<C: ConnectionTrait>(
+    conn: &C,
+    settlements: &[&Settlement],
+) -> AppResult<()> {
+    use event_delivery::Column as D;
+    let rows = settlements.iter().map(|s| event_delivery::ActiveModel {
+        event_id: sea_orm::Set(s.event_id),
+        recipient_id: sea_orm::Set(s.recipient_id),
+        engine_id: sea_orm::Set(Some(s.engine_id)),
+        lease_id: sea_orm::Set(None),
+        attempt: sea_orm::Set(0),
+        lease_expires_at: sea_orm::Set(None),
+        not_before: sea_orm::Set(s.not_before),
+        done: sea_orm::Set(s.done),
+        delivered_at: sea_orm::Set(None),
+        failures: sea_orm::Set(s.failures.unwrap_or(0)),
+    });
+    let mut updated = vec![D::EngineId, D::LeaseExpiresAt, D::NotBefore, D::Done];
+    if settlements.iter().all(|s| s.failures.is_some()) {
+        updated.push(D::Failures);
+    }
+    event_delivery::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([D::EventId, D::RecipientId])
+                .update_columns(updated)
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
     Ok(())
 }
 
@@ -296,27 +306,7 @@ pub async fn settle_done_in<C: ConnectionTrait>(
     if unleased.is_empty() {
         return Ok(());
     }
-    let rows = unleased.iter().map(|s| event_delivery::ActiveModel {
-        event_id: sea_orm::Set(s.event_id),
-        recipient_id: sea_orm::Set(s.recipient_id),
-        engine_id: sea_orm::Set(Some(s.engine_id)),
-        lease_id: sea_orm::Set(None),
-        attempt: sea_orm::Set(0),
-        lease_expires_at: sea_orm::Set(None),
-        not_before: sea_orm::Set(None),
-        done: sea_orm::Set(true),
-        delivered_at: sea_orm::Set(None),
-        failures: sea_orm::Set(0),
-    });
-    event_delivery::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::columns([D::EventId, D::RecipientId])
-                .update_columns([D::EngineId, D::LeaseExpiresAt, D::NotBefore, D::Done])
-                .to_owned(),
-        )
-        .exec_without_returning(conn)
-        .await?;
-    Ok(())
+    settle_unleased(conn, &unleased).await
 }
 
 /// An engine's request to keep a lease longer.
