@@ -9,13 +9,23 @@ use serde_json::json;
 use crate::both_backends;
 use crate::common::process::{Client, ProcessServer};
 use crate::common::ws::{ENGINE_EVENTS, WsClient};
-use crate::common::{Backend, TestDb};
+use crate::common::{Backend, TestDb, compiled_count_at};
 
 both_backends!(
     an_engine_resumes_after_the_server_is_killed,
     a_delayed_event_survives_a_killed_server,
     a_stopping_server_releases_its_engines_leases,
 );
+
+/// Two replicas on `db` whose periodic delivery check waits ten minutes:
+/// within a test only doorbells and timers act.
+async fn slow_replicas(db: &TestDb) -> (ProcessServer, ProcessServer) {
+    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
+    (
+        ProcessServer::spawn(&db.url, &slow_poll).await,
+        ProcessServer::spawn(&db.url, &slow_poll).await,
+    )
+}
 
 /// A run with an engine and `n` events of type `job`, made through `client`.
 async fn prepared_run(client: &Client, n: usize) -> (String, String, Vec<String>) {
@@ -125,9 +135,7 @@ async fn an_engine_resumes_after_the_server_is_killed(backend: Backend) {
 )]
 async fn replicas_deliver_each_others_events_and_survive_a_lost_listen() {
     let db = TestDb::new(Backend::Postgres).await;
-    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
-    let a = ProcessServer::spawn(&db.url, &slow_poll).await;
-    let b = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let (a, b) = slow_replicas(&db).await;
     let via_b = Client::new(b.addr);
     let (run, _engine, _) = prepared_run(&via_b, 0).await;
     let start = via_b
@@ -252,9 +260,7 @@ async fn a_delayed_event_survives_a_killed_server(backend: Backend) {
 )]
 async fn replicas_share_windows_and_timers() {
     let db = TestDb::new(Backend::Postgres).await;
-    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
-    let a = ProcessServer::spawn(&db.url, &slow_poll).await;
-    let b = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let (a, b) = slow_replicas(&db).await;
     let via_b = Client::new(b.addr);
     let (run, engine, jobs) = prepared_run(&via_b, 2).await;
 
@@ -325,9 +331,7 @@ async fn a_batch_of_records_on_one_replica_opens_the_window_on_another() {
     const BATCH: &str = "mutation($a: RecordProcessingInput!, $b: RecordProcessingInput!) {
         a: recordProcessing(input: $a) { attempts } b: recordProcessing(input: $b) { attempts } }";
     let db = TestDb::new(Backend::Postgres).await;
-    let slow_poll = [("DELIVERY_POLL_INTERVAL_MS", "600000")];
-    let a = ProcessServer::spawn(&db.url, &slow_poll).await;
-    let b = ProcessServer::spawn(&db.url, &slow_poll).await;
+    let (a, b) = slow_replicas(&db).await;
     let via_b = Client::new(b.addr);
     let (run, engine, jobs) = prepared_run(&via_b, 6).await;
 
@@ -338,17 +342,6 @@ async fn a_batch_of_records_on_one_replica_opens_the_window_on_another() {
         json!({"run": run, "engine": engine, "types": ["job"], "max": 2}),
     )
     .await;
-    let compiled = || async {
-        let text = reqwest::get(format!("http://{}/metrics", b.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("scenario_hub_compiled_requests_total "))
-            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
-    };
     // The first batch proves the document on the general path (a record
     // each); the second is compiled (one transaction, one piece of news).
     for (round, expected) in jobs.chunks(2).enumerate() {
@@ -359,7 +352,7 @@ async fn a_batch_of_records_on_one_replica_opens_the_window_on_another() {
         if round == 2 {
             break;
         }
-        let before = compiled().await;
+        let before = compiled_count_at(b.addr).await;
         let input = |e: &serde_json::Value| {
             json!({"eventId": e["id"], "engineId": engine, "status": "PROCESSED",
                    "leaseId": e["delivery"]["leaseId"]})
@@ -369,7 +362,11 @@ async fn a_batch_of_records_on_one_replica_opens_the_window_on_another() {
             .await;
         assert_eq!(answer["a"]["attempts"], 1, "{answer}");
         assert_eq!(answer["b"]["attempts"], 1, "{answer}");
-        assert_eq!(compiled().await > before, round == 1, "round {round}");
+        assert_eq!(
+            compiled_count_at(b.addr).await > before,
+            round == 1,
+            "round {round}"
+        );
     }
 }
 

@@ -566,7 +566,12 @@ pub async fn last_sequence(server: &TestServer, run: &str) -> i64 {
 
 /// `scenario_hub_compiled_requests_total` of `server` now.
 pub async fn compiled_count(server: &TestServer) -> u64 {
-    let text = reqwest::get(server.url("/metrics"))
+    compiled_count_at(server.addr).await
+}
+
+/// `scenario_hub_compiled_requests_total` of the server at `addr` now.
+pub async fn compiled_count_at(addr: SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap()
         .text()
