@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::TimeDelta;
 use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, FromQueryResult,
-    QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, ExprTrait,
+    FromQueryResult, QueryFilter, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -76,6 +76,15 @@ pub async fn record_all(
         check_error(input)?;
     }
     let txn = ctx.db.begin_write().await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // Every statement of a batch looks rows up by a list of keys, for
+        // which an index is always right. Without statistics (a young
+        // table: autovacuum analyzes a minute or more later) PostgreSQL
+        // reckons a list of a hundred ids matches half the table and scans
+        // all of it, once per batch: ~10 ms a batch and growing.
+        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+            .await?;
+    }
     let recorded = match record_done_in(&txn, inputs).await? {
         Some(recorded) => recorded,
         None => {
@@ -124,18 +133,34 @@ async fn record_done_in(
         return Ok(None);
     }
     let event_ids: HashSet<Uuid> = inputs.iter().map(|i| i.event_id).collect();
-    let events: HashMap<Uuid, (Uuid, Option<Uuid>)> = event_instance::Entity::find()
-        .select_only()
-        .column(event_instance::Column::Id)
-        .column(event_instance::Column::RunId)
-        .column(event_instance::Column::TargetEngineId)
-        .filter(event_instance::Column::Id.is_in(event_ids))
-        .into_tuple::<(Uuid, Uuid, Option<Uuid>)>()
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|(id, run, target)| (id, (run, target)))
-        .collect();
+    // The runs' sequences come with the events, bound into the records'
+    // INSERT as values: a subquery per row there made PostgreSQL plan a
+    // hundred of them per batch. Nothing is published in this transaction,
+    // so the sequence read here is the one the records belong after.
+    let events = {
+        use event_instance::Column as E;
+        let select = Query::select()
+            .columns([
+                (event_instance::Entity, E::Id),
+                (event_instance::Entity, E::RunId),
+                (event_instance::Entity, E::TargetEngineId),
+            ])
+            .column((scenario_run::Entity, scenario_run::Column::LastSequence))
+            .from(event_instance::Entity)
+            .inner_join(
+                scenario_run::Entity,
+                Expr::col((scenario_run::Entity, scenario_run::Column::Id))
+                    .equals((event_instance::Entity, E::RunId)),
+            )
+            .and_where(Expr::col((event_instance::Entity, E::Id)).is_in(event_ids))
+            .to_owned();
+        let mut events: HashMap<Uuid, (Uuid, Option<Uuid>, i64)> = HashMap::new();
+        for row in txn.query_all(&select).await? {
+            let (id, run, target, sequence) = row.try_get_many_by_index()?;
+            events.insert(id, (run, target, sequence));
+        }
+        events
+    };
     let engine_ids: HashSet<Uuid> = inputs.iter().map(|i| i.engine_id).collect();
     let engines: HashMap<Uuid, (Uuid, Option<Uuid>)> = engine_state::Entity::find()
         .select_only()
@@ -153,7 +178,7 @@ async fn record_done_in(
     let mut settlements = Vec::with_capacity(inputs.len());
     let mut recipients = HashSet::with_capacity(inputs.len());
     for input in inputs {
-        let &(run_id, target) = events
+        let &(run_id, target, run_sequence) = events
             .get(&input.event_id)
             .ok_or_else(|| event_not_found(input.event_id))?;
         let engine = engines.get(&input.engine_id);
@@ -169,7 +194,7 @@ async fn record_done_in(
         if !recipients.insert((input.event_id, recipient)) {
             return Ok(None);
         }
-        runs.push(run_id);
+        runs.push((run_id, Expr::val(run_sequence)));
         settlements.push(super::lease::Settlement {
             event_id: input.event_id,
             recipient_id: recipient,
@@ -181,7 +206,11 @@ async fn record_done_in(
         });
     }
     let rows = txn
-        .query_all(&upsert(inputs.iter().zip(runs.iter().copied())))
+        .query_all(&upsert(
+            inputs
+                .iter()
+                .zip(runs.iter().map(|(_, sequence)| sequence.clone())),
+        ))
         .await?;
     let mut written = HashMap::with_capacity(rows.len());
     for row in &rows {
@@ -192,7 +221,7 @@ async fn record_done_in(
     inputs
         .iter()
         .zip(runs)
-        .map(|(input, run_id)| {
+        .map(|(input, (run_id, _))| {
             let processing = written
                 .remove(&(input.event_id, input.engine_id))
                 .ok_or_else(|| AppError::internal("a record's INSERT returned no row"))?;
@@ -288,7 +317,10 @@ impl Recorded {
 async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppResult<Recorded> {
     let (event, recipient) = load_event(txn, input).await?;
     let row = txn
-        .query_one(&upsert([(input, event.run_id)]))
+        .query_one(&upsert([(
+            input,
+            super::history::run_sequence_of(event.run_id),
+        )]))
         .await?
         .ok_or_else(|| AppError::internal("a record's INSERT returned no row"))?;
     let processing = event_processing::Model::from_query_result(&row, "")?;
@@ -355,9 +387,10 @@ async fn record_in(ctx: &Ctx, txn: &DatabaseTransaction, input: &Record) -> AppR
     })
 }
 
-/// The upsert of processing records, each with its event's run: a first
-/// record counts attempt 1, a repeated one adds an attempt. Returns the rows.
-fn upsert<'a>(records: impl IntoIterator<Item = (&'a Record, Uuid)>) -> InsertStatement {
+/// The upsert of processing records, each with its run's sequence to date
+/// it by: a first record counts attempt 1, a repeated one adds an attempt.
+/// Returns the rows.
+fn upsert<'a>(records: impl IntoIterator<Item = (&'a Record, Expr)>) -> InsertStatement {
     use event_processing::Column as P;
     let mut insert = Query::insert();
     insert.into_table(event_processing::Entity).columns([
@@ -370,7 +403,7 @@ fn upsert<'a>(records: impl IntoIterator<Item = (&'a Record, Uuid)>) -> InsertSt
         P::RunSequence,
     ]);
     let at = now();
-    for (input, run_id) in records {
+    for (input, run_sequence) in records {
         insert.values_panic([
             Expr::val(input.event_id),
             Expr::val(input.engine_id),
@@ -378,7 +411,7 @@ fn upsert<'a>(records: impl IntoIterator<Item = (&'a Record, Uuid)>) -> InsertSt
             Expr::val(input.error.clone()),
             Expr::val(1),
             Expr::val(at),
-            super::history::run_sequence_of(run_id),
+            run_sequence,
         ]);
     }
     insert
