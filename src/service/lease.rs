@@ -245,7 +245,8 @@ async fn settle_unleased<C: ConnectionTrait>(
 /// failure, no backoff), each of another `(event, recipient)`: one UPDATE
 /// per engine for the leased ones, one upsert for the rest, however many
 /// there are. A lease that is not current fails with `LEASE_LOST` (the
-/// first such, in `settlements` order).
+/// first such, in `settlements` order), possibly after settling rows of
+/// the batch: `conn` is a transaction that the error rolls back.
 pub async fn settle_done_in<C: ConnectionTrait>(
     conn: &C,
     settlements: &[Settlement],
