@@ -268,18 +268,10 @@ pub async fn read_page(
         && order == EventOrder::Priority
         && ctx.db.backend() == DatabaseBackend::Postgres
     {
-        // The pending rule costs a few index probes per event read, so the
-        // rows must come in index order and stop at the limit. Where
-        // PostgreSQL has no statistics for the run (a young table, a new
-        // run much longer than the average) it reckons few rows match and
-        // picks a bitmap scan and a sort: every event of the run read and
-        // checked, ~60 ms on 50,000 events, at each refill of a window.
+        // The pending rule costs a few index probes per event read: the
+        // rows must come in index order and stop at the limit.
         let txn = ctx.db.conn.begin().await?;
-        txn.execute_unprepared(
-            "SELECT set_config('enable_sort', 'off', true), \
-                    set_config('enable_bitmapscan', 'off', true)",
-        )
-        .await?;
+        crate::db::plan(&txn, crate::db::Plans::IndexOrder).await?;
         let rows = read_rows(&txn, query, order, after, limit).await?;
         txn.commit().await?;
         rows

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::TimeDelta;
 use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseTransaction, EntityTrait, ExprTrait,
-    FromQueryResult, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, FromQueryResult,
+    QueryFilter, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -76,15 +76,7 @@ pub async fn record_all(
         check_error(input)?;
     }
     let txn = ctx.db.begin_write().await?;
-    if txn.get_database_backend() == DatabaseBackend::Postgres {
-        // Every statement of a batch looks rows up by a list of keys, for
-        // which an index is always right. Without statistics (a young
-        // table: autovacuum analyzes a minute or more later) PostgreSQL
-        // reckons a list of a hundred ids matches half the table and scans
-        // all of it, once per batch: ~10 ms a batch and growing.
-        txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-            .await?;
-    }
+    crate::db::plan(&*txn, crate::db::Plans::KeyLookups).await?;
     let recorded = match record_done_in(&txn, inputs).await? {
         Some(recorded) => recorded,
         None => {
