@@ -30,7 +30,8 @@
 //!   as a fast engine would: up to 100 aliased `recordProcessing` fields
 //!   with their `leaseId`s per HTTP request (`--record-batch`), sent while it
 //!   keeps reading, at most 8 requests in flight (`--record-concurrency`); a
-//!   partial batch goes after 5 ms. events/s until all 100,001 arrived,
+//!   partial batch goes after 5 ms (`--replay-window 0`: no window, no
+//!   leases, as before leased delivery). events/s until all 100,001 arrived,
 //!   records/s until all were recorded. A second row reads the same run with
 //!   `afterSequence: 0` (no engine, no leases, no records): the read-only
 //!   replay path.
@@ -139,7 +140,9 @@ struct Args {
     /// Events replayed in w6.
     #[arg(long, default_value_t = 100_000)]
     backlog_events: usize,
-    /// `maxInFlight` of the w6 engine.
+    /// `maxInFlight` of the w6 engine; 0 leaves the window and leases out
+    /// of the subscription and the records (the W6 of a build before leased
+    /// delivery, for A/B runs against one).
     #[arg(long, default_value_t = 1000)]
     replay_window: usize,
     /// Most `recordProcessing` fields in one w6 request.
@@ -1192,7 +1195,10 @@ fn records_body(engine: Uuid, items: &[(String, Option<String>)]) -> String {
         .map(|(i, (event, lease))| {
             (
                 format!("r{i}"),
-                json!({"eventId": event, "engineId": engine, "status": "PROCESSED", "leaseId": lease}),
+                match lease {
+                    Some(lease) => json!({"eventId": event, "engineId": engine, "status": "PROCESSED", "leaseId": lease}),
+                    None => json!({"eventId": event, "engineId": engine, "status": "PROCESSED"}),
+                },
             )
         })
         .collect();
@@ -1353,12 +1359,18 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     let mut socket = ws_ready(&ws_url(&args.url)).await?;
     let cpu0 = cpu_sample(args.server_pid);
     let t0 = Instant::now();
-    ws_subscribe(
-        &mut socket,
-        "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority eventType payload delivery { leaseId attempt } } }",
-        json!({"r": f.run, "e": engine, "w": args.replay_window}),
-    )
-    .await?;
+    let (subscription, variables) = if args.replay_window == 0 {
+        (
+            "subscription($r: UUID!, $e: UUID!) { events(runId: $r, engineId: $e) { eventId: id sequence priority eventType payload } }",
+            json!({"r": f.run, "e": engine}),
+        )
+    } else {
+        (
+            "subscription($r: UUID!, $e: UUID!, $w: Int) { events(runId: $r, engineId: $e, maxInFlight: $w) { eventId: id sequence priority eventType payload delivery { leaseId attempt } } }",
+            json!({"r": f.run, "e": engine, "w": args.replay_window}),
+        )
+    };
+    ws_subscribe(&mut socket, subscription, variables).await?;
     let recorder = Recorder::new(api, engine, args.record_concurrency, t0);
     let batch_size = args.record_batch.max(1);
     // A partial batch waits this long for more events before it goes.
@@ -1455,10 +1467,10 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
     }
     let _ = socket.close(None).await;
     let mut rows = vec![Row {
-        workload: format!(
-            "W6 backlog replay, maxInFlight {}, recorded",
-            args.replay_window
-        ),
+        workload: match args.replay_window {
+            0 => "W6 backlog replay, no window, recorded".to_owned(),
+            w => format!("W6 backlog replay, maxInFlight {w}, recorded"),
+        },
         throughput: format!(
             "{} events/s, {} records/s",
             thousands(replay.distinct as f64 / read_secs),
