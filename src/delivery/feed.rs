@@ -1,9 +1,11 @@
 //! A run feed: one task per watched run that, each time the doorbell rings,
 //! reads the run's new events from the database once and broadcasts them
-//! to every subscriber of the run in this process.
+//! to every subscriber of the run in this process. A publisher of this
+//! process that holds its events as stored hands them over instead
+//! ([`RunFeed::hand`]): they go out without the read, when they follow
+//! what the feed sent last.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
@@ -59,12 +61,42 @@ pub struct RunFeed {
     /// The highest committed sequence anyone told us of.
     bell: watch::Sender<i64>,
     /// New events, to every subscriber of the run.
-    tx: broadcast::Sender<Arc<FeedBatch>>,
-    /// The last sequence read, stored before its batch is sent: a receiver
-    /// taken before reading it gets every event after it.
-    cursor: Arc<AtomicI64>,
+    sent: Arc<Sent>,
     /// Records and released leases.
     leases: broadcast::Sender<LeaseNews>,
+}
+
+/// The broadcast of a run's events and the last sequence it carried, under
+/// one lock: the feed's reads and the publishers' hand-overs both send
+/// here, and a new receiver learns exactly where its batches start.
+struct Sent {
+    tx: broadcast::Sender<Arc<FeedBatch>>,
+    cursor: Mutex<i64>,
+}
+
+impl Sent {
+    fn cursor(&self) -> i64 {
+        *self.cursor.lock().expect("feed cursor lock poisoned")
+    }
+
+    /// Sends the events of `events` (consecutive, in sequence order) that
+    /// are past the cursor; `false`, sending nothing, when they do not
+    /// start right after it (an earlier commit's events are still to come).
+    fn send(&self, mut events: Vec<Arc<event_instance::Model>>) -> bool {
+        let mut cursor = self.cursor.lock().expect("feed cursor lock poisoned");
+        events.retain(|e| e.sequence > *cursor);
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return true;
+        };
+        if first.sequence != *cursor + 1 {
+            return false;
+        }
+        let after = *cursor;
+        *cursor = last.sequence;
+        // No receiver is fine: the hub prunes this feed on its next check.
+        let _ = self.tx.send(Arc::new(FeedBatch { after, events }));
+        true
+    }
 }
 
 impl RunFeed {
@@ -73,26 +105,28 @@ impl RunFeed {
         let (bell, bell_rx) = watch::channel(start);
         let (tx, _) = broadcast::channel(hub.config.feed_capacity);
         let (leases, _) = broadcast::channel(hub.config.feed_capacity);
-        let cursor = Arc::new(AtomicI64::new(start));
+        let sent = Arc::new(Sent {
+            tx,
+            cursor: Mutex::new(start),
+        });
         let feed = Arc::new(RunFeed {
             bell,
-            tx: tx.clone(),
-            cursor: cursor.clone(),
+            sent: sent.clone(),
             leases,
         });
         let receiver = feed.subscribe();
-        tokio::spawn(run(run_id, hub, bell_rx, tx, cursor));
+        tokio::spawn(run(run_id, hub, bell_rx, sent));
         (feed, receiver)
     }
 
     /// Another receiver of the run's new events and lease news.
     pub fn subscribe(&self) -> FeedReceiver {
-        let batches = self.tx.subscribe();
         let leases = self.leases.subscribe();
+        let cursor = self.sent.cursor.lock().expect("feed cursor lock poisoned");
         FeedReceiver {
-            batches,
+            batches: self.sent.tx.subscribe(),
             leases,
-            from: self.cursor.load(Ordering::SeqCst),
+            from: *cursor,
         }
     }
 
@@ -103,7 +137,29 @@ impl RunFeed {
 
     /// Whether anyone still listens.
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.sent.tx.receiver_count() > 0
+    }
+
+    /// Sends events this process committed, as stored, consecutive and in
+    /// sequence order, without reading them back; when an earlier commit's
+    /// events have not gone out yet, rings the doorbell instead (the read
+    /// brings both, in order).
+    pub fn hand(&self, events: &[event_instance::Model]) {
+        let Some(last) = events.last().map(|e| e.sequence) else {
+            return;
+        };
+        if self
+            .sent
+            .send(events.iter().cloned().map(Arc::new).collect())
+        {
+            // Known, and nothing to read for it.
+            self.bell.send_if_modified(|known| {
+                *known = (*known).max(last);
+                false
+            });
+        } else {
+            self.ring(last);
+        }
     }
 
     /// Wakes the feed if `sequence` is news.
@@ -121,23 +177,17 @@ impl RunFeed {
 
 /// The feed's task: ends when the hub drops the feed (no subscribers left)
 /// or the server shuts down.
-async fn run(
-    run_id: Uuid,
-    hub: Arc<Hub>,
-    mut bell: watch::Receiver<i64>,
-    tx: broadcast::Sender<Arc<FeedBatch>>,
-    shared_cursor: Arc<AtomicI64>,
-) {
+async fn run(run_id: Uuid, hub: Arc<Hub>, mut bell: watch::Receiver<i64>, sent: Arc<Sent>) {
     let db = hub.db().conn.clone();
     let shutdown = hub.shutdown_token().clone();
     drop(hub);
-    let mut cursor = shared_cursor.load(Ordering::SeqCst);
     // The first pass reads what committed between the first subscriber's
     // read of the run and the feed's start, whose doorbells nobody heard.
     let mut first_pass = true;
     loop {
-        while first_pass || *bell.borrow_and_update() > cursor {
+        while first_pass || *bell.borrow_and_update() > sent.cursor() {
             first_pass = false;
+            let cursor = sent.cursor();
             let page = service::event::after_sequence(&db, run_id, cursor, PAGE).await;
             let events = match page {
                 Ok(events) => events,
@@ -147,19 +197,17 @@ async fn run(
                     continue;
                 }
             };
-            let Some(last) = events.last().map(|e| e.sequence) else {
+            if events.is_empty() {
                 // Rung ahead of the commit being visible: the next ring or
                 // the periodic check brings it.
                 break;
-            };
-            let batch = FeedBatch {
-                after: cursor,
-                events: events.into_iter().map(Arc::new).collect(),
-            };
-            cursor = last;
-            shared_cursor.store(cursor, Ordering::SeqCst);
-            // No receiver is fine: the hub prunes this feed on its next check.
-            let _ = tx.send(Arc::new(batch));
+            }
+            // What committed is a prefix of the run's sequences, so a read
+            // from `cursor` follows on whatever was handed over meanwhile.
+            if !sent.send(events.into_iter().map(Arc::new).collect()) {
+                tracing::warn!(%run_id, cursor, "run feed read left a gap, reading again");
+                break;
+            }
         }
         tokio::select! {
             changed = bell.changed() => if changed.is_err() { return },

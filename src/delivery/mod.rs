@@ -4,9 +4,11 @@
 //!
 //! A doorbell carries no data, only "run R has committed up to sequence N".
 //! Whatever rings it (a local publisher, a PostgreSQL NOTIFY from another
-//! replica, the periodic check) may drop or lag: the feed always reads what
-//! is new from the database by sequence, and a subscriber that misses a
-//! batch reads the gap from the database too.
+//! replica, the periodic check) may drop or lag: the feed reads what is new
+//! from the database by sequence, and a subscriber that misses a batch
+//! reads the gap from the database too. The one exception is a publisher
+//! of this process holding its rows as stored: it hands them to the feed,
+//! which sends them without the read when they follow on its cursor.
 
 mod engine;
 mod feed;
@@ -303,8 +305,21 @@ impl Hub {
 }
 
 impl CommitListener for Hub {
-    fn committed(&self, run_id: Uuid, sequence: i64) {
-        self.ring_everywhere(Doorbell::Committed { run_id, sequence });
+    fn committed(
+        &self,
+        run_id: Uuid,
+        sequence: i64,
+        stored: Option<&[crate::entity::event_instance::Model]>,
+    ) {
+        let Some(stored) = stored else {
+            return self.ring_everywhere(Doorbell::Committed { run_id, sequence });
+        };
+        if let Some(notify) = &self.notify {
+            let _ = notify.send(Doorbell::Committed { run_id, sequence });
+        }
+        if let Some(feed) = self.feed(run_id) {
+            feed.hand(stored);
+        }
     }
 
     fn recorded(&self, run_id: Uuid, engine_id: Uuid, event_ids: &[Uuid], again: bool) {
@@ -322,6 +337,10 @@ impl CommitListener for Hub {
 
     fn event_types_changed(&self) {
         self.ring_everywhere(Doorbell::EventTypesChanged);
+    }
+
+    fn watches(&self, run_id: Uuid) -> bool {
+        self.feed(run_id).is_some()
     }
 }
 

@@ -77,6 +77,11 @@ impl sea_orm::FromQueryResult for ByPosition {
     }
 }
 
+/// The columns in [`ByPosition`]'s order, for hand-written statements.
+pub const COLUMNS: &str = "id, run_id, sequence, event_type, priority, payload, source_engine_id, \
+    parent_event_id, target_engine_id, target_engine_type, idempotency_key, created_at, \
+    deliver_at, partition_key";
+
 /// The events `select` finds, decoded by position.
 pub async fn fetch<C: ConnectionTrait>(
     select: Select<Entity>,
@@ -95,6 +100,7 @@ mod tests {
     #[test]
     fn by_position_decodes_the_columns_in_their_order() {
         let names: Vec<String> = Column::iter().map(|c| c.as_str().to_owned()).collect();
+        assert_eq!(super::COLUMNS.split(", ").collect::<Vec<_>>(), names);
         assert_eq!(
             names,
             [

@@ -34,8 +34,16 @@ use crate::db::Db;
 /// Told of every commit that adds events to a run, after the commit: the
 /// delivery layer's doorbell. Services know only this trait.
 pub trait CommitListener: Send + Sync {
-    /// Run `run_id` has committed events up to `last_sequence`.
-    fn committed(&self, run_id: Uuid, last_sequence: i64);
+    /// Run `run_id` has committed events up to `last_sequence`; `stored`,
+    /// when the publisher has them, are the events it committed, as the
+    /// database holds them, consecutive and in sequence order (subscribers
+    /// in this process then need not read them back).
+    fn committed(
+        &self,
+        run_id: Uuid,
+        last_sequence: i64,
+        stored: Option<&[crate::entity::event_instance::Model]>,
+    );
 
     /// Engine `engine_id` recorded `event_ids` of run `run_id`: its window
     /// has room again; `again` when they failed with attempts left, so the
@@ -49,16 +57,29 @@ pub trait CommitListener: Send + Sync {
 
     /// An event type changed: other replicas' caches must forget theirs.
     fn event_types_changed(&self);
+
+    /// Whether this process has subscribers of run `run_id`, to whom a
+    /// publisher may hand its events as stored.
+    fn watches(&self, run_id: Uuid) -> bool;
 }
 
 /// A listener for contexts without delivery (command line tools).
 struct NoListener;
 
 impl CommitListener for NoListener {
-    fn committed(&self, _run_id: Uuid, _last_sequence: i64) {}
+    fn committed(
+        &self,
+        _run_id: Uuid,
+        _last_sequence: i64,
+        _stored: Option<&[crate::entity::event_instance::Model]>,
+    ) {
+    }
     fn recorded(&self, _run_id: Uuid, _engine_id: Uuid, _event_ids: &[Uuid], _again: bool) {}
     fn released(&self, _run_id: Uuid) {}
     fn event_types_changed(&self) {}
+    fn watches(&self, _run_id: Uuid) -> bool {
+        false
+    }
 }
 
 /// What every service call needs: the database, the limits, and the caches
@@ -137,8 +158,26 @@ impl Ctx {
             }
         }
         for (run_id, last_sequence) in heads {
-            self.listener.committed(run_id, last_sequence);
+            self.listener.committed(run_id, last_sequence, None);
         }
+    }
+
+    /// Whether this process has subscribers of the run: then a publisher
+    /// that can read its events back as stored hands them over
+    /// ([`Ctx::announce_stored`]).
+    pub fn watched(&self, run_id: Uuid) -> bool {
+        self.listener.watches(run_id)
+    }
+
+    /// [`Ctx::announce`] for the committed events of one run, consecutive,
+    /// in sequence order, read back from the statement that stored them.
+    pub fn announce_stored(&self, events: &[crate::entity::event_instance::Model]) {
+        let Some(last) = events.last() else {
+            return;
+        };
+        self.metrics.published(events.len());
+        self.listener
+            .committed(last.run_id, last.sequence, Some(events));
     }
 }
 

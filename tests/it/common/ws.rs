@@ -91,6 +91,23 @@ impl WsClient {
 
     /// The next message or close; pings are answered unless told otherwise.
     pub async fn receive(&mut self) -> Received {
+        match self.receive_text().await {
+            Ok((_, message)) => Received::Message(message),
+            Err(code) => Received::Closed(code),
+        }
+    }
+
+    /// The next message as the server wrote it (pings answered), which
+    /// must not be a close.
+    pub async fn next_text(&mut self) -> String {
+        match self.receive_text().await {
+            Ok((text, _)) => text,
+            Err(code) => panic!("closed with {code} while waiting for a message"),
+        }
+    }
+
+    /// The next message, as written and parsed, or the close code.
+    async fn receive_text(&mut self) -> Result<(String, Value), u16> {
         // One deadline for the whole wait: answered pings do not extend it.
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
@@ -104,13 +121,13 @@ impl WsClient {
                         self.send(json!({"type": "pong"})).await;
                         continue;
                     }
-                    return Received::Message(message);
+                    return Ok((text.to_string(), message));
                 }
                 Some(Ok(Message::Close(frame))) => {
-                    return Received::Closed(frame.map_or(1005, |f| u16::from(f.code)));
+                    return Err(frame.map_or(1005, |f| u16::from(f.code)));
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Received::Closed(1006),
+                Some(Err(_)) | None => return Err(1006),
             }
         }
     }
