@@ -330,12 +330,12 @@ pub async fn publish(
     if prepared.is_empty() {
         return Ok(Vec::new());
     }
-    if let Some((events, stored)) = publish_in_one_statement(ctx, &prepared).await? {
-        match stored {
+    if let Some(written) = publish_in_one_statement(ctx, &prepared).await? {
+        match written.stored {
             Some(stored) => ctx.announce_stored(&stored),
-            None => ctx.announce(&events),
+            None => ctx.announce(&written.events),
         }
-        return Ok(events);
+        return Ok(written.events);
     }
     let txn = ctx.db.begin_write().await?;
     let events = insert_prepared(&txn, prepared, false).await?;
@@ -349,27 +349,18 @@ pub async fn publish(
 /// where the transaction takes four (BEGIN, UPDATE, INSERT, COMMIT). The
 /// UPDATE's row lock orders publishers as in [`insert_prepared`].
 ///
-/// Returns the events as the publisher gave them and, when this process
-/// has subscribers of the run, as stored (the payload as jsonb gives it
-/// back) for them: what they would otherwise read back.
-///
 /// `None` when the inputs need the general path (idempotency keys, several
 /// runs, metric samples, which update aggregates, SQLite, which has no
 /// writing CTEs) or when the UPDATE matched no
 /// open run: then nothing happened, no sequence was used, and the general
 /// path says why (`NOT_FOUND`, `RUN_CLOSED`).
-async fn publish_in_one_statement(
-    ctx: &Ctx,
-    prepared: &[Prepared],
-) -> AppResult<
-    Option<(
-        Vec<event_instance::Model>,
-        Option<Vec<event_instance::Model>>,
-    )>,
-> {
+async fn publish_in_one_statement(ctx: &Ctx, prepared: &[Prepared]) -> AppResult<Option<Written>> {
     use sea_orm::{DatabaseBackend, Statement};
     let Some(first) = prepared.first() else {
-        return Ok(Some((Vec::new(), None)));
+        return Ok(Some(Written {
+            events: Vec::new(),
+            stored: None,
+        }));
     };
     let run_id = first.input.run_id;
     if ctx.db.conn.get_database_backend() != DatabaseBackend::Postgres
@@ -492,5 +483,15 @@ async fn publish_in_one_statement(
             .filter_map(|e| stored.remove(&e.id))
             .collect::<Vec<_>>()
     });
-    Ok(Some((events, stored)))
+    Ok(Some(Written { events, stored }))
+}
+
+/// What [`publish_in_one_statement`] wrote.
+struct Written {
+    /// The events as the publisher gave them, with their sequences.
+    events: Vec<event_instance::Model>,
+    /// The same events as stored (the payload as jsonb gives it back), when
+    /// this process has subscribers of the run: what they would otherwise
+    /// read back.
+    stored: Option<Vec<event_instance::Model>>,
 }
