@@ -198,9 +198,18 @@ async fn groups_share_one_type_and_show_their_members(backend: Backend) {
 
     // `engines` with per-engine counts costs the same for 3 engines as for 9.
     let query = "query($r: UUID!) { scenarioRun(id: $r) { engines { engineId group online pendingCount inFlight { leaseId } } } }";
-    let before = server.statements();
-    server.gql(query, json!({"r": s.run})).await;
-    let few = server.statements() - before;
+    // The fewest of three tries: the subscribed member's presence and
+    // timers may send a statement of their own meanwhile, never fewer.
+    let cost = || async {
+        let mut fewest = u64::MAX;
+        for _ in 0..3 {
+            let before = server.statements();
+            server.gql(query, json!({"r": s.run})).await;
+            fewest = fewest.min(server.statements() - before);
+        }
+        fewest
+    };
+    let few = cost().await;
     for i in 0..6 {
         if i % 2 == 0 {
             register_in_group(&server, &s.run, "NarratorEngine", "tellers").await;
@@ -208,9 +217,7 @@ async fn groups_share_one_type_and_show_their_members(backend: Backend) {
             register(&server, &s.run, "ActorEngine").await;
         }
     }
-    let before = server.statements();
-    server.gql(query, json!({"r": s.run})).await;
-    let many = server.statements() - before;
+    let many = cost().await;
     assert_eq!(few, many, "no statement per engine");
     drop(member);
 }
