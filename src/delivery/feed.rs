@@ -206,7 +206,8 @@ async fn run(run_id: Uuid, hub: Arc<Hub>, mut bell: watch::Receiver<i64>, sent: 
             // from `cursor` follows on whatever was handed over meanwhile.
             if !sent.send(events.into_iter().map(Arc::new).collect()) {
                 tracing::warn!(%run_id, cursor, "run feed read left a gap, reading again");
-                break;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                first_pass = true;
             }
         }
         tokio::select! {
