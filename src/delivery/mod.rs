@@ -297,10 +297,15 @@ impl Hub {
     }
 
     fn ring_everywhere(&self, doorbell: Doorbell) {
+        self.ring_replicas(&doorbell);
+        self.ring_local(doorbell);
+    }
+
+    /// Sends the doorbell to the other replicas (PostgreSQL's NOTIFY).
+    fn ring_replicas(&self, doorbell: &Doorbell) {
         if let Some(notify) = &self.notify {
             let _ = notify.send(doorbell.clone());
         }
-        self.ring_local(doorbell);
     }
 }
 
@@ -311,12 +316,11 @@ impl CommitListener for Hub {
         sequence: i64,
         stored: Option<&[crate::entity::event_instance::Model]>,
     ) {
+        let doorbell = Doorbell::Committed { run_id, sequence };
         let Some(stored) = stored else {
-            return self.ring_everywhere(Doorbell::Committed { run_id, sequence });
+            return self.ring_everywhere(doorbell);
         };
-        if let Some(notify) = &self.notify {
-            let _ = notify.send(Doorbell::Committed { run_id, sequence });
-        }
+        self.ring_replicas(&doorbell);
         if let Some(feed) = self.feed(run_id) {
             feed.hand(stored);
         }
