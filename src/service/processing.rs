@@ -186,7 +186,7 @@ async fn record_done_in(
         if !recipients.insert((input.event_id, recipient)) {
             return Ok(None);
         }
-        runs.push((run_id, Expr::val(run_sequence)));
+        runs.push((run_id, run_sequence));
         settlements.push(super::lease::Settlement {
             event_id: input.event_id,
             recipient_id: recipient,
@@ -201,7 +201,7 @@ async fn record_done_in(
         .query_all(&upsert(
             inputs
                 .iter()
-                .zip(runs.iter().map(|(_, sequence)| sequence.clone())),
+                .zip(runs.iter().map(|&(_, sequence)| Expr::val(sequence))),
         ))
         .await?;
     let mut written = HashMap::with_capacity(rows.len());
