@@ -453,7 +453,7 @@ async fn publish_in_one_statement(ctx: &Ctx, prepared: &[Prepared]) -> AppResult
         return Ok(None);
     }
     let mut sequences = HashMap::with_capacity(returned.len());
-    let mut stored = HashMap::new();
+    let mut stored = Vec::new();
     for row in &returned {
         if watched {
             let event =
@@ -462,7 +462,7 @@ async fn publish_in_one_statement(ctx: &Ctx, prepared: &[Prepared]) -> AppResult
                 )?
                 .0;
             sequences.insert(event.id, event.sequence);
-            stored.insert(event.id, event);
+            stored.push(event);
         } else {
             sequences.insert(
                 row.try_get::<Uuid>("", "id")?,
@@ -476,14 +476,12 @@ async fn publish_in_one_statement(ctx: &Ctx, prepared: &[Prepared]) -> AppResult
             AppError::internal("an inserted event came back without its sequence")
         })?;
     }
-    // In sequence order, as the events are.
-    let stored = watched.then(|| {
-        events
-            .iter()
-            .filter_map(|e| stored.remove(&e.id))
-            .collect::<Vec<_>>()
-    });
-    Ok(Some(Written { events, stored }))
+    // RETURNING promises no order; the feed takes events in sequence order.
+    stored.sort_by_key(|e| e.sequence);
+    Ok(Some(Written {
+        events,
+        stored: watched.then_some(stored),
+    }))
 }
 
 /// What [`publish_in_one_statement`] wrote.
