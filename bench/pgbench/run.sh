@@ -71,15 +71,24 @@ INSERT INTO engine_states (engine_id, run_id, engine_type, state, version, regis
 ANALYZE;
 SQL
 
-# CPU seconds (user + system, in clock ticks) of every postgres process now.
+# CPU time (user + system, in clock ticks) of every postgres process now,
+# one "pid ticks" line each. Shell builtins only: a fork per process took
+# the sample seconds on the loaded machine, long enough for a run to end
+# halfway through it.
 pg_cpu() {
-  local tick total=0 pid stat
-  tick=$(getconf CLK_TCK)
+  local pid line fields
   for pid in $(pgrep -x postgres); do
-    stat=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
-    total=$((total + $(echo "$stat" | awk '{print $12 + $13}')))
+    read -r line <"/proc/$pid/stat" 2>/dev/null || continue
+    read -ra fields <<<"${line##*) }"
+    echo "$pid $((fields[11] + fields[12]))"
   done
-  echo "$total $tick"
+}
+
+# The CPU ticks spent between two pg_cpu samples: per process, so that a
+# process that ends in between (an autovacuum worker on the fresh tables,
+# the fixture's session) does not take its whole life's CPU off the sum.
+pg_cpu_spent() {
+  awk 'NR == FNR { a[$1] = $2; next } { spent += $2 - (($1 in a) ? a[$1] : 0) } END { print spent + 0 }' "$1" "$2"
 }
 
 echo "pgbench $("$PGBENCH" --version | awk '{print $3}'): -M prepared -c $CLIENTS -j $THREADS -T $DURATION on $(psql -Atq "$url" -c 'SHOW server_version'), fsync=$(psql -Atq "$url" -c 'SHOW fsync'), synchronous_commit=$(psql -Atq "$url" -c 'SHOW synchronous_commit')"
@@ -94,12 +103,12 @@ run() {
   # The middle of the run: after the clients connect, before they leave.
   (
     sleep 2
-    read -r a tick < <(pg_cpu)
+    pg_cpu >"$sampled.a"
     t0=$(date +%s.%N)
     sleep $((DURATION - 4))
-    read -r b _ < <(pg_cpu)
+    pg_cpu >"$sampled.b"
     t1=$(date +%s.%N)
-    echo "$a $b $tick $t0 $t1" >"$sampled"
+    echo "$(pg_cpu_spent "$sampled.a" "$sampled.b") $(getconf CLK_TCK) $t0 $t1" >"$sampled"
   ) &
   local sampler=$!
   out=$("$PGBENCH" -n -M prepared -c "${C:-$CLIENTS}" -j "$THREADS" -T "$DURATION" -f "$here/$name" "$@" "$url" 2>&1) || {
@@ -112,8 +121,8 @@ run() {
   local tps lat cores per
   tps=$(echo "$out" | awk '/^tps = /{printf "%.0f", $3}')
   lat=$(echo "$out" | awk '/^latency average = /{print $4}')
-  read -r cores per < <(awk -v tps="$tps" '{c = ($2 - $1) / $3 / ($5 - $4); printf "%.2f %.3f ms\n", c, c / tps * 1000}' "$sampled")
-  rm -f "$sampled"
+  read -r cores per < <(awk -v tps="$tps" '{c = $1 / $2 / ($4 - $3); printf "%.2f %.3f ms\n", c, c / tps * 1000}' "$sampled")
+  rm -f "$sampled" "$sampled.a" "$sampled.b"
   echo "| $name | $what | $tps | $lat | $cores | $per |"
 }
 run w1_read.sql "51 events by priority of one of 20 runs (one SELECT)" -D etype=$ETYPE
