@@ -434,12 +434,14 @@ fn thousands(v: f64) -> String {
 // ---------------------------------------------------------------- CPU split
 
 /// CPU ticks of the processes we watch and of the whole machine.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Default)]
 struct CpuSample {
     at: Option<Instant>,
     me: u64,
     server: u64,
-    postgres: u64,
+    /// Per `postgres` process: one that ends between two samples (an
+    /// autovacuum worker) must not take its whole life's CPU off the sum.
+    postgres: HashMap<u32, u64>,
     /// Interrupts and softirqs (loopback networking is mostly here).
     irq: u64,
     machine_busy: u64,
@@ -461,18 +463,18 @@ fn cpu_sample(server: Option<u32>) -> CpuSample {
         .and_then(|pid| read(format!("/proc/{pid}/stat")))
         .and_then(|s| proc_ticks(&s))
         .unwrap_or(0);
-    let mut postgres = 0;
+    let mut postgres = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
+            let Ok(pid) = name.parse::<u32>() else {
                 continue;
-            }
-            if let Some(stat) = read(format!("/proc/{name}/stat"))
+            };
+            if let Some(stat) = read(format!("/proc/{pid}/stat"))
                 && stat.contains("(postgres)")
             {
-                postgres += proc_ticks(&stat).unwrap_or(0);
+                postgres.insert(pid, proc_ticks(&stat).unwrap_or(0));
             }
         }
     }
@@ -511,13 +513,19 @@ struct Cores {
     secs: f64,
 }
 
-fn cores(a: CpuSample, b: CpuSample) -> Option<Cores> {
+fn cores(a: &CpuSample, b: &CpuSample) -> Option<Cores> {
     let (t0, t1) = (a.at?, b.at?);
     let secs = (t1 - t0).as_secs_f64().max(0.001);
     let ticks = secs * 100.0;
     let me = (b.me - a.me) as f64 / ticks;
     let server = (b.server - a.server) as f64 / ticks;
-    let postgres = (b.postgres.saturating_sub(a.postgres)) as f64 / ticks;
+    // A process born in between spent all it has in between.
+    let postgres = b
+        .postgres
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(a.postgres.get(pid).copied().unwrap_or(0)))
+        .sum::<u64>() as f64
+        / ticks;
     let irq = (b.irq - a.irq) as f64 / ticks;
     let busy = (b.machine_busy - a.machine_busy) as f64 / ticks;
     let other = (busy - me - server - postgres - irq).max(0.0);
@@ -533,7 +541,7 @@ fn cores(a: CpuSample, b: CpuSample) -> Option<Cores> {
 
 /// Cores used between two samples: "loadgen/server/postgres/irq/other",
 /// where other is everything else busy on the machine.
-fn cpu_split(a: CpuSample, b: CpuSample) -> String {
+fn cpu_split(a: &CpuSample, b: &CpuSample) -> String {
     match cores(a, b) {
         Some(c) => format!(
             "{:.2}/{:.2}/{:.2}/{:.2}/{:.2}",
@@ -545,7 +553,7 @@ fn cpu_split(a: CpuSample, b: CpuSample) -> String {
 
 /// CPU per item between two samples: the server's and PostgreSQL's
 /// microseconds for each of `items` done in that window.
-fn cpu_per(a: CpuSample, b: CpuSample, items: usize, what: &str) -> String {
+fn cpu_per(a: &CpuSample, b: &CpuSample, items: usize, what: &str) -> String {
     match cores(a, b) {
         Some(c) if items > 0 => {
             let per = |cores: f64| cores * c.secs * 1e6 / items as f64;
@@ -581,7 +589,7 @@ async fn closed_loop(args: &Args, workers: usize, op: Op) -> LoopResult {
         let a = cpu_sample(server);
         tokio::time::sleep_until(until.into()).await;
         let b = cpu_sample(server);
-        cpu_split(a, b)
+        cpu_split(&a, &b)
     });
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -1124,7 +1132,7 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
             "{lost} lost, {dup} dup, {} publish errors",
             errors.load(Ordering::SeqCst)
         ),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{} events paced at {}/s (sent in {sending:.1} s), {} msgs; publishEvent p50 {} p99 {} ms; received after its response p50 {} p99 {} ms; {}",
             published.len(),
@@ -1134,7 +1142,7 @@ async fn w4(args: &Args, api: &Api) -> Result<Row, String> {
             ms(pct(&pl, 99.0)),
             ms(pct(&after_ack, 50.0)),
             ms(pct(&after_ack, 99.0)),
-            cpu_per(cpu0, cpu1, all.len(), "message")
+            cpu_per(&cpu0, &cpu1, all.len(), "message")
         ),
     })
 }
@@ -1489,7 +1497,7 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
             },
             replay.dup
         ),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{} events in {read_secs:.2} s, all recorded after {record_secs:.2} s, first after {:.0} ms, {} B/msg; {requests} record requests ({:.0} fields each, at most {} in flight); {}",
             replay.distinct,
@@ -1497,7 +1505,7 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
             replay.bytes / replay.distinct.max(1),
             recorded as f64 / requests.max(1) as f64,
             args.record_concurrency,
-            cpu_per(cpu0, cpu1, replay.distinct, "event")
+            cpu_per(&cpu0, &cpu1, replay.distinct, "event")
         ),
     }];
 
@@ -1549,13 +1557,13 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
         p99: "-".into(),
         max: "-".into(),
         faults: format!("{} lost, {} dup", want - replay.distinct, replay.dup),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{} events in {elapsed:.2} s, first after {:.0} ms, {} B/msg; {}",
             replay.distinct,
             replay.first.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0),
             replay.bytes / replay.distinct.max(1),
-            cpu_per(cpu0, cpu1, replay.distinct, "event")
+            cpu_per(&cpu0, &cpu1, replay.distinct, "event")
         ),
     };
     rows.push(read_only);
@@ -1598,12 +1606,12 @@ async fn w6(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
             "{} record errors",
             recorder.refused.load(Ordering::SeqCst)
         ),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{recorded} of the run's events recorded in {secs:.2} s by a second engine, {} requests of up to {batch_size} fields, at most {} in flight, no leaseId; {}",
             recorder.requests.load(Ordering::SeqCst),
             args.record_concurrency,
-            cpu_per(cpu0, cpu1, recorded, "record")
+            cpu_per(&cpu0, &cpu1, recorded, "record")
         ),
     });
     Ok(rows)
@@ -2133,7 +2141,7 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
             want - handled,
             errors.load(Ordering::SeqCst)
         ),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{} events published in {window_secs:.1} s ({}), handled/s in its first / last quarter {} / {}, backlog {backlog} at its end, drained {drain_secs:.1} s later ({} handled/s with the publisher stopped); latency = publish sent to record answered; p50 by priority 9/5/0: {} / {} / {} ms; {} in-flight overtakes (not inversions); handler idle between record answered and next take p50 {} p99 {} ms; recordProcessing p50 {} p99 {} ms; {}",
             published.len(),
@@ -2153,7 +2161,7 @@ async fn w7_once(args: &Args, api: &Api, window: usize) -> Result<Row, String> {
             ms(pct(&gaps, 99.0)),
             ms(pct(&record_lat, 50.0)),
             ms(pct(&record_lat, 99.0)),
-            cpu_per(cpu0, cpu1, in_window, "event handled")
+            cpu_per(&cpu0, &cpu1, in_window, "event handled")
         ),
     })
 }
@@ -2434,7 +2442,7 @@ async fn w8_once(args: &Args, api: &Api, n: usize) -> Result<(f64, Row), String>
             g.recorded_twice,
             g.redelivered
         ),
-        cpu: cpu_split(cpu0, cpu1),
+        cpu: cpu_split(&cpu0, &cpu1),
         notes: format!(
             "{done} of {} backlog events (untargeted, published before the members started) recorded in {secs:.2} s, first taken after {} ms; per member min / max {min} / {max} ({}); {} other events (the run's run_status_changed); a member's cycle {} ms per event: work (the {} ms timer) p50 {} ms, recordProcessing p50 {} p99 {} ms, then the wait for its next event (p50/p99/max columns: record answered to next take); {}",
             published.len(),
@@ -2446,7 +2454,7 @@ async fn w8_once(args: &Args, api: &Api, n: usize) -> Result<(f64, Row), String>
             ms(pct(&g.work, 50.0)),
             ms(pct(&g.record_lat, 50.0)),
             ms(pct(&g.record_lat, 99.0)),
-            cpu_per(cpu0, cpu1, done, "event handled")
+            cpu_per(&cpu0, &cpu1, done, "event handled")
         ),
     };
     Ok((rate, row))
@@ -2578,7 +2586,7 @@ async fn fork(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
             p99: "-".into(),
             max: "-".into(),
             faults: "0".into(),
-            cpu: cpu_split(before, after),
+            cpu: cpu_split(&before, &after),
             notes: format!(
                 "one forkRun of {at} events ({} records, {forked_engines} engines) in {:.0} ms",
                 (0..at as usize).filter(|i| (i / n) % 2 == 0).count(),
@@ -2654,7 +2662,7 @@ async fn export(args: &Args, api: &Api) -> Result<Vec<Row>, String> {
         p99: "-".into(),
         max: "-".into(),
         faults: "0".into(),
-        cpu: cpu_split(before, after),
+        cpu: cpu_split(&before, &after),
         notes: format!(
             "{rss}{lines} lines, {:.0} MB at {:.0} MB/s; run {}",
             bytes as f64 / 1e6,
