@@ -217,15 +217,18 @@ pub async fn get(ctx: &Ctx, name: &str) -> AppResult<Option<Arc<event_type::Mode
 }
 
 /// The event types among `names`, from memory where the cache holds them.
-pub async fn get_many(ctx: &Ctx, names: &[String]) -> AppResult<Vec<Arc<event_type::Model>>> {
+pub async fn get_many<S: AsRef<str>>(
+    ctx: &Ctx,
+    names: &[S],
+) -> AppResult<Vec<Arc<event_type::Model>>> {
     get_many_on(ctx, &ctx.db.conn, names).await
 }
 
 /// [`get_many`], reading what the cache lacks through `conn` (a transaction).
-pub async fn get_many_on<C: ConnectionTrait>(
+pub async fn get_many_on<C: ConnectionTrait, S: AsRef<str>>(
     ctx: &Ctx,
     conn: &C,
-    names: &[String],
+    names: &[S],
 ) -> AppResult<Vec<Arc<event_type::Model>>> {
     let (mut found, missing, generation) = ctx.event_types.lookup(names);
     if missing.is_empty() {
@@ -297,17 +300,25 @@ impl EventTypeCache {
 
     /// The cached types among `names`, the names to load, and the
     /// generation to hand to [`EventTypeCache::fill`] with what they load.
-    fn lookup(&self, names: &[String]) -> (Vec<Arc<event_type::Model>>, Vec<String>, u64) {
+    fn lookup<S: AsRef<str>>(
+        &self,
+        names: &[S],
+    ) -> (Vec<Arc<event_type::Model>>, Vec<String>, u64) {
         let state = self.state.lock().unwrap();
+        let names = names.iter().map(AsRef::as_ref);
         if !state.trusted {
-            return (Vec::new(), names.to_vec(), state.generation);
+            return (
+                Vec::new(),
+                names.map(str::to_owned).collect(),
+                state.generation,
+            );
         }
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in names {
             match state.types.get(name) {
                 Some(model) => found.push(model.clone()),
-                None => missing.push(name.clone()),
+                None => missing.push(name.to_owned()),
             }
         }
         (found, missing, state.generation)
