@@ -30,7 +30,7 @@ pub(super) async fn types_of<'a>(
     if !wanted {
         return Some(types);
     }
-    let mut names: Vec<String> = events.map(|e| e.event_type.clone()).collect();
+    let mut names: Vec<&str> = events.map(|e| e.event_type.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     for found in crate::service::event_type::get_many(ctx, &names)
@@ -39,7 +39,10 @@ pub(super) async fn types_of<'a>(
     {
         types.insert(found.name.clone(), found);
     }
-    names.iter().all(|n| types.contains_key(n)).then_some(types)
+    names
+        .iter()
+        .all(|n| types.contains_key(*n))
+        .then_some(types)
 }
 
 /// A response being written.
@@ -72,9 +75,17 @@ impl Out {
     }
 
     fn string(&mut self, text: &str) {
-        // serde_json escapes as async-graphql's serializer does (it is the same).
-        let escaped = serde_json::to_string(text).expect("strings serialize");
-        self.0.push_str(&escaped);
+        // Text without a character that JSON escapes (`"`, `\`, a control
+        // character; keys, names and ids rarely hold one) is written as it
+        // is, other text as async-graphql's serializer writes it (serde_json).
+        if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.0.push('"');
+            self.0.push_str(text);
+            self.0.push('"');
+        } else {
+            let escaped = serde_json::to_string(text).expect("strings serialize");
+            self.0.push_str(&escaped);
+        }
     }
 
     /// A field's key (after a comma unless `first`); its value comes next.
@@ -100,7 +111,8 @@ impl Out {
 
     fn uuid(&mut self, id: Uuid) {
         self.0.push('"');
-        write!(self.0, "{}", id.hyphenated()).expect("writing to a String");
+        self.0
+            .push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
         self.0.push('"');
     }
 
@@ -133,6 +145,15 @@ pub(super) fn connection(
     had_cursor: bool,
     types: &HashMap<String, Arc<event_type::Model>>,
 ) -> Option<()> {
+    // Room for the page up front: growing a 20 KB body by doubling copied
+    // it three times. A payload is its text; what else an event writes is
+    // mostly under 256 bytes.
+    let payloads: usize = page
+        .rows
+        .iter()
+        .map(|(_, e)| e.payload.as_str().len())
+        .sum();
+    out.0.reserve(payloads + 256 * page.rows.len());
     out.raw("{");
     for (i, (key, field)) in selection.fields.iter().enumerate() {
         out.key(i == 0, key);
@@ -286,4 +307,33 @@ pub(super) fn engine(out: &mut Out, fields: &[(String, EngineField)], e: &engine
         }
     }
     out.raw("}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Out;
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let mut texts: Vec<String> = (0u32..0x80)
+            .filter_map(char::from_u32)
+            .map(|c| format!("a{c}b"))
+            .collect();
+        texts.extend(
+            [
+                "",
+                "eventType",
+                "caf\u{e9} \u{2028} \u{1f600}",
+                "\"\"",
+                "\\",
+                "\u{7f}",
+            ]
+            .map(String::from),
+        );
+        for text in texts {
+            let mut out = Out(String::new());
+            out.string(&text);
+            assert_eq!(out.0, serde_json::to_string(&text).unwrap(), "{text:?}");
+        }
+    }
 }
