@@ -54,9 +54,10 @@ impl JsonText {
 /// Written as the JSON it holds (not as a string of it).
 impl Serialize for JsonText {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // serde writes raw JSON only from a `RawValue`, which checks its text:
-        // exports pay that parse here instead of on reading.
-        let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;
+        // serde writes raw JSON only from a `RawValue`, which checks its text
+        // (borrowed, no copy): exports pay that parse here instead of on
+        // reading.
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
         raw.serialize(serializer)
     }
 }
