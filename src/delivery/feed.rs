@@ -144,14 +144,11 @@ impl RunFeed {
     /// sequence order, without reading them back; when an earlier commit's
     /// events have not gone out yet, rings the doorbell instead (the read
     /// brings both, in order).
-    pub fn hand(&self, events: &[event_instance::Model]) {
+    pub fn hand(&self, events: Vec<event_instance::Model>) {
         let Some(last) = events.last().map(|e| e.sequence) else {
             return;
         };
-        if self
-            .sent
-            .send(events.iter().cloned().map(Arc::new).collect())
-        {
+        if self.sent.send(events.into_iter().map(Arc::new).collect()) {
             // Known, and nothing to read for it.
             self.bell.send_if_modified(|known| {
                 *known = (*known).max(last);

@@ -314,7 +314,7 @@ impl CommitListener for Hub {
         &self,
         run_id: Uuid,
         sequence: i64,
-        stored: Option<&[crate::entity::event_instance::Model]>,
+        stored: Option<Vec<crate::entity::event_instance::Model>>,
     ) {
         let doorbell = Doorbell::Committed { run_id, sequence };
         let Some(stored) = stored else {

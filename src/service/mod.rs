@@ -42,7 +42,7 @@ pub trait CommitListener: Send + Sync {
         &self,
         run_id: Uuid,
         last_sequence: i64,
-        stored: Option<&[crate::entity::event_instance::Model]>,
+        stored: Option<Vec<crate::entity::event_instance::Model>>,
     );
 
     /// Engine `engine_id` recorded `event_ids` of run `run_id`: its window
@@ -71,7 +71,7 @@ impl CommitListener for NoListener {
         &self,
         _run_id: Uuid,
         _last_sequence: i64,
-        _stored: Option<&[crate::entity::event_instance::Model]>,
+        _stored: Option<Vec<crate::entity::event_instance::Model>>,
     ) {
     }
     fn recorded(&self, _run_id: Uuid, _engine_id: Uuid, _event_ids: &[Uuid], _again: bool) {}
@@ -171,13 +171,12 @@ impl Ctx {
 
     /// [`Ctx::announce`] for the committed events of one run, consecutive,
     /// in sequence order, read back from the statement that stored them.
-    pub fn announce_stored(&self, events: &[crate::entity::event_instance::Model]) {
-        let Some(last) = events.last() else {
+    pub fn announce_stored(&self, events: Vec<crate::entity::event_instance::Model>) {
+        let Some((run_id, last)) = events.last().map(|e| (e.run_id, e.sequence)) else {
             return;
         };
         self.metrics.published(events.len());
-        self.listener
-            .committed(last.run_id, last.sequence, Some(events));
+        self.listener.committed(run_id, last, Some(events));
     }
 }
 

@@ -332,7 +332,7 @@ pub async fn publish(
     }
     if let Some(written) = publish_in_one_statement(ctx, &prepared).await? {
         match written.stored {
-            Some(stored) => ctx.announce_stored(&stored),
+            Some(stored) => ctx.announce_stored(stored),
             None => ctx.announce(&written.events),
         }
         return Ok(written.events);
