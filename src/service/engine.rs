@@ -46,25 +46,52 @@ pub struct Registration {
     pub group: Option<String>,
 }
 
-/// A state that passed [`check_state`], with the JSON text that is stored.
-pub struct CheckedState {
-    value: Value,
-    /// Serialized once: measured against the limit, then bound as it is.
-    text: String,
-}
+/// A state that passed [`check_state`] or [`check_state_text`]: its compact
+/// JSON text, measured against the limit once and then bound as it is.
+pub struct CheckedState(String);
 
 /// Checks a state against the size limit (and for NUL characters).
-pub fn check_state(ctx: &Ctx, field: &str, state: Value) -> AppResult<CheckedState> {
-    super::check_json(field, &state)?;
-    let text = serde_json::to_string(&state)
+pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<CheckedState> {
+    super::check_json(field, state)?;
+    let text = serde_json::to_string(state)
         .map_err(|err| AppError::internal(format!("a JSON value did not serialize: {err}")))?;
+    within_limit(ctx, field, text)
+}
+
+/// [`check_state`] for a state given as JSON text: rewritten compact in one
+/// pass, without the value tree a parse would build and drop. The text is
+/// the one [`check_state`] gives for the value the text parses to but for
+/// the order of keys and repeated keys, which both backends' readers undo
+/// (keys are read back sorted and a repeated key's last value is kept, as
+/// PostgreSQL's `jsonb` and `serde_json` do). A repeated key counts against
+/// the limit, since it is stored.
+pub fn check_state_text(ctx: &Ctx, field: &str, state: &str) -> AppResult<CheckedState> {
+    let invalid = |err: serde_json::Error| AppError::bad_input(field, format!("{field}: {err}"));
+    let mut text = Vec::with_capacity(state.len());
+    let mut parser = serde_json::Deserializer::from_str(state);
+    serde_transcode::transcode(&mut parser, &mut serde_json::Serializer::new(&mut text))
+        .map_err(invalid)?;
+    parser.end().map_err(invalid)?;
+    let text = String::from_utf8(text)
+        .map_err(|err| AppError::internal(format!("JSON text was not UTF-8: {err}")))?;
+    // A NUL is written as this escape, and only a NUL is; the same six
+    // characters after an escaped backslash are not one, which the tree
+    // tells apart.
+    if text.contains("\\u0000") {
+        super::check_json(field, &serde_json::from_str(&text).map_err(invalid)?)?;
+    }
+    within_limit(ctx, field, text)
+}
+
+/// `LIMIT_EXCEEDED` when a state's text is larger than the limit.
+fn within_limit(ctx: &Ctx, field: &str, text: String) -> AppResult<CheckedState> {
     if text.len() > ctx.limits.max_state_bytes {
         return Err(AppError::limit(
             field,
             format!("state is larger than {} bytes", ctx.limits.max_state_bytes),
         ));
     }
-    Ok(CheckedState { value: state, text })
+    Ok(CheckedState(text))
 }
 
 /// Registers an engine, or returns the stored one (with its state) when it
@@ -89,12 +116,8 @@ pub async fn register(
         let group = group_of(ctx, &existing).await?;
         return existing_matches(existing, group, &input, &engine_type);
     }
-    let state = check_state(
-        ctx,
-        "input.state",
-        input.state.clone().unwrap_or_else(|| json!({})),
-    )?
-    .value;
+    let state = input.state.clone().unwrap_or_else(|| json!({}));
+    check_state(ctx, "input.state", &state)?;
     let run = super::run::get(ctx, input.run_id).await?.ok_or_else(|| {
         AppError::not_found(
             "input.runId",
@@ -263,7 +286,23 @@ pub async fn save_state(
     state: Value,
     expected_version: Option<i64>,
 ) -> AppResult<engine_state::Model> {
-    let state = check_state(ctx, "state", state)?;
+    let checked = check_state(ctx, "state", &state)?;
+    Ok(
+        save_checked(ctx, principal, engine_id, checked, expected_version)
+            .await?
+            .with_state(state),
+    )
+}
+
+/// [`save_state`] for a state already checked (as text, [`check_state_text`]):
+/// the engine without its state, which the caller has.
+pub async fn save_checked(
+    ctx: &Ctx,
+    principal: &Principal,
+    engine_id: Uuid,
+    state: CheckedState,
+    expected_version: Option<i64>,
+) -> AppResult<SavedEngine> {
     require_owner(ctx, principal, engine_id, "engineId").await?;
     // One statement writes the state and its version on either backend: no
     // transaction (and on SQLite no write turn) is needed.
@@ -308,7 +347,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
     state: CheckedState,
     expected_version: Option<i64>,
     keep: StateHistory,
-) -> AppResult<engine_state::Model> {
+) -> AppResult<SavedEngine> {
     use engine_state::Column as S;
     let at = now();
     if conn.get_database_backend() == DbBackend::Postgres {
@@ -317,7 +356,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
     let mut update = sea_orm::sea_query::Query::update();
     update
         .table(engine_state::Entity)
-        .value(S::State, state.text)
+        .value(S::State, state.0)
         .value(S::Version, Expr::col(S::Version).add(1))
         .value(S::UpdatedAt, at)
         .value(S::LastSeenAt, at)
@@ -341,7 +380,7 @@ pub(crate) async fn save_in<C: ConnectionTrait>(
         return conflict_or_missing(conn, engine_id, expected_version).await;
     };
     super::history::prune(conn, engine_id, keep).await?;
-    saved_model(&row, engine_id, state.value, at)
+    saved_engine(&row, engine_id, at)
 }
 
 /// The PostgreSQL form of [`save_in`]: the UPDATE, the version's INSERT and
@@ -353,8 +392,8 @@ async fn save_with_version<C: ConnectionTrait>(
     expected_version: Option<i64>,
     keep: StateHistory,
     at: chrono::DateTime<chrono::Utc>,
-) -> AppResult<engine_state::Model> {
-    let CheckedState { value: state, text } = state;
+) -> AppResult<SavedEngine> {
+    let CheckedState(text) = state;
     // The text is bound as text and cast by PostgreSQL: sqlx would
     // serialize a JSON value again.
     let mut values: Vec<sea_orm::Value> = vec![engine_id.into(), text.into(), at.into()];
@@ -395,23 +434,69 @@ async fn save_with_version<C: ConnectionTrait>(
     let Some(row) = conn.query_one_raw(statement).await? else {
         return conflict_or_missing(conn, engine_id, expected_version).await;
     };
-    saved_model(&row, engine_id, state, at)
+    saved_engine(&row, engine_id, at)
+}
+
+/// An engine as a save leaves it: every column but the state, which the
+/// saver has (and which the database need not send back).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedEngine {
+    /// Its id.
+    pub engine_id: Uuid,
+    /// Its run.
+    pub run_id: Uuid,
+    /// Its type.
+    pub engine_type: String,
+    /// The version the save wrote.
+    pub version: i64,
+    /// When it registered.
+    pub registered_at: chrono::DateTime<chrono::Utc>,
+    /// When the save happened.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// When the save happened, as its last sign of life.
+    pub last_seen_at: chrono::DateTime<chrono::Utc>,
+    /// The API key that registered it.
+    pub registered_by: Option<Uuid>,
+    /// Its group.
+    pub group_id: Option<Uuid>,
+    /// Until when its subscription holds its partition keys.
+    pub subscribed_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The engine of the parent run it was forked from.
+    pub forked_from: Option<Uuid>,
+}
+
+impl SavedEngine {
+    /// The engine's row, with the state that was saved.
+    pub fn with_state(self, state: Value) -> engine_state::Model {
+        engine_state::Model {
+            engine_id: self.engine_id,
+            run_id: self.run_id,
+            engine_type: self.engine_type,
+            state,
+            version: self.version,
+            registered_at: self.registered_at,
+            updated_at: self.updated_at,
+            last_seen_at: self.last_seen_at,
+            registered_by: self.registered_by,
+            group_id: self.group_id,
+            subscribed_until: self.subscribed_until,
+            forked_from: self.forked_from,
+        }
+    }
 }
 
 /// The engine after a save, from the columns the save returned.
-fn saved_model(
+fn saved_engine(
     row: &sea_orm::QueryResult,
     engine_id: Uuid,
-    state: Value,
     at: chrono::DateTime<chrono::Utc>,
-) -> AppResult<engine_state::Model> {
+) -> AppResult<SavedEngine> {
     use engine_state::Column as S;
     use sea_orm::IdenStatic;
-    Ok(engine_state::Model {
+    Ok(SavedEngine {
         engine_id,
         run_id: row.try_get("", S::RunId.as_str())?,
         engine_type: row.try_get("", S::EngineType.as_str())?,
-        state,
         version: row.try_get("", S::Version.as_str())?,
         registered_at: row.try_get("", S::RegisteredAt.as_str())?,
         updated_at: at,

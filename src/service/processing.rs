@@ -517,10 +517,10 @@ pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> Ap
     check_error(&input.record)?;
     let state = match input.state {
         Some(state) => {
-            let state = super::engine::check_state(ctx, "input.state", state)?;
+            let checked = super::engine::check_state(ctx, "input.state", &state)?;
             super::engine::require_owner(ctx, principal, input.record.engine_id, "input.engineId")
                 .await?;
-            Some(state)
+            Some((state, checked))
         }
         None => None,
     };
@@ -544,16 +544,15 @@ pub async fn complete(ctx: &Ctx, principal: &Principal, input: Completion) -> Ap
     let emitted = insert_prepared(&txn, prepared, false).await?;
     redate(&txn, &mut recorded.processing, &emitted).await?;
     let engine = match state {
-        Some(state) => {
-            super::engine::save_in(
-                &*txn,
-                record.engine_id,
-                state,
-                input.expected_version,
-                ctx.limits.state_history,
-            )
-            .await?
-        }
+        Some((state, checked)) => super::engine::save_in(
+            &*txn,
+            record.engine_id,
+            checked,
+            input.expected_version,
+            ctx.limits.state_history,
+        )
+        .await?
+        .with_state(state),
         None => {
             let engine = engine_state::Entity::find_by_id(record.engine_id)
                 .one(&*txn)

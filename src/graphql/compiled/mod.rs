@@ -143,19 +143,26 @@ pub async fn run(
             selection,
         } => {
             let engine_id = engine_id.resolve_in(variables)?.uuid()?;
-            let state = state.resolve_in(variables)?.json()?;
-            if state.is_null() {
+            let state = state.resolve_in(variables)?.json_text()?;
+            if state.trim() == "null" {
                 return None;
             }
             let expected_version = match expected_version.resolve_in(variables) {
                 None => None,
                 Some(value) => value.opt_i64()?,
             };
-            let saved = engine::save_state(ctx, principal, engine_id, state, expected_version)
+            let checked = engine::check_state_text(ctx, "state", &state).ok()?;
+            // The state is answered as the general path answers it: the
+            // value its text parses to (keys sorted), parsed only if asked.
+            let answered = match write::selects_state(selection) {
+                true => Some(serde_json::from_str::<Value>(&state).ok()?),
+                false => None,
+            };
+            let saved = engine::save_checked(ctx, principal, engine_id, checked, expected_version)
                 .await
                 .ok()?;
             let mut out = write::Out::response(&plan.key);
-            write::engine(&mut out, selection, &saved);
+            write::engine(&mut out, selection, &saved, answered.as_ref())?;
             Some(out.finish())
         }
         Root::Records(fields) => {
@@ -441,6 +448,17 @@ impl Resolved<'_> {
         match self {
             Resolved::Value(value) => Some(Cow::Borrowed(*value)),
             Resolved::Raw(raw) => serde_json::from_str(raw.get()).ok().map(Cow::Owned),
+        }
+    }
+}
+
+impl<'a> Resolved<'a> {
+    /// A `JSON` argument's text: the variable's as the request gave it (so
+    /// it is not parsed here), or the literal's or parsed value's serialized.
+    fn json_text(self) -> Option<Cow<'a, str>> {
+        match self {
+            Resolved::Raw(raw) => Some(Cow::Borrowed(raw.get())),
+            Resolved::Value(value) => serde_json::to_string(&value.json()?).ok().map(Cow::Owned),
         }
     }
 }

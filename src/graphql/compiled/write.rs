@@ -8,14 +8,16 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::plan::{
     ConnectionField, ConnectionSelection, EdgeField, EngineField, EventField, PageInfoField,
     ProcessingField, TypeField,
 };
-use crate::entity::{engine_state, event_instance, event_processing, event_type};
+use crate::entity::{event_instance, event_processing, event_type};
 use crate::service::Ctx;
+use crate::service::engine::SavedEngine;
 use crate::service::event::EventCursor;
 use crate::service::page::{CursorKey, Page};
 
@@ -290,8 +292,21 @@ pub(super) fn processing(
     out.raw("}");
 }
 
-/// An `EngineInstance` with `fields`.
-pub(super) fn engine(out: &mut Out, fields: &[(String, EngineField)], e: &engine_state::Model) {
+/// Whether `fields` ask for the engine's state.
+pub(super) fn selects_state(fields: &[(String, EngineField)]) -> bool {
+    fields
+        .iter()
+        .any(|(_, field)| matches!(field, EngineField::State))
+}
+
+/// An `EngineInstance` with `fields`, after a save of `state` (which must
+/// be there when [`selects_state`]).
+pub(super) fn engine(
+    out: &mut Out,
+    fields: &[(String, EngineField)],
+    e: &SavedEngine,
+    state: Option<&Value>,
+) -> Option<()> {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
         out.key(i == 0, key);
@@ -299,7 +314,7 @@ pub(super) fn engine(out: &mut Out, fields: &[(String, EngineField)], e: &engine
             EngineField::EngineId => out.uuid(e.engine_id),
             EngineField::RunId => out.uuid(e.run_id),
             EngineField::EngineType => out.string(&e.engine_type),
-            EngineField::State => out.raw(&e.state.to_string()),
+            EngineField::State => out.raw(&state?.to_string()),
             EngineField::Version => out.number(e.version),
             EngineField::RegisteredAt => out.time(e.registered_at),
             EngineField::UpdatedAt => out.time(e.updated_at),
@@ -307,6 +322,7 @@ pub(super) fn engine(out: &mut Out, fields: &[(String, EngineField)], e: &engine
         }
     }
     out.raw("}");
+    Some(())
 }
 
 #[cfg(test)]
