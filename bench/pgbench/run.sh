@@ -13,7 +13,9 @@
 # transaction (all its processes, sampled from /proc over the middle of the
 # run); drops the database at the end. Environment:
 # PG_URL (default postgres://postgres@127.0.0.1:5432), CLIENTS, THREADS,
-# DURATION, CARGO_TARGET_DIR (to find the release binary; built if missing).
+# DURATION, CARGO_TARGET_DIR (to find the release binary; built if missing),
+# SCRIPTS (which to run, e.g. "w3"; default all) and PRE_SQL (run on the
+# database after the fixture, to try a setting).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
@@ -70,6 +72,8 @@ INSERT INTO engine_states (engine_id, run_id, engine_type, state, version, regis
   FROM generate_series(0, 49) n;
 ANALYZE;
 SQL
+if [ -n "${PRE_SQL:-}" ]; then psql -q -v ON_ERROR_STOP=1 "$url" -c "$PRE_SQL"; fi
+SCRIPTS=${SCRIPTS:-w1 w2 w3}
 
 # CPU time (user + system, in clock ticks) of every postgres process now,
 # one "pid ticks" line each. Shell builtins only: a fork per process took
@@ -98,6 +102,7 @@ echo "|---|---|---|---|---|---|"
 run() {
   local name=$1 what=$2
   shift 2
+  case " $SCRIPTS " in *" ${name%%_*} "*) ;; *) return 0 ;; esac
   local out sampled
   sampled=$(mktemp)
   # The middle of the run: after the clients connect, before they leave.

@@ -11,6 +11,7 @@ mod m20261202_000001_add_leased_delivery;
 mod m20261203_000001_add_engine_groups;
 mod m20261203_000002_add_run_timeline;
 mod m20261203_000003_add_run_metrics;
+mod m20261206_000001_lz4_state_compression;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000001_add_engine_groups::Migration),
             Box::new(m20261203_000002_add_run_timeline::Migration),
             Box::new(m20261203_000003_add_run_metrics::Migration),
+            Box::new(m20261206_000001_lz4_state_compression::Migration),
         ]
     }
 }

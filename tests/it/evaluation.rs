@@ -400,7 +400,11 @@ async fn stored_aggregations_are_mapped_or_reported(backend: Backend) {
     })
     .await
     .unwrap();
-    pool.migrate_down(Some(1)).await.unwrap();
+    pool.migrate_down(Some(crate::common::steps_back_past(
+        "m20261203_000003_add_run_metrics",
+    )))
+    .await
+    .unwrap();
     let set = |aggregation: &str| {
         format!(
             "UPDATE scenario_templates SET config = '{{\"metricsDefinitions\": [\

@@ -480,7 +480,11 @@ async fn records_from_before_delivery_rows_keep_their_outcome(backend: Backend) 
     })
     .await
     .unwrap();
-    pool.migrate_down(Some(3)).await.unwrap();
+    pool.migrate_down(Some(crate::common::steps_back_past(
+        "m20261203_000001_add_engine_groups",
+    )))
+    .await
+    .unwrap();
     use sea_orm::ConnectionTrait;
     pool.conn
         .execute_unprepared("DELETE FROM event_deliveries")

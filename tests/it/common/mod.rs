@@ -552,6 +552,22 @@ pub async fn register_in_group(
         .to_owned()
 }
 
+/// How many steps `migrate_down` takes to undo the migration whose module
+/// is `name` and every later one: tests that go back to before a migration
+/// stay right as migrations are added.
+pub fn steps_back_past(name: &str) -> u32 {
+    use migration::MigratorTrait;
+    let names: Vec<String> = migration::Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    let at = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no migration {name} in {names:?}"));
+    u32::try_from(names.len() - at).unwrap()
+}
+
 /// The run's `lastSequence`.
 pub async fn last_sequence(server: &TestServer, run: &str) -> i64 {
     server
