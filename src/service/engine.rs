@@ -8,10 +8,12 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, ExprTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::{Access, Principal};
+use super::compact::CompactError;
 use super::{Ctx, now};
 use crate::config::StateHistory;
 use crate::entity::{engine_group, engine_state};
@@ -58,28 +60,20 @@ pub fn check_state(ctx: &Ctx, field: &str, state: &Value) -> AppResult<CheckedSt
     within_limit(ctx, field, text)
 }
 
-/// [`check_state`] for a state given as JSON text: rewritten compact in one
-/// pass, without the value tree a parse would build and drop. The text is
-/// the one [`check_state`] gives for the value the text parses to but for
-/// the order of keys and repeated keys, which both backends' readers undo
-/// (keys are read back sorted and a repeated key's last value is kept, as
-/// PostgreSQL's `jsonb` and `serde_json` do). A repeated key counts against
-/// the limit, since it is stored.
-pub fn check_state_text(ctx: &Ctx, field: &str, state: &str) -> AppResult<CheckedState> {
-    let invalid = |err: serde_json::Error| AppError::bad_input(field, format!("{field}: {err}"));
-    let mut text = Vec::with_capacity(state.len());
-    let mut parser = serde_json::Deserializer::from_str(state);
-    serde_transcode::transcode(&mut parser, &mut serde_json::Serializer::new(&mut text))
-        .map_err(invalid)?;
-    parser.end().map_err(invalid)?;
-    let text = String::from_utf8(text)
-        .map_err(|err| AppError::internal(format!("JSON text was not UTF-8: {err}")))?;
-    // A NUL is written as this escape, and only a NUL is; the same six
-    // characters after an escaped backslash are not one, which the tree
-    // tells apart.
-    if text.contains("\\u0000") {
-        super::check_json(field, &serde_json::from_str(&text).map_err(invalid)?)?;
-    }
+/// [`check_state`] for a state given as JSON text: made compact in one
+/// pass ([`super::compact`]), without the value tree a parse would build
+/// and drop. The text is the one [`check_state`] gives for the value it
+/// parses to but for the order of keys and repeated keys, which both
+/// backends' readers undo (keys are read back sorted and a repeated key's
+/// last value is kept, as PostgreSQL's `jsonb` and `serde_json` do). A
+/// repeated key counts against the limit, since it is stored.
+pub fn check_state_text(ctx: &Ctx, field: &str, state: &RawValue) -> AppResult<CheckedState> {
+    let text = super::compact::compact(state).map_err(|err| match err {
+        CompactError::Nul => {
+            AppError::bad_input(field, format!("{field} must not contain NUL (\\u0000)"))
+        }
+        CompactError::Json(err) => AppError::bad_input(field, format!("{field}: {err}")),
+    })?;
     within_limit(ctx, field, text)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod agent_template;
 pub mod auth;
+pub mod compact;
 pub mod engine;
 pub mod event;
 pub mod event_type;

@@ -144,7 +144,7 @@ pub async fn run(
         } => {
             let engine_id = engine_id.resolve_in(variables)?.uuid()?;
             let state = state.resolve_in(variables)?.json_text()?;
-            if state.trim() == "null" {
+            if state.get().trim() == "null" {
                 return None;
             }
             let expected_version = match expected_version.resolve_in(variables) {
@@ -155,7 +155,7 @@ pub async fn run(
             // The state is answered as the general path answers it: the
             // value its text parses to (keys sorted), parsed only if asked.
             let answered = match write::selects_state(selection) {
-                true => Some(serde_json::from_str::<Value>(&state).ok()?),
+                true => Some(serde_json::from_str::<Value>(state.get()).ok()?),
                 false => None,
             };
             let saved = engine::save_checked(ctx, principal, engine_id, checked, expected_version)
@@ -453,12 +453,14 @@ impl Resolved<'_> {
 }
 
 impl<'a> Resolved<'a> {
-    /// A `JSON` argument's text: the variable's as the request gave it (so
+    /// A `JSON` argument as text: the variable's as the request gave it (so
     /// it is not parsed here), or the literal's or parsed value's serialized.
-    fn json_text(self) -> Option<Cow<'a, str>> {
+    fn json_text(self) -> Option<Cow<'a, RawValue>> {
         match self {
-            Resolved::Raw(raw) => Some(Cow::Borrowed(raw.get())),
-            Resolved::Value(value) => serde_json::to_string(&value.json()?).ok().map(Cow::Owned),
+            Resolved::Raw(raw) => Some(Cow::Borrowed(raw)),
+            Resolved::Value(value) => serde_json::value::to_raw_value(&value.json()?)
+                .ok()
+                .map(Cow::Owned),
         }
     }
 }
