@@ -45,7 +45,7 @@ pub(super) enum Root {
         engine_id: Arg,
         state: Arg,
         expected_version: Arg,
-        selection: Vec<(String, EngineField)>,
+        selection: Vec<(Key, EngineField)>,
     },
     /// `Mutation.recordProcessing(input)`, once or under several aliases:
     /// an engine recording a batch of events.
@@ -56,7 +56,7 @@ pub(super) enum Root {
 pub(super) struct RecordField {
     pub key: String,
     pub input: Arg,
-    pub selection: Vec<(String, ProcessingField)>,
+    pub selection: Vec<(Key, ProcessingField)>,
 }
 
 /// A field of `Processing`.
@@ -95,7 +95,7 @@ pub(super) enum Arg {
 
 /// The fields selected on an `Event`, by response key, in order.
 pub(super) struct EventSelection {
-    pub fields: Vec<(String, EventField)>,
+    pub fields: Vec<(Key, EventField)>,
 }
 
 /// A field of `Event` the compiled path writes.
@@ -114,7 +114,7 @@ pub(super) enum EventField {
     CreatedAt,
     DeliverAt,
     PartitionKey,
-    Type(Vec<(String, TypeField)>),
+    Type(Vec<(Key, TypeField)>),
 }
 
 /// A field of `EventType`.
@@ -132,14 +132,14 @@ pub(super) enum TypeField {
 
 /// The fields selected on an `EventConnection`.
 pub(super) struct ConnectionSelection {
-    pub fields: Vec<(String, ConnectionField)>,
+    pub fields: Vec<(Key, ConnectionField)>,
 }
 
 /// A field of `EventConnection`.
 pub(super) enum ConnectionField {
     Nodes(EventSelection),
-    Edges(Vec<(String, EdgeField)>),
-    PageInfo(Vec<(String, PageInfoField)>),
+    Edges(Vec<(Key, EdgeField)>),
+    PageInfo(Vec<(Key, PageInfoField)>),
 }
 
 /// A field of `EventEdge`.
@@ -411,6 +411,24 @@ fn plain_field(selection: &Positioned<Selection>) -> Option<&Field> {
     }
 }
 
+/// A field's response key as the response writes it, `"key":`, escaped
+/// once when the plan is made rather than for every object written.
+#[derive(Debug, Clone)]
+pub struct Key(String);
+
+impl Key {
+    fn new(name: &str) -> Self {
+        let mut text = serde_json::to_string(name).expect("strings serialize");
+        text.push(':');
+        Key(text)
+    }
+
+    /// `"key":`.
+    pub fn written(&self) -> &str {
+        &self.0
+    }
+}
+
 fn response_key(field: &Field) -> String {
     field
         .alias
@@ -425,7 +443,7 @@ fn response_key(field: &Field) -> String {
 fn fields<T>(
     set: &SelectionSet,
     mut compile: impl FnMut(&str, &SelectionSet) -> Option<T>,
-) -> Option<Vec<(String, T)>> {
+) -> Option<Vec<(Key, T)>> {
     let mut keys = HashSet::with_capacity(set.items.len());
     let mut out = Vec::with_capacity(set.items.len());
     for item in &set.items {
@@ -434,11 +452,12 @@ fn fields<T>(
             return None;
         }
         let key = response_key(field);
-        if !keys.insert(key.clone()) {
+        let written = Key::new(&key);
+        if !keys.insert(key) {
             return None;
         }
         out.push((
-            key,
+            written,
             compile(field.name.node.as_str(), &field.selection_set.node)?,
         ));
     }
@@ -446,7 +465,7 @@ fn fields<T>(
 }
 
 /// Leaf fields only, named by `leaf`.
-fn scalars<T>(set: &SelectionSet, leaf: impl Fn(&str) -> Option<T>) -> Option<Vec<(String, T)>> {
+fn scalars<T>(set: &SelectionSet, leaf: impl Fn(&str) -> Option<T>) -> Option<Vec<(Key, T)>> {
     fields(set, |name, sub| {
         if sub.items.is_empty() {
             leaf(name)

@@ -12,7 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::plan::{
-    ConnectionField, ConnectionSelection, EdgeField, EngineField, EventField, PageInfoField,
+    ConnectionField, ConnectionSelection, EdgeField, EngineField, EventField, Key, PageInfoField,
     ProcessingField, TypeField,
 };
 use crate::entity::{event_instance, event_processing, event_type};
@@ -90,13 +90,21 @@ impl Out {
         }
     }
 
-    /// A field's key (after a comma unless `first`); its value comes next.
+    /// A root field's key (after a comma unless `first`); its value comes next.
     pub fn key(&mut self, first: bool, key: &str) {
         if !first {
             self.0.push(',');
         }
         self.string(key);
         self.0.push(':');
+    }
+
+    /// [`Out::key`] for a field of a plan's selection, its key written already.
+    fn field(&mut self, first: bool, key: &Key) {
+        if !first {
+            self.0.push(',');
+        }
+        self.0.push_str(key.written());
     }
 
     fn number(&mut self, n: impl std::fmt::Display) {
@@ -158,7 +166,7 @@ pub(super) fn connection(
     out.0.reserve(payloads + 256 * page.rows.len());
     out.raw("{");
     for (i, (key, field)) in selection.fields.iter().enumerate() {
-        out.key(i == 0, key);
+        out.field(i == 0, key);
         match field {
             ConnectionField::Nodes(events) => {
                 out.raw("[");
@@ -178,7 +186,7 @@ pub(super) fn connection(
                     }
                     out.raw("{");
                     for (j, (key, field)) in edge.iter().enumerate() {
-                        out.key(j == 0, key);
+                        out.field(j == 0, key);
                         match field {
                             EdgeField::Cursor => out.string(&cursor.encode()),
                             EdgeField::Node(events) => event(out, &events.fields, e, types)?,
@@ -191,7 +199,7 @@ pub(super) fn connection(
             ConnectionField::PageInfo(info) => {
                 out.raw("{");
                 for (j, (key, field)) in info.iter().enumerate() {
-                    out.key(j == 0, key);
+                    out.field(j == 0, key);
                     match field {
                         PageInfoField::HasPreviousPage => out.bool(had_cursor),
                         PageInfoField::HasNextPage => out.bool(page.has_next),
@@ -214,13 +222,13 @@ pub(super) fn connection(
 /// An `Event` with `fields`.
 pub(super) fn event(
     out: &mut Out,
-    fields: &[(String, EventField)],
+    fields: &[(Key, EventField)],
     e: &event_instance::Model,
     types: &HashMap<String, Arc<event_type::Model>>,
 ) -> Option<()> {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
-        out.key(i == 0, key);
+        out.field(i == 0, key);
         match field {
             EventField::Id => out.uuid(e.id),
             EventField::RunId => out.uuid(e.run_id),
@@ -248,10 +256,10 @@ pub(super) fn event(
     Some(())
 }
 
-fn event_type(out: &mut Out, fields: &[(String, TypeField)], t: &event_type::Model) {
+fn event_type(out: &mut Out, fields: &[(Key, TypeField)], t: &event_type::Model) {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
-        out.key(i == 0, key);
+        out.field(i == 0, key);
         match field {
             TypeField::Name => out.string(&t.name),
             TypeField::Category => out.string(&t.category),
@@ -273,12 +281,12 @@ fn event_type(out: &mut Out, fields: &[(String, TypeField)], t: &event_type::Mod
 /// A `Processing` record with `fields`.
 pub(super) fn processing(
     out: &mut Out,
-    fields: &[(String, ProcessingField)],
+    fields: &[(Key, ProcessingField)],
     p: &event_processing::Model,
 ) {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
-        out.key(i == 0, key);
+        out.field(i == 0, key);
         match field {
             ProcessingField::EventId => out.uuid(p.event_id),
             ProcessingField::EngineId => out.uuid(p.engine_id),
@@ -293,7 +301,7 @@ pub(super) fn processing(
 }
 
 /// Whether `fields` ask for the engine's state.
-pub(super) fn selects_state(fields: &[(String, EngineField)]) -> bool {
+pub(super) fn selects_state(fields: &[(Key, EngineField)]) -> bool {
     fields
         .iter()
         .any(|(_, field)| matches!(field, EngineField::State))
@@ -303,13 +311,13 @@ pub(super) fn selects_state(fields: &[(String, EngineField)]) -> bool {
 /// be there when [`selects_state`]).
 pub(super) fn engine(
     out: &mut Out,
-    fields: &[(String, EngineField)],
+    fields: &[(Key, EngineField)],
     e: &SavedEngine,
     state: Option<&Value>,
 ) -> Option<()> {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
-        out.key(i == 0, key);
+        out.field(i == 0, key);
         match field {
             EngineField::EngineId => out.uuid(e.engine_id),
             EngineField::RunId => out.uuid(e.run_id),
