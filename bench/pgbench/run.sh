@@ -14,7 +14,8 @@
 # run); drops the database at the end. Environment:
 # PG_URL (default postgres://postgres@127.0.0.1:5432), CLIENTS, THREADS,
 # DURATION, CARGO_TARGET_DIR (to find the release binary; built if missing),
-# SCRIPTS (which to run, e.g. "w3"; default all) and PRE_SQL (run on the
+# SCRIPTS (which to run, e.g. "w3"; default "w1 w2 w3"; "w1c" is W1 reading
+# only the columns it needs) and PRE_SQL (run on the
 # database after the fixture, to try a setting).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -131,5 +132,6 @@ run() {
   echo "| $name | $what | $tps | $lat | $cores | $per |"
 }
 run w1_read.sql "51 events by priority of one of 20 runs (one SELECT)" -D etype=$ETYPE
+run w1c_read.sql "51 events, the five columns W1 needs (one SELECT)" -D etype=$ETYPE
 run w2_publish.sql "sequence bump and insert in one CTE, one of 20 runs" -D etype=$ETYPE -D "payload=$PAYLOAD"
 run w3_save_state.sql "compare-and-set UPDATE of a ~2 KB state and its history row (one CTE)" -D "state=$STATE" -D n=0 -D v0=1 -D v1=1 -D workers=$CLIENTS -D engines=50
