@@ -1,6 +1,7 @@
 //! `event_instances`: the events of a run, each with its gapless per-run
 //! `sequence` and its priority.
 
+use sea_orm::QuerySelect;
 use sea_orm::entity::prelude::*;
 
 use super::json_text::JsonText;
@@ -40,53 +41,55 @@ impl ActiveModelBehavior for ActiveModel {}
 /// selects (the test below pins it).
 pub struct ByPosition(pub Model);
 
-impl sea_orm::FromQueryResult for ByPosition {
-    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> Result<Self, DbErr> {
+/// `$ty { field: column, ... }` decoded by position from the row of
+/// `$res`, its `payload` from column `$payload`; none when the row is not
+/// a plain row of either backend (`$pre` is a prefix).
+///
+/// On PostgreSQL the columns are read by `try_get_unchecked`: the
+/// statement is ours and the column types are the migrations' (which every
+/// test decodes through here), so the per-column check that the Rust type
+/// accepts the column's type (a type clone and comparisons, 50 rows x 14
+/// columns per page: 7% of the server's CPU on a W1 page) would only repeat
+/// what the tests prove; the payload is `jsonb`'s text as it is. On SQLite
+/// the columns are checked, the payload's text by a parse.
+macro_rules! by_position {
+    ($res:expr, $pre:expr, $ty:ident { $($field:ident: $at:expr),* $(,)? ; payload: $payload:expr }) => {{
         use sea_orm::sqlx::Row;
         use sea_orm::sqlx::types::Json;
-
-        // `$get` is `try_get`, or on PostgreSQL `try_get_unchecked`: the
-        // statement is ours and the column types are the migrations' (which
-        // every test decodes through here), so the per-column check that
-        // the Rust type accepts the column's type (a type clone and
-        // comparisons, 50 rows x 14 columns per page: 7% of the server's
-        // CPU on a W1 page) would only repeat what the tests prove. The
-        // payload comes from `$payload`: on PostgreSQL `jsonb`'s text as it
-        // is, on SQLite the text checked by a parse.
-        macro_rules! decode {
-            ($row:expr, $get:ident, $payload:expr) => {{
-                let row = $row;
-                let get =
-                    |e: sea_orm::sqlx::Error| DbErr::Custom(format!("decoding an event: {e}"));
-                Model {
-                    id: row.$get(0).map_err(get)?,
-                    run_id: row.$get(1).map_err(get)?,
-                    sequence: row.$get(2).map_err(get)?,
-                    event_type: row.$get(3).map_err(get)?,
-                    priority: row.$get(4).map_err(get)?,
-                    payload: $payload
-                        .map_err(|e| DbErr::Custom(format!("decoding an event's payload: {e}")))?,
-                    source_engine_id: row.$get(6).map_err(get)?,
-                    parent_event_id: row.$get(7).map_err(get)?,
-                    target_engine_id: row.$get(8).map_err(get)?,
-                    target_engine_type: row.$get(9).map_err(get)?,
-                    idempotency_key: row.$get(10).map_err(get)?,
-                    created_at: row.$get(11).map_err(get)?,
-                    deliver_at: row.$get(12).map_err(get)?,
-                    partition_key: row.$get(13).map_err(get)?,
-                }
-            }};
+        let get = |e: sea_orm::sqlx::Error| DbErr::Custom(format!("decoding an event: {e}"));
+        let payload = |e: String| DbErr::Custom(format!("decoding an event's payload: {e}"));
+        match ($pre, $res.try_as_pg_row(), $res.try_as_sqlite_row()) {
+            ("", Some(row), _) => Some($ty {
+                $($field: row.try_get_unchecked($at).map_err(get)?,)*
+                payload: jsonb_text(row, $payload).map_err(payload)?,
+            }),
+            ("", None, Some(row)) => Some($ty {
+                $($field: row.try_get($at).map_err(get)?,)*
+                payload: row
+                    .try_get::<Json<JsonText>, _>($payload)
+                    .map(|json| json.0)
+                    .map_err(|e| payload(e.to_string()))?,
+            }),
+            _ => None,
         }
-        let model = match (pre, res.try_as_pg_row(), res.try_as_sqlite_row()) {
-            ("", Some(row), _) => decode!(row, try_get_unchecked, jsonb_text(row, 5)),
-            ("", None, Some(row)) => decode!(
-                row,
-                try_get,
-                row.try_get::<Json<JsonText>, _>(5).map(|json| json.0)
-            ),
-            _ => <Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?,
-        };
-        Ok(ByPosition(model))
+    }};
+}
+
+impl sea_orm::FromQueryResult for ByPosition {
+    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> Result<Self, DbErr> {
+        let decoded = by_position!(res, pre, Model {
+            id: 0, run_id: 1, sequence: 2, event_type: 3, priority: 4,
+            source_engine_id: 6, parent_event_id: 7, target_engine_id: 8,
+            target_engine_type: 9, idempotency_key: 10, created_at: 11, deliver_at: 12,
+            partition_key: 13;
+            payload: 5
+        });
+        match decoded {
+            Some(model) => Ok(ByPosition(model)),
+            None => Ok(ByPosition(
+                <Model as sea_orm::FromQueryResult>::from_query_result(res, pre)?,
+            )),
+        }
     }
 }
 
@@ -111,13 +114,136 @@ pub const COLUMNS: &str = "id, run_id, sequence, event_type, priority, payload, 
     parent_event_id, target_engine_id, target_engine_type, idempotency_key, created_at, \
     deliver_at, partition_key";
 
-/// The events `select` finds, decoded by position.
-pub async fn fetch<C: ConnectionTrait>(
+/// The events `select` finds, decoded by position: whole, or as [`Head`]s.
+pub async fn fetch<R: Row, C: ConnectionTrait>(
     select: Select<Entity>,
     conn: &C,
-) -> Result<Vec<Model>, DbErr> {
-    let rows = select.into_model::<ByPosition>().all(conn).await?;
-    Ok(rows.into_iter().map(|row| row.0).collect())
+) -> Result<Vec<R>, DbErr> {
+    let rows = R::narrow(select)
+        .into_model::<R::Decoder>()
+        .all(conn)
+        .await?;
+    Ok(rows.into_iter().map(R::decoded).collect())
+}
+
+/// What a page of events can be read as: the whole [`Model`] or its
+/// [`Head`]. Each gives what a page needs of every row (its order and
+/// cursor) and what engines read most.
+pub trait Row: Sized + Send + Sync {
+    /// How a row is decoded.
+    type Decoder: sea_orm::FromQueryResult + Send + Sync;
+    /// `select` reading only this row's columns.
+    fn narrow(select: Select<Entity>) -> Select<Entity>;
+    /// The row from its decoder.
+    fn decoded(decoder: Self::Decoder) -> Self;
+    /// The event's id.
+    fn id(&self) -> Uuid;
+    /// Its place in its run.
+    fn sequence(&self) -> i64;
+    /// Its type's name.
+    fn event_type(&self) -> &str;
+    /// Its priority.
+    fn priority(&self) -> i32;
+    /// Its payload.
+    fn payload(&self) -> &JsonText;
+    /// The whole event, when this row is one.
+    fn whole(&self) -> Option<&Model>;
+}
+
+/// [`Row`]'s accessors of the fields that [`Model`] and [`Head`] share by name.
+macro_rules! head_fields {
+    () => {
+        fn id(&self) -> Uuid {
+            self.id
+        }
+
+        fn sequence(&self) -> i64 {
+            self.sequence
+        }
+
+        fn event_type(&self) -> &str {
+            &self.event_type
+        }
+
+        fn priority(&self) -> i32 {
+            self.priority
+        }
+
+        fn payload(&self) -> &JsonText {
+            &self.payload
+        }
+    };
+}
+
+impl Row for Model {
+    type Decoder = ByPosition;
+
+    fn narrow(select: Select<Entity>) -> Select<Entity> {
+        select
+    }
+
+    fn decoded(decoder: ByPosition) -> Self {
+        decoder.0
+    }
+
+    head_fields!();
+
+    fn whole(&self) -> Option<&Model> {
+        Some(self)
+    }
+}
+
+/// The five columns of an event a page of `id eventType priority payload`
+/// needs (with the sequence, for the order and cursors): PostgreSQL sends
+/// a page of them for ~13% less CPU than a page of all fourteen columns
+/// (`bench/pgbench`'s `w1c`), and the server decodes fewer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Head {
+    /// The event's id.
+    pub id: Uuid,
+    /// Its place in its run.
+    pub sequence: i64,
+    /// Its type's name.
+    pub event_type: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Its payload.
+    pub payload: JsonText,
+}
+
+impl sea_orm::FromQueryResult for Head {
+    fn from_query_result(res: &sea_orm::QueryResult, pre: &str) -> Result<Self, DbErr> {
+        // The positions are `HEAD`'s order, which `Row::narrow` selects.
+        by_position!(res, pre, Head { id: 0, sequence: 1, event_type: 2, priority: 3; payload: 4 })
+            .ok_or_else(|| DbErr::Custom("an event's head is decoded from a row of its own".into()))
+    }
+}
+
+/// [`Head`]'s columns, in its decoder's order.
+const HEAD: [Column; 5] = [
+    Column::Id,
+    Column::Sequence,
+    Column::EventType,
+    Column::Priority,
+    Column::Payload,
+];
+
+impl Row for Head {
+    type Decoder = Head;
+
+    fn narrow(select: Select<Entity>) -> Select<Entity> {
+        select.select_only().columns(HEAD)
+    }
+
+    fn decoded(decoder: Head) -> Self {
+        decoder
+    }
+
+    head_fields!();
+
+    fn whole(&self) -> Option<&Model> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::page::{CursorKey, Page, PageRequest, into_page};
 use super::pending::Scope;
 use super::{Ctx, now};
+use crate::entity::event_instance::Row;
 use crate::entity::{engine_state, event_instance, event_processing};
 use crate::error::{AppError, AppResult};
 
@@ -175,10 +176,10 @@ pub enum EventCursor {
 
 impl EventCursor {
     /// The cursor of `event` in `order`.
-    pub fn of(event: &event_instance::Model, order: EventOrder) -> Self {
+    pub fn of(event: &impl Row, order: EventOrder) -> Self {
         match order {
-            EventOrder::Sequence => EventCursor::Sequence(event.sequence),
-            EventOrder::Priority => EventCursor::Priority(event.priority, event.sequence),
+            EventOrder::Sequence => EventCursor::Sequence(event.sequence()),
+            EventOrder::Priority => EventCursor::Priority(event.priority(), event.sequence()),
         }
     }
 }
@@ -203,14 +204,14 @@ fn other_order() -> AppError {
     AppError::bad_input("after", "after is a cursor of the other order")
 }
 
-/// A page of the events of `run_id`.
-pub async fn list(
+/// A page of the events of `run_id`, whole or as their heads (`R`).
+pub async fn list<R: Row>(
     ctx: &Ctx,
     run_id: Uuid,
     filter: EventFilter,
     order: EventOrder,
     page: PageRequest<EventCursor>,
-) -> AppResult<Page<EventCursor, event_instance::Model>> {
+) -> AppResult<Page<EventCursor, R>> {
     let run_not_found = || AppError::not_found("runId", format!("scenario run {run_id} not found"));
     let pending_for = match filter.pending_for {
         None => None,
@@ -234,14 +235,14 @@ pub async fn list(
 /// A page of the events of `run_id`, the run and the engine of `pending`
 /// already checked (only events pending for it, in that scope of the rule):
 /// what a subscription reads page after page without checking them again.
-pub async fn read_page(
+pub async fn read_page<R: Row>(
     ctx: &Ctx,
     run_id: Uuid,
     filter: &EventFilter,
     pending: Option<(&engine_state::Model, Scope)>,
     order: EventOrder,
     page: PageRequest<EventCursor>,
-) -> AppResult<Page<EventCursor, event_instance::Model>> {
+) -> AppResult<Page<EventCursor, R>> {
     use event_instance::Column as E;
     let mut query = event_instance::Entity::find().filter(E::RunId.eq(run_id));
     if let Some(types) = &filter.event_types {
@@ -287,13 +288,13 @@ pub async fn read_page(
 }
 
 /// The rows of a page of `query` in `order` after `after`, at most `limit`.
-async fn read_rows<C: ConnectionTrait>(
+async fn read_rows<R: Row, C: ConnectionTrait>(
     conn: &C,
     mut query: sea_orm::Select<event_instance::Entity>,
     order: EventOrder,
     after: Option<EventCursor>,
     limit: u64,
-) -> AppResult<Vec<event_instance::Model>> {
+) -> AppResult<Vec<R>> {
     use event_instance::Column as E;
     let rows = match (order, after) {
         (EventOrder::Sequence, after) => {

@@ -106,19 +106,12 @@ pub async fn run(
                     None => None,
                 },
             };
-            let had_cursor = page.after.is_some();
-            let page = event_svc::list(ctx, run_id, EventFilter::default(), order, page)
-                .await
-                .ok()?;
-            let types = write::types_of(
-                ctx,
-                selection.types_selected(),
-                page.rows.iter().map(|(_, e)| e),
-            )
-            .await?;
-            let mut out = write::Out::response(&plan.key);
-            write::connection(&mut out, selection, &page, had_cursor, &types)?;
-            Some(out.finish())
+            if selection.head_only() {
+                events_page::<event_instance::Head>(ctx, plan, selection, run_id, order, page).await
+            } else {
+                events_page::<event_instance::Model>(ctx, plan, selection, run_id, order, page)
+                    .await
+            }
         }
         // Subscriptions run over websockets only (`subscribe`).
         Root::EventsSubscription(_) => None,
@@ -130,8 +123,12 @@ pub async fn run(
             .await
             .ok()?;
             let event = events.first()?;
-            let types =
-                write::types_of(ctx, selection.types_selected(), std::iter::once(event)).await?;
+            let types = write::types_of(
+                ctx,
+                selection.types_selected(),
+                std::iter::once(event.event_type.as_str()),
+            )
+            .await?;
             let mut out = write::Out::response(&plan.key);
             write::event(&mut out, &selection.fields, event, &types)?;
             Some(out.finish())
@@ -181,6 +178,31 @@ pub async fn run(
             Some(out.finish())
         }
     }
+}
+
+/// The response to `plan` (an `events` page with `selection`), its rows
+/// read as `R`: whole events, or their heads when that is all it writes.
+async fn events_page<R: event_instance::Row>(
+    ctx: &Ctx,
+    plan: &Plan,
+    selection: &plan::ConnectionSelection,
+    run_id: uuid::Uuid,
+    order: event_svc::EventOrder,
+    page: PageRequest<EventCursor>,
+) -> Option<String> {
+    let had_cursor = page.after.is_some();
+    let page = event_svc::list::<R>(ctx, run_id, EventFilter::default(), order, page)
+        .await
+        .ok()?;
+    let types = write::types_of(
+        ctx,
+        selection.types_selected(),
+        page.rows.iter().map(|(_, e)| e.event_type()),
+    )
+    .await?;
+    let mut out = write::Out::response(&plan.key);
+    write::connection(&mut out, selection, &page, had_cursor, &types)?;
+    Some(out.finish())
 }
 
 /// Starts a reader's `events` subscription answered by `plan`: its stream

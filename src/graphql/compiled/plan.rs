@@ -98,6 +98,24 @@ pub(super) struct EventSelection {
     pub fields: Vec<(Key, EventField)>,
 }
 
+impl EventSelection {
+    /// Whether an event's head (`event_instance::Head`) has every field
+    /// selected.
+    pub fn head_only(&self) -> bool {
+        self.fields.iter().all(|(_, field)| {
+            matches!(
+                field,
+                EventField::Id
+                    | EventField::Sequence
+                    | EventField::EventType
+                    | EventField::Priority
+                    | EventField::Payload
+                    | EventField::Type(_)
+            )
+        })
+    }
+}
+
 /// A field of `Event` the compiled path writes.
 pub(super) enum EventField {
     Id,
@@ -133,6 +151,21 @@ pub(super) enum TypeField {
 /// The fields selected on an `EventConnection`.
 pub(super) struct ConnectionSelection {
     pub fields: Vec<(Key, ConnectionField)>,
+}
+
+impl ConnectionSelection {
+    /// Whether the page can be read as events' heads: every event selected
+    /// asks only for what a head has (cursors need no more).
+    pub fn head_only(&self) -> bool {
+        self.fields.iter().all(|(_, field)| match field {
+            ConnectionField::Nodes(events) => events.head_only(),
+            ConnectionField::Edges(edge) => edge.iter().all(|(_, field)| match field {
+                EdgeField::Cursor => true,
+                EdgeField::Node(events) => events.head_only(),
+            }),
+            ConnectionField::PageInfo(_) => true,
+        })
+    }
 }
 
 /// A field of `EventConnection`.

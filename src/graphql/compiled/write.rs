@@ -15,24 +15,25 @@ use super::plan::{
     ConnectionField, ConnectionSelection, EdgeField, EngineField, EventField, Key, PageInfoField,
     ProcessingField, TypeField,
 };
-use crate::entity::{event_instance, event_processing, event_type};
+use crate::entity::event_instance::Row;
+use crate::entity::{event_processing, event_type};
 use crate::service::Ctx;
 use crate::service::engine::SavedEngine;
 use crate::service::event::EventCursor;
 use crate::service::page::{CursorKey, Page};
 
-/// The event types of `events`, by name, when `wanted`; none when one is
+/// The event types named `names`, by name, when `wanted`; none when one is
 /// missing (the general path then reports it).
 pub(super) async fn types_of<'a>(
     ctx: &Ctx,
     wanted: bool,
-    events: impl Iterator<Item = &'a event_instance::Model>,
+    names: impl Iterator<Item = &'a str>,
 ) -> Option<HashMap<String, Arc<event_type::Model>>> {
     let mut types = HashMap::new();
     if !wanted {
         return Some(types);
     }
-    let mut names: Vec<&str> = events.map(|e| e.event_type.as_str()).collect();
+    let mut names: Vec<&str> = names.collect();
     names.sort_unstable();
     names.dedup();
     for found in crate::service::event_type::get_many(ctx, &names)
@@ -148,10 +149,10 @@ impl Out {
 }
 
 /// An `EventConnection` of `page`.
-pub(super) fn connection(
+pub(super) fn connection<R: Row>(
     out: &mut Out,
     selection: &ConnectionSelection,
-    page: &Page<EventCursor, event_instance::Model>,
+    page: &Page<EventCursor, R>,
     had_cursor: bool,
     types: &HashMap<String, Arc<event_type::Model>>,
 ) -> Option<()> {
@@ -161,7 +162,7 @@ pub(super) fn connection(
     let payloads: usize = page
         .rows
         .iter()
-        .map(|(_, e)| e.payload.as_str().len())
+        .map(|(_, e)| e.payload().as_str().len())
         .sum();
     out.0.reserve(payloads + 256 * page.rows.len());
     out.raw("{");
@@ -219,36 +220,39 @@ pub(super) fn connection(
     Some(())
 }
 
-/// An `Event` with `fields`.
-pub(super) fn event(
+/// An `Event` with `fields`; none when `e` is a head and `fields` ask for
+/// more (which [`super::plan::EventSelection::head_only`] rules out).
+pub(super) fn event<R: Row>(
     out: &mut Out,
     fields: &[(Key, EventField)],
-    e: &event_instance::Model,
+    e: &R,
     types: &HashMap<String, Arc<event_type::Model>>,
 ) -> Option<()> {
     out.raw("{");
     for (i, (key, field)) in fields.iter().enumerate() {
         out.field(i == 0, key);
         match field {
-            EventField::Id => out.uuid(e.id),
-            EventField::RunId => out.uuid(e.run_id),
-            EventField::Sequence => out.number(e.sequence),
-            EventField::EventType => out.string(&e.event_type),
-            EventField::Priority => out.number(e.priority),
-            EventField::Payload => out.raw(e.payload.as_str()),
-            EventField::SourceEngineId => out.opt_uuid(e.source_engine_id),
-            EventField::ParentEventId => out.opt_uuid(e.parent_event_id),
-            EventField::TargetEngineId => out.opt_uuid(e.target_engine_id),
-            EventField::TargetEngineType => out.opt_string(e.target_engine_type.as_deref()),
-            EventField::IdempotencyKey => out.opt_string(e.idempotency_key.as_deref()),
-            EventField::CreatedAt => out.time(e.created_at),
-            EventField::DeliverAt => match e.deliver_at {
+            EventField::Id => out.uuid(e.id()),
+            EventField::RunId => out.uuid(e.whole()?.run_id),
+            EventField::Sequence => out.number(e.sequence()),
+            EventField::EventType => out.string(e.event_type()),
+            EventField::Priority => out.number(e.priority()),
+            EventField::Payload => out.raw(e.payload().as_str()),
+            EventField::SourceEngineId => out.opt_uuid(e.whole()?.source_engine_id),
+            EventField::ParentEventId => out.opt_uuid(e.whole()?.parent_event_id),
+            EventField::TargetEngineId => out.opt_uuid(e.whole()?.target_engine_id),
+            EventField::TargetEngineType => {
+                out.opt_string(e.whole()?.target_engine_type.as_deref())
+            }
+            EventField::IdempotencyKey => out.opt_string(e.whole()?.idempotency_key.as_deref()),
+            EventField::CreatedAt => out.time(e.whole()?.created_at),
+            EventField::DeliverAt => match e.whole()?.deliver_at {
                 Some(at) => out.time(at),
                 None => out.null(),
             },
-            EventField::PartitionKey => out.opt_string(e.partition_key.as_deref()),
+            EventField::PartitionKey => out.opt_string(e.whole()?.partition_key.as_deref()),
             EventField::Type(type_fields) => {
-                event_type(out, type_fields, types.get(&e.event_type)?);
+                event_type(out, type_fields, types.get(e.event_type())?);
             }
         }
     }
