@@ -64,9 +64,8 @@ pub enum Vars<'a> {
     /// As async-graphql decoded them.
     Parsed(&'a Variables),
     /// As JSON text from the request's body, each decoded only when an
-    /// argument reads it: a `JSON` argument (a saved state) goes from its
-    /// text straight to the value the service takes, without async-graphql's
-    /// value tree in between.
+    /// argument reads it: a saved state goes from its text to the compact
+    /// text the service binds, without a value tree in between.
     Raw(&'a HashMap<Cow<'a, str>, &'a RawValue>),
 }
 
@@ -151,9 +150,10 @@ pub async fn run(
             let checked = engine::check_state_text(ctx, "state", &state).ok()?;
             // The state is answered as the general path answers it: the
             // value its text parses to (keys sorted), parsed only if asked.
-            let answered = match write::selects_state(selection) {
-                true => Some(serde_json::from_str::<Value>(state.get()).ok()?),
-                false => None,
+            let answered = if write::selects_state(selection) {
+                Some(serde_json::from_str::<Value>(state.get()).ok()?)
+            } else {
+                None
             };
             let saved = engine::save_checked(ctx, principal, engine_id, checked, expected_version)
                 .await
