@@ -137,19 +137,11 @@ fn json_body(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `POST /graphql`: [`answer_post`], boxed. axum moves a handler's future
-/// several times before polling it, and this one is kilobytes (the general
-/// path's futures are inside): boxed, those moves copy a pointer (callgrind:
-/// 8k instructions a request less).
-async fn execute_post(state: State<AppState>, request: Request) -> Response {
-    Box::pin(answer_post(state, request)).await
-}
-
 /// Runs one GraphQL request sent as a POST body. A JSON body is read whole
 /// first: when its document has a proven compiled plan, the plan answers
 /// from the body's text; any other request is read by async-graphql-axum,
 /// as before, and runs through the schema.
-async fn answer_post(State(state): State<AppState>, request: Request) -> Response {
+async fn execute_post(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if !json_body(&parts.headers) {
         return extract_and_execute(&state, parts, body).await;
