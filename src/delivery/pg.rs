@@ -147,9 +147,10 @@ pub async fn listen(
     shutdown: CancellationToken,
 ) {
     // Shutdown drops the loop wherever it waits. Not a `select!` per
-    // notification: sqlx's receive future (a pool acquire inside) is ~7 KB,
-    // and moving a new one into a `select!` for every notification was 14%
-    // of a publish's instructions (every publish notifies, this replica too).
+    // notification: sqlx's receive future is large (a pool acquire is
+    // inside), and moving a new one into a `select!` for every notification
+    // was 13% of a publish's instructions (every publish notifies, this
+    // replica too).
     tokio::select! {
         () = listen_until_dropped(url, hub, listened) => {}
         () = shutdown.cancelled() => {}
