@@ -148,9 +148,8 @@ pub async fn listen(
 ) {
     // Shutdown drops the loop wherever it waits. Not a `select!` per
     // notification: sqlx's receive future is large (a pool acquire is
-    // inside), and moving a new one into a `select!` for every notification
-    // was 13% of a publish's instructions (every publish notifies, this
-    // replica too).
+    // inside), and a `select!` copied a new one twice for every
+    // notification, and every publish notifies (this replica too).
     tokio::select! {
         () = listen_until_dropped(url, hub, listened) => {}
         () = shutdown.cancelled() => {}
