@@ -4,7 +4,8 @@
 //! compresses it twice (the engine's row and its history row); with pglz
 //! that was a fifth of PostgreSQL's CPU per save (BENCHMARKS.md, issue 17).
 //! Only values written from now on use lz4; older ones stay readable as
-//! they are. A PostgreSQL built without lz4 keeps pglz (a notice says so).
+//! they are. A PostgreSQL built without lz4, or older than 14 (which has no
+//! `SET COMPRESSION`), keeps pglz (a notice says so).
 //! Nothing changes on SQLite.
 
 use sea_orm_migration::prelude::*;
@@ -14,7 +15,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 pub struct Migration;
 
 /// Sets the compression of both state columns to `method`, unless this
-/// PostgreSQL lacks it.
+/// PostgreSQL lacks it or the statement.
 async fn compress_states(manager: &SchemaManager<'_>, method: &str) -> Result<(), DbErr> {
     let conn = manager.get_connection();
     if conn.get_database_backend() != DbBackend::Postgres {
@@ -25,7 +26,7 @@ async fn compress_states(manager: &SchemaManager<'_>, method: &str) -> Result<()
          BEGIN
              EXECUTE 'ALTER TABLE engine_states ALTER COLUMN state SET COMPRESSION {method}';
              EXECUTE 'ALTER TABLE engine_state_versions ALTER COLUMN state SET COMPRESSION {method}';
-         EXCEPTION WHEN feature_not_supported THEN
+         EXCEPTION WHEN feature_not_supported OR syntax_error THEN
              RAISE NOTICE 'compression {method} is not supported here: states keep the default';
          END $$"
     ))
