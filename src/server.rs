@@ -15,7 +15,7 @@ use crate::db::Db;
 use crate::delivery::{DeliveryConfig, Hub};
 use crate::graphql::execution::Executor;
 use crate::graphql::{AppSchemaBuilder, build_schema_with};
-use crate::http::{AppState, GraphiqlAssets, RenderCache, WsSettings, router};
+use crate::http::{AppState, GraphiqlAssets, RenderCache, Shared, WsSettings, router};
 use crate::service::Ctx;
 
 /// Startup and serving failures.
@@ -68,14 +68,14 @@ impl App {
         let schema = build_schema_with(Some((ctx.clone(), hub.clone())), &config.limits, customize);
         let ws = WsSettings::new(&config.realtime, &config.limits);
         Ok(App {
-            state: AppState {
+            state: AppState::new(Shared {
                 graphql: Executor::new(schema, ctx.metrics.clone(), hub.clone()),
                 ctx,
                 ws: Arc::new(ws),
                 shutdown: shutdown.clone(),
                 renders: Arc::new(RenderCache::default()),
                 graphiql,
-            },
+            }),
             hub,
             shutdown,
         })

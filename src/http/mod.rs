@@ -29,9 +29,30 @@ use tokio_util::sync::CancellationToken;
 use crate::graphql::execution::Executor;
 use crate::service::Ctx;
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer to [`Shared`]. axum clones
+/// the state for every request (its extractor and each middleware's), and
+/// one reference count, not one per field, is what both worker threads
+/// then bump on the same cache line.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state over `shared`.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The server's parts every handler reaches through [`AppState`].
+pub struct Shared {
     /// The GraphQL schema, built once, as the transports run it.
     pub graphql: Executor,
     /// The service context, for per-request loaders and health checks.
