@@ -2,7 +2,7 @@
 //! registry (no process-wide recorder), so that several servers in one
 //! process, as in the tests, keep their counts apart.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -14,6 +14,9 @@ use crate::error::CODES;
 /// Distinct operation names kept as labels; later ones count as `other`, so
 /// that clients cannot grow the registry without bound.
 const MAX_OPERATION_NAMES: usize = 256;
+
+/// Labels of requests: the names, `anonymous` and `other`.
+const MAX_LABELS: usize = MAX_OPERATION_NAMES + 2;
 
 /// Delivery lag buckets, in seconds: the interesting range is 1 ms to 2 s.
 const LAG_BUCKETS: [f64; 12] = [
@@ -34,6 +37,15 @@ const POOL_SIZE: &str = "scenario_hub_db_pool_connections";
 const POOL_IDLE: &str = "scenario_hub_db_pool_idle_connections";
 const POOL_MAX: &str = "scenario_hub_db_pool_max_connections";
 
+/// The transports a request is counted under.
+const TRANSPORTS: [&str; 3] = ["http", "websocket", "rest"];
+
+/// The `operation` label of a request without an operation name.
+const ANONYMOUS: &str = "anonymous";
+
+/// The `operation` label of a name that is not plain, or past the limit.
+const OTHER_OPERATION: &str = "other";
+
 /// The `code` label of an error outside DESIGN.md's set.
 const OTHER: &str = "OTHER";
 
@@ -42,7 +54,9 @@ static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, 
 /// One server's metrics.
 pub struct Metrics {
     recorder: PrometheusRecorder,
-    operation_names: Mutex<HashSet<String>>,
+    /// Request counters by operation label, then by transport and outcome
+    /// (`TRANSPORTS`' index times two, plus one for an error).
+    operations: Mutex<HashMap<String, [Option<Counter>; 6]>>,
     compiled: Counter,
     published: Counter,
     delivered: Counter,
@@ -128,7 +142,14 @@ impl Metrics {
             leases_expired: recorder
                 .register_counter(&Key::from_static_name(LEASES_EXPIRED), &METADATA),
             in_flight: recorder.register_gauge(&Key::from_static_name(IN_FLIGHT), &METADATA),
-            operation_names: Mutex::new(HashSet::new()),
+            // The fixed labels from the start, so that only names count
+            // against the limit.
+            operations: Mutex::new(
+                [ANONYMOUS, OTHER_OPERATION]
+                    .into_iter()
+                    .map(|label| (label.to_owned(), Default::default()))
+                    .collect(),
+            ),
             recorder,
         };
         // Every code at 0 from the start, so that `rate()` and alerts work
@@ -136,25 +157,47 @@ impl Metrics {
         for code in CODES.into_iter().chain([OTHER]) {
             metrics.error_counter(code).increment(0);
         }
-        for transport in ["http", "websocket", "rest"] {
+        for transport in TRANSPORTS {
             for ok in [true, false] {
                 metrics
-                    .request_counter(transport, "anonymous".into(), ok)
+                    .request_counter(transport, ANONYMOUS.into(), ok)
                     .increment(0);
             }
         }
         metrics
     }
 
-    /// One request of `transport` (`http`, `websocket`, `rest`) finished.
     /// A request answered by the compiled path (counted in `request` too).
     pub fn compiled(&self) {
         self.compiled.increment(1);
     }
 
+    /// One request of `transport` (`http`, `websocket`, `rest`) finished.
     pub fn request(&self, transport: &'static str, operation: Option<&str>, ok: bool) {
-        let operation = self.operation_label(operation);
-        self.request_counter(transport, operation, ok).increment(1);
+        let t = TRANSPORTS
+            .iter()
+            .position(|t| *t == transport)
+            .expect("a known transport");
+        let label = match operation {
+            None => ANONYMOUS,
+            Some(name) if is_plain(name) => name,
+            Some(_) => OTHER_OPERATION,
+        };
+        // Counters are found here by label and registered once: the
+        // registry's own lookup hashes the whole key with its labels.
+        let mut operations = self.operations.lock().expect("operations lock poisoned");
+        let label = if operations.contains_key(label) || operations.len() < MAX_LABELS {
+            label
+        } else {
+            OTHER_OPERATION
+        };
+        let counters = match operations.get_mut(label) {
+            Some(counters) => counters,
+            None => operations.entry(label.to_owned()).or_default(),
+        };
+        counters[t * 2 + usize::from(!ok)]
+            .get_or_insert_with(|| self.request_counter(transport, label.to_owned(), ok))
+            .increment(1);
     }
 
     fn request_counter(&self, transport: &'static str, operation: String, ok: bool) -> Counter {
@@ -225,28 +268,14 @@ impl Metrics {
         }
         self.recorder.handle().render()
     }
+}
 
-    /// `operation` if it is a plain name and there is room for it, else a
-    /// fixed label.
-    fn operation_label(&self, operation: Option<&str>) -> String {
-        let Some(name) = operation else {
-            return "anonymous".into();
-        };
-        let plain = name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_./ {}".contains(&b));
-        if !plain {
-            return "other".into();
-        }
-        let mut names = self.operation_names.lock().expect("names lock poisoned");
-        if names.contains(name) || names.len() < MAX_OPERATION_NAMES {
-            names.insert(name.to_owned());
-            name.to_owned()
-        } else {
-            "other".into()
-        }
-    }
+/// Whether an operation name may be a label as it is.
+fn is_plain(name: &str) -> bool {
+    name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_./ {}".contains(&b))
 }
 
 /// The database pool's use at one moment.
@@ -258,4 +287,50 @@ pub struct PoolUse {
     pub idle: u32,
     /// The most it may open.
     pub max: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_OPERATION_NAMES, Metrics, PoolUse};
+
+    /// The value of `scenario_hub_requests_total` with `labels` in `text`.
+    fn requests(text: &str, labels: &str) -> Option<f64> {
+        let prefix = format!("scenario_hub_requests_total{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.parse().expect("a number"))
+    }
+
+    #[test]
+    fn operation_names_past_the_limit_count_as_other() {
+        let metrics = Metrics::new();
+        let extra = 10;
+        for round in 0..2 {
+            for i in 0..MAX_OPERATION_NAMES + extra {
+                metrics.request("http", Some(&format!("Op{i}")), round == 0);
+            }
+        }
+        metrics.request("http", Some("not plain!"), true);
+        metrics.request("rest", None, false);
+        let text = metrics.render(PoolUse {
+            size: 0,
+            idle: 0,
+            max: 0,
+        });
+        let names = text
+            .lines()
+            .filter(|l| l.starts_with("scenario_hub_requests_total{") && l.contains("Op"))
+            .count();
+        // Each kept name once as ok, once as error.
+        assert_eq!(names, MAX_OPERATION_NAMES * 2);
+        let last = MAX_OPERATION_NAMES - 1;
+        let kept = format!(r#"transport="http",operation="Op{last}",outcome="error""#);
+        assert_eq!(requests(&text, &kept), Some(1.0), "{text}");
+        let other = r#"transport="http",operation="other",outcome="ok""#;
+        assert_eq!(requests(&text, other), Some(extra as f64 + 1.0), "{text}");
+        let other = r#"transport="http",operation="other",outcome="error""#;
+        assert_eq!(requests(&text, other), Some(extra as f64), "{text}");
+        let anonymous = r#"transport="rest",operation="anonymous",outcome="error""#;
+        assert_eq!(requests(&text, anonymous), Some(1.0), "{text}");
+    }
 }
