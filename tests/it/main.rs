@@ -30,6 +30,7 @@ mod relationships;
 mod rest;
 mod runs;
 mod shutdown;
+mod socket;
 mod subscriptions;
 mod surface;
 mod templates;

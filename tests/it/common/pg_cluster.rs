@@ -88,6 +88,11 @@ impl PgCluster {
         format!("postgres://postgres@{host}:{}/postgres{query}", self.port)
     }
 
+    /// The folder of its Unix socket (`.s.PGSQL.<port>`).
+    pub fn socket_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// Restarts the server as an operator would (`pg_ctl restart`, fast
     /// mode: sessions are terminated, transactions rolled back).
     pub fn restart(&self) {
