@@ -37,8 +37,28 @@ const POOL_SIZE: &str = "scenario_hub_db_pool_connections";
 const POOL_IDLE: &str = "scenario_hub_db_pool_idle_connections";
 const POOL_MAX: &str = "scenario_hub_db_pool_max_connections";
 
-/// The transports a request is counted under.
-const TRANSPORTS: [&str; 3] = ["http", "websocket", "rest"];
+/// What a request came over: the `transport` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// GraphQL over HTTP.
+    Http,
+    /// A GraphQL websocket operation.
+    Websocket,
+    /// A REST call.
+    Rest,
+}
+
+impl Transport {
+    const ALL: [Transport; 3] = [Transport::Http, Transport::Websocket, Transport::Rest];
+
+    fn label(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Websocket => "websocket",
+            Transport::Rest => "rest",
+        }
+    }
+}
 
 /// The `operation` label of a request without an operation name.
 const ANONYMOUS: &str = "anonymous";
@@ -55,7 +75,8 @@ static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, 
 pub struct Metrics {
     recorder: PrometheusRecorder,
     /// Request counters by operation label, then by transport and outcome
-    /// (`TRANSPORTS`' index times two, plus one for an error).
+    /// (the transport's place in `Transport::ALL` times two, plus one for
+    /// an error).
     operations: Mutex<HashMap<String, [Option<Counter>; 6]>>,
     compiled: Counter,
     published: Counter,
@@ -157,7 +178,7 @@ impl Metrics {
         for code in CODES.into_iter().chain([OTHER]) {
             metrics.error_counter(code).increment(0);
         }
-        for transport in TRANSPORTS {
+        for transport in Transport::ALL {
             for ok in [true, false] {
                 metrics
                     .request_counter(transport, ANONYMOUS.into(), ok)
@@ -172,12 +193,8 @@ impl Metrics {
         self.compiled.increment(1);
     }
 
-    /// One request of `transport` (`http`, `websocket`, `rest`) finished.
-    pub fn request(&self, transport: &'static str, operation: Option<&str>, ok: bool) {
-        let t = TRANSPORTS
-            .iter()
-            .position(|t| *t == transport)
-            .expect("a known transport");
+    /// One request of `transport` finished.
+    pub fn request(&self, transport: Transport, operation: Option<&str>, ok: bool) {
         let label = match operation {
             None => ANONYMOUS,
             Some(name) if is_plain(name) => name,
@@ -195,14 +212,14 @@ impl Metrics {
             Some(counters) => counters,
             None => operations.entry(label.to_owned()).or_default(),
         };
-        counters[t * 2 + usize::from(!ok)]
+        counters[transport as usize * 2 + usize::from(!ok)]
             .get_or_insert_with(|| self.request_counter(transport, label.to_owned(), ok))
             .increment(1);
     }
 
-    fn request_counter(&self, transport: &'static str, operation: String, ok: bool) -> Counter {
+    fn request_counter(&self, transport: Transport, operation: String, ok: bool) -> Counter {
         let labels = vec![
-            Label::new("transport", transport),
+            Label::new("transport", transport.label()),
             Label::new("operation", operation),
             Label::new("outcome", if ok { "ok" } else { "error" }),
         ];
@@ -291,7 +308,7 @@ pub struct PoolUse {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_OPERATION_NAMES, Metrics, PoolUse};
+    use super::{MAX_OPERATION_NAMES, Metrics, PoolUse, Transport};
 
     /// The value of `scenario_hub_requests_total` with `labels` in `text`.
     fn requests(text: &str, labels: &str) -> Option<f64> {
@@ -307,11 +324,11 @@ mod tests {
         let extra = 10;
         for round in 0..2 {
             for i in 0..MAX_OPERATION_NAMES + extra {
-                metrics.request("http", Some(&format!("Op{i}")), round == 0);
+                metrics.request(Transport::Http, Some(&format!("Op{i}")), round == 0);
             }
         }
-        metrics.request("http", Some("not plain!"), true);
-        metrics.request("rest", None, false);
+        metrics.request(Transport::Http, Some("not plain!"), true);
+        metrics.request(Transport::Rest, None, false);
         let text = metrics.render(PoolUse {
             size: 0,
             idle: 0,

@@ -27,7 +27,7 @@ use super::{AppSchema, RequestLoader, compiled};
 use crate::delivery::Hub;
 use crate::delivery::subscription::Delivered;
 use crate::error::AppResult;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Transport};
 use crate::service::Ctx;
 use crate::service::auth::Principal;
 
@@ -101,7 +101,8 @@ impl Executor {
         let (operation, entry) = self.documents.prepare_parts(query, operation_name);
         let plan = entry.as_deref()?.proven_plan(operation_name)?;
         let body = compiled::run(plan, ctx, principal, variables).await?;
-        self.metrics.request("http", operation.as_deref(), true);
+        self.metrics
+            .request(Transport::Http, operation.as_deref(), true);
         self.metrics.compiled();
         Some(body)
     }
@@ -114,7 +115,7 @@ impl Executor {
         let request = request.data(RequestLoader::cached()).data(principal);
         let mut response = catching_panics(self.schema.execute(request)).await;
         add_codes(&mut response, &query);
-        self.count("http", operation.as_deref(), &response);
+        self.count(Transport::Http, operation.as_deref(), &response);
         if response.errors.is_empty()
             && let Some(entry) = entry
         {
@@ -170,7 +171,7 @@ impl Executor {
                 // count each time.
                 if first {
                     first = false;
-                    this.count("websocket", operation.as_deref(), &response);
+                    this.count(Transport::Websocket, operation.as_deref(), &response);
                 } else {
                     this.count_errors(&response);
                 }
@@ -193,7 +194,7 @@ impl Executor {
         })
     }
 
-    fn count(&self, transport: &'static str, operation: Option<&str>, response: &Response) {
+    fn count(&self, transport: Transport, operation: Option<&str>, response: &Response) {
         self.metrics
             .request(transport, operation, response.errors.is_empty());
         self.count_errors(response);
@@ -242,7 +243,7 @@ impl CompiledSubscription {
             Ok(delivered) => {
                 if first {
                     self.metrics
-                        .request("websocket", self.operation.as_deref(), true);
+                        .request(Transport::Websocket, self.operation.as_deref(), true);
                 }
                 Some(Next::Event(delivered))
             }
@@ -256,7 +257,7 @@ impl CompiledSubscription {
                 add_codes(&mut response, &self.query);
                 if first {
                     self.metrics
-                        .request("websocket", self.operation.as_deref(), false);
+                        .request(Transport::Websocket, self.operation.as_deref(), false);
                 }
                 for error in &response.errors {
                     self.metrics.error(error_code(error));

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::{AppState, ErrorCode};
+use crate::metrics::Transport;
 
 /// The metrics route; open like the health routes, for scrapers.
 pub fn routes() -> Router<AppState> {
@@ -35,7 +36,7 @@ pub async fn count_refusals(
 ) -> Response {
     let response = next.run(request).await;
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
-        state.ctx.metrics.request("http", None, false);
+        state.ctx.metrics.request(Transport::Http, None, false);
         state.ctx.metrics.error(code);
     }
     response
@@ -49,7 +50,11 @@ pub async fn count_rest(State(state): State<AppState>, request: Request, next: N
         .map(|path| format!("{} {}", request.method(), path.as_str()));
     let response = next.run(request).await;
     let metrics = &state.ctx.metrics;
-    metrics.request("rest", route.as_deref(), response.status().is_success());
+    metrics.request(
+        Transport::Rest,
+        route.as_deref(),
+        response.status().is_success(),
+    );
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         metrics.error(code);
     }
