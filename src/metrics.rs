@@ -51,6 +51,11 @@ pub enum Transport {
 impl Transport {
     const ALL: [Transport; 3] = [Transport::Http, Transport::Websocket, Transport::Rest];
 
+    /// Its outcome's counter among an operation's six: two a transport.
+    fn slot(self, ok: bool) -> usize {
+        self as usize * 2 + usize::from(!ok)
+    }
+
     fn label(self) -> &'static str {
         match self {
             Transport::Http => "http",
@@ -75,8 +80,7 @@ static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, 
 pub struct Metrics {
     recorder: PrometheusRecorder,
     /// Request counters by operation label, then by transport and outcome
-    /// (the transport's place in `Transport::ALL` times two, plus one for
-    /// an error).
+    /// (`Transport::slot`).
     operations: Mutex<HashMap<String, [Option<Counter>; 6]>>,
     compiled: Counter,
     published: Counter,
@@ -180,9 +184,7 @@ impl Metrics {
         }
         for transport in Transport::ALL {
             for ok in [true, false] {
-                metrics
-                    .request_counter(transport, ANONYMOUS.into(), ok)
-                    .increment(0);
+                metrics.count_request(transport, None, ok, 0);
             }
         }
         metrics
@@ -195,6 +197,11 @@ impl Metrics {
 
     /// One request of `transport` finished.
     pub fn request(&self, transport: Transport, operation: Option<&str>, ok: bool) {
+        self.count_request(transport, operation, ok, 1);
+    }
+
+    /// Adds `n` to the requests of `transport`, `operation` and outcome.
+    fn count_request(&self, transport: Transport, operation: Option<&str>, ok: bool, n: u64) {
         let label = match operation {
             None => ANONYMOUS,
             Some(name) if is_plain(name) => name,
@@ -212,9 +219,9 @@ impl Metrics {
             Some(counters) => counters,
             None => operations.entry(label.to_owned()).or_default(),
         };
-        counters[transport as usize * 2 + usize::from(!ok)]
+        counters[transport.slot(ok)]
             .get_or_insert_with(|| self.request_counter(transport, label.to_owned(), ok))
-            .increment(1);
+            .increment(n);
     }
 
     fn request_counter(&self, transport: Transport, operation: String, ok: bool) -> Counter {
