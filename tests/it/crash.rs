@@ -486,15 +486,12 @@ async fn a_restarted_database_is_unavailable_then_served_again_losing_nothing() 
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    let cluster = tokio::task::spawn_blocking(|| {
-        PgCluster::start(
-            &[],
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let cluster = PgCluster::launch(
+        &[],
+        "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        &[],
+    )
+    .await;
     let server = Arc::new(TestServer::start_on(&cluster.url("127.0.0.1", ""), |_| {}).await);
     let s = scenario(&server, "restart").await;
     event_type(&server, "tick", json!(null), 0, 1).await;

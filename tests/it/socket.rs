@@ -18,15 +18,12 @@ use crate::common::{TestServer, event_type, publish, scenario};
     ignore = "TEST_DATABASE_URL is not set: PostgreSQL test skipped"
 )]
 async fn replicas_on_the_unix_socket_serve_and_ring_each_other() {
-    let cluster = tokio::task::spawn_blocking(|| {
-        PgCluster::start(
-            &[],
-            "local all all trust\nhost all all 127.0.0.1/32 reject\n",
-            &[],
-        )
-    })
-    .await
-    .unwrap();
+    let cluster = PgCluster::launch(
+        &[],
+        "local all all trust\nhost all all 127.0.0.1/32 reject\n",
+        &[],
+    )
+    .await;
     let dir = cluster.socket_dir().display().to_string();
     let escaped = dir.replace('/', "%2F");
     let port = cluster.port;

@@ -73,20 +73,17 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     let right = ca("scenario-hub test CA");
     let wrong = ca("another CA");
     let (cert, key) = server_cert(&right);
-    let cluster = tokio::task::spawn_blocking(move || {
-        PgCluster::start(
-            &[
-                "ssl = on".to_owned(),
-                "ssl_cert_file = 'server.crt'".to_owned(),
-                "ssl_key_file = 'server.key'".to_owned(),
-            ],
-            // TLS or nothing, so a connection that works proves TLS.
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
-            &[("server.crt", &cert), ("server.key", &key)],
-        )
-    })
-    .await
-    .unwrap();
+    let cluster = PgCluster::launch(
+        &[
+            "ssl = on".to_owned(),
+            "ssl_cert_file = 'server.crt'".to_owned(),
+            "ssl_key_file = 'server.key'".to_owned(),
+        ],
+        // TLS or nothing, so a connection that works proves TLS.
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        &[("server.crt", &cert), ("server.key", &key)],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let right_root = dir.path().join("right.pem");
     let wrong_root = dir.path().join("wrong.pem");

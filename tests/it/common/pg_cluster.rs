@@ -24,7 +24,7 @@ impl PgCluster {
     /// `hba` (the whole `pg_hba.conf`), and starts it. `files` are written
     /// into the data directory first (certificates, keys), owned by the
     /// server's user with mode 0600.
-    pub fn start(settings: &[String], hba: &str, files: &[(&str, &str)]) -> PgCluster {
+    fn start(settings: &[String], hba: &str, files: &[(&str, &str)]) -> PgCluster {
         let bindir = bindir();
         let dir = tempfile::tempdir().expect("temp dir");
         let as_postgres = is_root();
@@ -81,6 +81,26 @@ impl PgCluster {
         }
         cluster.pg_ctl(&["start", "-w", "-t", "60"]);
         cluster
+    }
+
+    /// [`PgCluster::start`] on a blocking thread: `initdb` and `pg_ctl`
+    /// would hold up the test's runtime.
+    pub async fn launch(settings: &[String], hba: &str, files: &[(&str, &str)]) -> PgCluster {
+        let settings = settings.to_vec();
+        let hba = hba.to_owned();
+        let files: Vec<(String, String)> = files
+            .iter()
+            .map(|(name, contents)| ((*name).to_owned(), (*contents).to_owned()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let files: Vec<(&str, &str)> = files
+                .iter()
+                .map(|(name, contents)| (name.as_str(), contents.as_str()))
+                .collect();
+            PgCluster::start(&settings, &hba, &files)
+        })
+        .await
+        .expect("the cluster's start did not panic")
     }
 
     /// `postgres://postgres@{host}:{port}/postgres{query}`.
